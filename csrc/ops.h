@@ -1,0 +1,20 @@
+#pragma once
+// Host entry points of every posext kernel. Each op: argument checks + params here, kernels in cpu/ and cuda/.
+#include <ATen/ATen.h>
+
+#include "sincos.h"
+
+namespace posext {
+
+// Builds and checks the table parameters; `bands` holds one code per band: axis * 2 + is_cos.
+SinCosParams sincos_params(int64_t embed_dim, int64_t num_bands, at::IntArrayRef bands,
+                           double temperature, int64_t freq_denominator_offset);
+
+void sincos_2d_cpu(at::Tensor& out, const SinCosParams& p);
+void sincos_1d_cpu(at::Tensor& out, const at::Tensor& positions, const SinCosParams& p);
+#ifdef POSEXT_WITH_CUDA
+void sincos_2d_cuda(at::Tensor& out, const SinCosParams& p);
+void sincos_1d_cuda(at::Tensor& out, const at::Tensor& positions, const SinCosParams& p);
+#endif
+
+}  // namespace posext

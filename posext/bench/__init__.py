@@ -1,0 +1,1 @@
+"""Benchmarks behind `posext bench`: each job module exposes run(devices, quick) -> list of row dicts."""
