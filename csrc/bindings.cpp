@@ -11,6 +11,12 @@ TORCH_LIBRARY(posext, m) {
         "int[] bands, int freq_denominator_offset, *, Tensor(a!) out) -> ()");
   m.def("sincos_1d(Tensor positions, int embed_dim, float temperature, ScalarType dtype) -> Tensor");
   m.def("sincos_1d_out(Tensor positions, int embed_dim, float temperature, *, Tensor(a!) out) -> ()");
+  // Grid resampling of [B, P + H*W, C] tokens. mode: 0 nearest, 1 bilinear, 2 bicubic; scale_h/w <= 0: none
+  // (kernel scale in/out), else the user's scale_factor (kernel scale 1/sf, as F.interpolate).
+  m.def("resample(Tensor input, int old_h, int old_w, SymInt new_h, SymInt new_w, int num_prefix_tokens, "
+        "int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
+  m.def("resample_backward(Tensor grad_out, int old_h, int old_w, SymInt new_h, SymInt new_w, "
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -2,6 +2,7 @@
 // Host entry points of every posext kernel. Each op: argument checks + params here, kernels in cpu/ and cuda/.
 #include <ATen/ATen.h>
 
+#include "resample.h"
 #include "sincos.h"
 
 namespace posext {
@@ -15,6 +16,14 @@ void sincos_1d_cpu(at::Tensor& out, const at::Tensor& positions, const SinCosPar
 #ifdef POSEXT_WITH_CUDA
 void sincos_2d_cuda(at::Tensor& out, const SinCosParams& p);
 void sincos_1d_cuda(at::Tensor& out, const at::Tensor& positions, const SinCosParams& p);
+#endif
+
+// Resample kernels: input/grad_out/output tensors are [B, tokens, C] with unit channel stride.
+void resample_forward_cpu(const at::Tensor& input, at::Tensor& out, const ResampleParams& p);
+void resample_backward_cpu(const at::Tensor& grad_out, at::Tensor& grad_in, const ResampleParams& p);
+#ifdef POSEXT_WITH_CUDA
+void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const ResampleParams& p);
+void resample_backward_cuda(const at::Tensor& grad_out, at::Tensor& grad_in, const ResampleParams& p);
 #endif
 
 }  // namespace posext

@@ -67,4 +67,4 @@ def info() -> dict:
 
 
 if _C is not None:
-    from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
+    from . import _register  # noqa: E402,F401  (fake kernels and autograd for torch.compile)

@@ -1,0 +1,138 @@
+"""Resampling of learned position-embedding grids, prefix tokens kept apart, exact to F.interpolate.
+
+Layouts (channels last, as models store them):
+  [P + N, C]      CLIP / open_clip ``positional_embedding`` (no batch dim)
+  [B, P + N, C]   timm / HF ``pos_embed``: P prefix tokens (class, distillation, registers), then the grid
+  [B, H, W, C]    NHWC grids (SAM, NaFlex): no prefix tokens, old grid from the shape
+Grid tokens are row-major: token P + y*W + x holds row y, column x. Sizes are (H, W) = (rows, columns).
+
+The result equals ``permute -> F.interpolate(mode, antialias, align_corners, size | scale_factor) ->
+permute -> cat`` of torch's CPU kernels, evaluated in float32 for float16/bfloat16 (timm, DINOv2 and HF
+upcast the same way); prefix rows are copied bit for bit. One fused kernel on CPU and CUDA, with a
+gather-based, deterministic backward.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from . import _backend, _checks
+
+MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
+Size = Union[int, Tuple[int, int]]
+
+
+def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_size: Optional[Size] = None,
+             num_prefix_tokens: Optional[int] = None, mode: str = "bicubic", antialias: bool = False,
+             align_corners: Optional[bool] = False,
+             scale_factor: Optional[Union[float, Tuple[float, float]]] = None) -> torch.Tensor:
+    """Resample a position-embedding grid to ``new_size`` (or by ``scale_factor``), keeping prefix tokens.
+
+    Args:
+        pos_embed: ``[P + N, C]``, ``[B, P + N, C]`` or NHWC ``[B, H, W, C]``, floating point; any strides.
+        new_size: ``n`` or ``(H, W)`` of the new grid. Exactly one of ``new_size`` / ``scale_factor``.
+        old_size: ``(H, W)`` of the stored grid; default: square, ``N`` must then be a perfect square.
+        num_prefix_tokens: P rows in front of the grid (default 1 for token layouts, 0 for NHWC).
+        mode: "bicubic", "bilinear" or "nearest".
+        antialias: PIL-style antialiasing (bilinear / bicubic), as ``F.interpolate(antialias=True)``.
+        align_corners: as in ``F.interpolate`` (not for nearest; None means False).
+        scale_factor: float or ``(sy, sx)``: new size ``floor(old * s)`` and kernel scale ``1/s``, exactly as
+            ``F.interpolate(scale_factor=...)`` (which DINO's ``+0.1`` offset relies on).
+
+    Returns:
+        A new tensor in the input's layout and dtype with ``P + H_new * W_new`` tokens (NHWC: ``H_new x W_new``).
+    """
+    if not isinstance(pos_embed, torch.Tensor):
+        raise TypeError(f"pos_embed must be a tensor, got {type(pos_embed).__name__}")
+    _checks.float_dtype("pos_embed.dtype", pos_embed.dtype)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    align_corners = bool(align_corners) if align_corners is not None else False
+    if mode == "nearest" and (antialias or align_corners):
+        raise ValueError("mode='nearest' takes neither antialias nor align_corners")
+
+    tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
+    new_hw, scales = _target(new_size, scale_factor, old_hw)
+    if _backend.use_extension(tokens.device):
+        out = torch.ops.posext.resample(tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix, MODES[mode],
+                                        bool(antialias), align_corners, scales[0], scales[1])
+    else:
+        out = _resample_torch(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
+    if layout == "nhwc":
+        return out.reshape(out.shape[0], new_hw[0], new_hw[1], out.shape[-1])
+    return out[0] if layout == "unbatched" else out
+
+
+def _as_tokens(pos_embed, old_size, num_prefix_tokens):
+    """-> ([B, P + N, C] view, (H, W), P, layout)."""
+    shape = tuple(pos_embed.shape)
+    if pos_embed.dim() == 4:
+        if num_prefix_tokens not in (None, 0):
+            raise ValueError(f"NHWC input {shape} has no prefix tokens; got num_prefix_tokens={num_prefix_tokens}")
+        b, h, w, c = shape
+        if old_size is not None and _checks.grid_pair("old_size", old_size) != (h, w):
+            raise ValueError(f"old_size {tuple(old_size)} does not match the NHWC grid of pos_embed {shape}")
+        _checks.positive_int("pos_embed grid height (dim 1)", h)
+        _checks.positive_int("pos_embed grid width (dim 2)", w)
+        return pos_embed.reshape(b, h * w, c), (h, w), 0, "nhwc"
+    if pos_embed.dim() not in (2, 3):
+        raise ValueError(f"pos_embed must be [P+N, C], [B, P+N, C] or NHWC [B, H, W, C]; got shape {shape}")
+    layout = "unbatched" if pos_embed.dim() == 2 else "batched"
+    tokens = pos_embed.unsqueeze(0) if layout == "unbatched" else pos_embed
+    prefix = 1 if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
+    n_total = tokens.shape[1]
+    if prefix > n_total:
+        raise ValueError(f"num_prefix_tokens={prefix} exceeds the {n_total} tokens of pos_embed {shape}")
+    n = n_total - prefix
+    if old_size is None:
+        side = math.isqrt(n)
+        if n == 0 or side * side != n:
+            raise ValueError(f"pos_embed {shape} has N = {n_total} - {prefix} = {n} grid tokens, not a square "
+                             "grid: pass old_size=(H, W) (or the right num_prefix_tokens)")
+        old_hw = (side, side)
+    else:
+        old_hw = _checks.grid_pair("old_size", old_size)
+        if old_hw[0] * old_hw[1] != n:
+            raise ValueError(f"old_size {old_hw} has {old_hw[0] * old_hw[1]} tokens but pos_embed {shape} has "
+                             f"N = {n_total} - {prefix} = {n} grid tokens")
+    return tokens, old_hw, prefix, layout
+
+
+def _target(new_size, scale_factor, old_hw):
+    """-> ((H_new, W_new), (scale_h, scale_w)); scales are 0.0 when the size was given."""
+    if (new_size is None) == (scale_factor is None):
+        raise ValueError("pass exactly one of new_size and scale_factor")
+    if new_size is not None:
+        return _checks.grid_pair("new_size", new_size), (0.0, 0.0)
+    pair = scale_factor if isinstance(scale_factor, Sequence) else (scale_factor, scale_factor)
+    if len(pair) != 2:
+        raise ValueError(f"scale_factor must be a float or an (sy, sx) pair, got {scale_factor!r}")
+    scales = tuple(_checks.positive_float(f"scale_factor[{i}]", s) for i, s in enumerate(pair))
+    new_hw = tuple(int(math.floor(float(n) * s)) for n, s in zip(old_hw, scales))
+    if min(new_hw) < 1:
+        raise ValueError(f"scale_factor {scale_factor!r} maps the grid {old_hw} to {new_hw}: sizes must be >= 1")
+    return new_hw, scales
+
+
+def _resample_torch(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales):
+    """The op's contract in plain PyTorch: split, permute, F.interpolate (float32 for half/bf16), cat."""
+    b, _, c = tokens.shape
+    grid = tokens[:, prefix:].reshape(b, old_hw[0], old_hw[1], c).permute(0, 3, 1, 2)
+    if b == 0 or c == 0:
+        resized = grid.new_empty((b, c) + tuple(new_hw))
+    else:
+        kwargs = dict(mode=mode, antialias=antialias)
+        if mode != "nearest":
+            kwargs["align_corners"] = align_corners
+        if scales[0] > 0:
+            kwargs["scale_factor"] = scales
+        else:
+            kwargs["size"] = new_hw
+        upcast = grid.dtype in (torch.float16, torch.bfloat16)
+        resized = F.interpolate(grid.float() if upcast else grid, **kwargs).to(grid.dtype)
+    resized = resized.permute(0, 2, 3, 1).reshape(b, new_hw[0] * new_hw[1], c)
+    return torch.cat([tokens[:, :prefix], resized], dim=1)
+
+
+__all__ = ["resample", "MODES"]
