@@ -7,6 +7,7 @@ Environment switches:
 """
 import glob
 import os
+import sys
 
 import torch
 from setuptools import find_packages, setup
@@ -49,6 +50,10 @@ def extensions():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O3"]  # the C++ standard comes from torch (C++17 before 2.10, C++20 after)
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")])
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is header code: without OpenMP here it silently runs on one thread.
+        cxx.append("-fopenmp")
+        kwargs["extra_link_args"] = ["-fopenmp"]
     if _build_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-JOBS = ("sincos",)
+JOBS = ("resample", "sincos")
 
 
 def _bench(args) -> int:

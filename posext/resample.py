@@ -130,7 +130,15 @@ def _resample_torch(tokens, old_hw, new_hw, prefix, mode, antialias, align_corne
         else:
             kwargs["size"] = new_hw
         upcast = grid.dtype in (torch.float16, torch.bfloat16)
-        resized = F.interpolate(grid.float() if upcast else grid, **kwargs).to(grid.dtype)
+        src = grid.float() if upcast else grid
+        if antialias and new_hw[1] == 1 and new_hw[0] != old_hw[0]:
+            # torch (2.14 CPU) antialias repeats output row 0 when the output width is 1 and the height changes;
+            # the same resampling with the axes swapped is unaffected.
+            swap = {"scale_factor": scales[::-1]} if scales[0] > 0 else {"size": new_hw[::-1]}
+            resized = F.interpolate(src.transpose(2, 3), **{**kwargs, **swap}).transpose(2, 3)
+        else:
+            resized = F.interpolate(src, **kwargs)
+        resized = resized.to(grid.dtype)
     resized = resized.permute(0, 2, 3, 1).reshape(b, new_hw[0] * new_hw[1], c)
     return torch.cat([tokens[:, :prefix], resized], dim=1)
 

@@ -249,5 +249,5 @@ def resample_tokens(pos_embed, new_size, old_size, num_prefix_tokens=0, **kw):
     prefix, grid = pos_embed[:, :p], pos_embed[:, p:]
     grid = grid.reshape(b, h, w, c).transpose(0, 3, 1, 2)
     out = interpolate(grid, size=None if new_size is None else tuple(new_size), **kw)
-    out = out.transpose(0, 2, 3, 1).reshape(b, -1, c)
+    out = out.transpose(0, 2, 3, 1).reshape(b, out.shape[2] * out.shape[3], c)
     return np.concatenate([prefix, out], axis=1)
