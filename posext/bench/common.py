@@ -44,8 +44,9 @@ def write_json(path: str, job: str, rows) -> None:
         json.dump({"job": job, "machine": machine(), "rows": rows}, f, indent=1)
 
 
-def plot_speedups(path: str, title: str, rows, x_key: str, x_label: str, series_key: str, speedup_keys) -> None:
-    """One line per (series, baseline): speedup of posext over that baseline against x."""
+def plot_speedups(path: str, title: str, rows, x_key: str, x_label: str, series_key: str, speedup_keys,
+                  connect: bool = True) -> None:
+    """One line (or marker set) per (series, baseline): speedup of posext over that baseline against x."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +58,7 @@ def plot_speedups(path: str, title: str, rows, x_key: str, x_label: str, series_
         for key, label in speedup_keys:
             pts = [(r[x_key], r[key]) for r in sub if r.get(key)]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{series}: {label}")
+                ax.plot(*zip(*pts), marker="o", linestyle="-" if connect else "none", label=f"{series}: {label}")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel(x_label)

@@ -83,4 +83,4 @@ COLUMNS = [("device", "device", "{}"), ("case", "case", "{}"), ("dtype", "dtype"
            ("pass", "pass", "{}"), ("posext_ms", "posext ms", "{:.3f}"), ("torch_ms", "torch ms", "{:.3f}"),
            ("timm_ms", "timm ms", "{:.3f}"), ("x_torch", "vs torch", "{:.1f}x"), ("x_timm", "vs timm", "{:.1f}x")]
 PLOT = dict(x_key="out_side", x_label="output grid side (tokens per side)", series_key="series",
-            speedup_keys=[("x_torch", "vs permute+F.interpolate")])
+            speedup_keys=[("x_torch", "vs permute+F.interpolate")], connect=False)
