@@ -7,9 +7,28 @@ settings.register_profile("posext", suppress_health_check=[HealthCheck.function_
 settings.load_profile("posext")
 
 import posext
+from posext import _backend
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=["extension", "python"])
+def backend(request, monkeypatch):
+    """Run a test through the compiled kernels and through the pure-PyTorch fallback."""
+    if request.param == "extension" and _backend.backend() != "extension":
+        pytest.skip("extension not built")
+    if request.param == "python":
+        monkeypatch.setattr(_backend, "use_extension", lambda device: False)
+    return request.param
+
+
+def assert_error_names(call, exc, words):
+    """`call()` raises `exc` whose message contains every one of `words` (argument, rule, numbers)."""
+    with pytest.raises(exc) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {info.value!s}"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -67,14 +67,6 @@ def plain_resample(posemb, old_size, new_size, prefix, *, mode="bicubic", antial
     return torch.cat([posemb[:, :prefix], out.permute(0, 2, 3, 1).reshape(b, -1, c)], dim=1)
 
 
-@pytest.fixture(params=["extension", "python"])
-def backend(request, monkeypatch):
-    """Through the compiled kernels and through posext's pure-PyTorch fallback."""
-    if request.param == "extension" and _backend.backend() != "extension":
-        pytest.skip("extension not built")
-    if request.param == "python":
-        monkeypatch.setattr(_backend, "use_extension", lambda device: False)
-    return request.param
 
 
 # ----------------------------------------------------------------------------------------------- timm
