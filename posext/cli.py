@@ -1,10 +1,10 @@
-"""The `posext` command: `posext bench` (benchmarks) and `posext info` (backend and build facts)."""
+"""The `posext` command: `bench` (benchmarks), `inspect` / `resize` (checkpoint files), `info` (build facts)."""
 import argparse
 import json
 import os
 import sys
 
-JOBS = ("resample", "sincos")
+JOBS = ("resample", "sincos", "checkpoint")
 
 
 def _bench(args) -> int:
@@ -28,8 +28,11 @@ def _bench(args) -> int:
         json_path = os.path.join(args.out, f"{job}.json")
         png_path = os.path.join(args.out, f"{job}.png")
         common.write_json(json_path, job, rows)
-        common.plot_speedups(png_path, f"posext {job} speedup ({machine['cpu']})", rows, **module.PLOT)
-        print(f"wrote {json_path} and {png_path}")
+        if any(key for key, _ in module.PLOT["speedup_keys"]):
+            common.plot_speedups(png_path, f"posext {job} speedup ({machine['cpu']})", rows, **module.PLOT)
+            print(f"wrote {json_path} and {png_path}")
+        else:
+            print(f"wrote {json_path}")
     return 0
 
 
@@ -43,6 +46,9 @@ def main(argv=None) -> int:
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"), help="folder for JSON and PNG results")
     bench.add_argument("--quick", action="store_true", help="short timing runs (smoke test)")
     bench.set_defaults(func=_bench)
+    from .checkpoint.commands import add_parsers
+
+    add_parsers(sub)
     info = sub.add_parser("info", help="print the active backend, versions and build facts as JSON")
     info.set_defaults(func=lambda args: print(json.dumps(__import__("posext").info(), indent=1)) or 0)
     args = parser.parse_args(argv)

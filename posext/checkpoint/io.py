@@ -1,0 +1,200 @@
+"""Checkpoint files: load (safely), find the state dicts inside, save atomically in the same format.
+
+Formats: torch pickles (.pth .pt .bin .ckpt and anything else), safetensors (.safetensors, header metadata kept),
+NumPy .npz (big_vision / vision_transformer, '/'-joined keys). Torch pickles are read with
+``weights_only=True``; ``argparse.Namespace`` (training ``args``) is allowed as timm does; anything else needs
+``unsafe_pickle=True``. A pickle may wrap its state dicts: every one of ``model``, ``state_dict``,
+``model_ema``, ``state_dict_ema``, ``module`` found is resized, or the top level when it is itself one.
+"""
+import argparse
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
+
+
+class CheckpointError(Exception):
+    """A file that cannot be read or written as a checkpoint; the message says why."""
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    format: str                                   # "torch" | "safetensors" | "npz"
+    container: Any                                # what was loaded (torch: the whole object)
+    state_dicts: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)  # wrapper ("" = top) -> tensors
+    metadata: Optional[Dict[str, str]] = None     # safetensors header metadata
+    npz_passthrough: Dict[str, np.ndarray] = field(default_factory=dict)  # npz arrays torch cannot hold
+    npz_order: List[str] = field(default_factory=list)                    # npz keys in file order
+
+
+def file_format(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        return "safetensors"
+    if lower.endswith(".npz"):
+        return "npz"
+    return "torch"
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(k, str) for k in obj) and \
+        sum(isinstance(v, torch.Tensor) for v in obj.values()) >= max(1, len(obj) // 2)
+
+
+def load_checkpoint(path: str, *, unsafe_pickle: bool = False) -> Checkpoint:
+    fmt = file_format(path)
+    try:
+        if fmt == "safetensors":
+            return _load_safetensors(path)
+        if fmt == "npz":
+            return _load_npz(path)
+        return _load_torch(path, unsafe_pickle)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # corrupt, truncated, not a checkpoint
+        raise CheckpointError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_torch(path, unsafe_pickle):
+    if unsafe_pickle:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                raise CheckpointError("the pickle needs globals that weights_only loading refuses "
+                                      f"({str(exc).splitlines()[0][:200]}); pass --unsafe-pickle only if you "
+                                      "trust this file") from exc
+            raise
+    if _is_tensor_dict(obj):
+        return Checkpoint(path, "torch", obj, {"": obj})
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"not a checkpoint: the pickle holds a {type(obj).__name__}, not a dict of tensors")
+    found = {name: obj[name] for name in WRAPPERS if name in obj and _is_tensor_dict(obj[name])}
+    if not found:
+        raise CheckpointError(f"not a checkpoint: no state dict at the top level or under {list(WRAPPERS)} "
+                              f"(keys: {list(obj)[:8]})")
+    return Checkpoint(path, "torch", obj, found)
+
+
+def _load_safetensors(path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path, device="cpu")
+    return Checkpoint(path, "safetensors", tensors, {"": tensors}, metadata=metadata)
+
+
+def _load_npz(path):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    tensors, passthrough = {}, {}
+    for key, array in arrays.items():
+        try:
+            tensors[key] = torch.from_numpy(array)
+        except TypeError:  # dtypes torch lacks (bf16 stored as void, strings): written back untouched
+            passthrough[key] = array
+    if not tensors:
+        raise CheckpointError("not a checkpoint: the .npz holds no numeric arrays")
+    return Checkpoint(path, "npz", arrays, {"": tensors}, npz_passthrough=passthrough, npz_order=list(arrays))
+
+
+def replace_state_dicts(ckpt: Checkpoint, new_state_dicts: Dict[str, Dict[str, torch.Tensor]]) -> Checkpoint:
+    """The checkpoint with its state dicts swapped for resized ones, wrapping and everything else kept."""
+    if ckpt.format == "torch" and "" not in new_state_dicts:
+        container = dict(ckpt.container)
+        container.update(new_state_dicts)
+    else:
+        container = new_state_dicts[""]
+    return Checkpoint(ckpt.path, ckpt.format, container, dict(new_state_dicts), ckpt.metadata, ckpt.npz_passthrough,
+                      ckpt.npz_order)
+
+
+def drop_grid_dependent_optimizer_state(container, old_shapes, *, drop_all: bool) -> List[str]:
+    """Optimizer moments shaped like a resized tensor would break --resume: remove them (or the whole optimizer).
+
+    Returns what was removed, for the warning and the report."""
+    if not isinstance(container, dict) or "optimizer" not in container:
+        return []
+    if drop_all:
+        del container["optimizer"]
+        return ["optimizer"]
+    opt = container["optimizer"]
+    state = opt.get("state") if isinstance(opt, dict) else None
+    if not isinstance(state, dict):
+        return []
+    removed = []
+    for idx, entry in list(state.items()):
+        if isinstance(entry, dict) and any(isinstance(v, torch.Tensor) and tuple(v.shape) in old_shapes
+                                           for v in entry.values()):
+            removed.append(f"optimizer.state[{idx}]")
+            del state[idx]
+    return removed
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
+    """Write atomically in the checkpoint's format; returns the bytes written."""
+    if ckpt.format == "safetensors":
+        from safetensors.torch import save_file
+
+        tensors = {k: v.contiguous() for k, v in ckpt.container.items()}
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=ckpt.metadata))
+    if ckpt.format == "npz":
+        state = ckpt.state_dicts[""]
+        to_numpy = lambda t: t.detach().cpu().contiguous().numpy()  # noqa: E731
+        arrays = {}
+        for key in ckpt.npz_order:  # file order; keys the resize dropped stay out
+            if key in ckpt.npz_passthrough:
+                arrays[key] = ckpt.npz_passthrough[key]
+            elif key in state:
+                arrays[key] = to_numpy(state[key])
+        arrays.update({k: to_numpy(v) for k, v in state.items() if k not in arrays})
+
+        def write_npz(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a bare name
+                np.savez(f, **arrays)
+
+        return atomic_write(path, write_npz)
+    return atomic_write(path, lambda tmp: torch.save(ckpt.container, tmp))
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> int:
+    """Write `path` through a temp folder beside it, fsync, then rename into place: readers see the old file or
+    the whole new one, never a part; the temp folder is removed on any error, Ctrl-C included. The temp file
+    keeps the final base name, so formats that record it (torch.save's zip records) come out identical."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        tmp_dir = tempfile.mkdtemp(prefix=".posext-tmp-", dir=folder)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    tmp = os.path.join(tmp_dir, os.path.basename(path))
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        size = os.path.getsize(tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        warnings.warn(f"could not fsync folder {folder}", RuntimeWarning, stacklevel=2)
+    return size
