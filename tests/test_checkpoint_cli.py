@@ -208,6 +208,7 @@ def test_workers_give_the_same_bytes_as_one_process(tmp_path):
                                 text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
         assert result.returncode == 0, result.stdout + result.stderr
         assert "summary: 20 ok" in result.stdout
+        assert "resizing" not in result.stderr  # no progress bar in a pipe
         outs.append({name: sha(out / name) for name in sorted(os.listdir(out))})
     assert len(outs[0]) == 20 and outs[0] == outs[1]
 
@@ -245,3 +246,13 @@ def test_end_to_end_timm_and_hf_files_load_strictly_at_the_new_size(tmp_path):
     hf_new, info = transformers.ViTModel.from_pretrained(out, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert hf_new(pixel_values=torch.randn(1, 3, 48, 48)).last_hidden_state.shape == (1, 1 + 36, 32)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("script"), reason="needs util-linux `script` for a TTY")
+def test_progress_bar_on_a_tty(tmp_path):
+    torch.save(vit_state(), tmp_path / "a.pth")
+    command = f"{sys.executable} -m posext.cli resize {tmp_path / 'a.pth'} --grid 6 --out {tmp_path / 'o'}"
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stdout
+    assert "resizing" in result.stdout and "1/1" in result.stdout  # rich's bar, drawn on the terminal
