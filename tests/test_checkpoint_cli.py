@@ -256,3 +256,15 @@ def test_progress_bar_on_a_tty(tmp_path):
                             timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stdout
     assert "resizing" in result.stdout and "1/1" in result.stdout  # rich's bar, drawn on the terminal
+
+
+def test_bad_command_lines_exit_with_a_message(tmp_path, capsys):
+    torch.save(vit_state(), tmp_path / "a.pth")
+    for argv, words in [(["--grid", "0"], "positive"), (["--grid", "6", "--workers", "0"], "--workers"),
+                        (["--image-size", "96"], "--patch-size")]:
+        with pytest.raises(SystemExit) as info:
+            main(["resize", str(tmp_path / "a.pth"), *argv])
+        assert words in str(info.value) + capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            main(["resize", str(tmp_path / "a.pth"), "--grid", "6", "--device", "cuda"])

@@ -187,6 +187,10 @@ def _progress(total_files, total_bytes):
 
 def run_resize(args) -> int:
     grid = _target_grid(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("posext resize: --device cuda but no CUDA device is available")
+    if args.workers < 1:
+        raise SystemExit(f"posext resize: --workers must be >= 1, got {args.workers}")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     files, missing = collect_inputs(args.inputs)
