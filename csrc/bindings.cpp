@@ -17,6 +17,14 @@ TORCH_LIBRARY(posext, m) {
         "int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
   m.def("resample_backward(Tensor grad_out, int old_h, int old_w, SymInt new_h, SymInt new_w, "
         "int num_prefix_tokens, int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
+  // 2D RoPE of q, k [B, H, N, D] (layout 0) or [B, N, H, D] (layout 1); positions [N - P, 2] (x, y), freqs
+  // [2, 1 or H, D/2] (fx, fy per rotated pair), both in opmath dtype; pairs: 0 interleaved, 1 half (rotate_half).
+  m.def("rope_2d(Tensor q, Tensor k, Tensor positions, Tensor freqs, int num_prefix_tokens, int layout, "
+        "int pairs) -> (Tensor, Tensor)");
+  m.def("rope_2d_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor freqs, int num_prefix_tokens, int layout, "
+        "int pairs) -> ()");
+  m.def("rope_2d_freqs_backward(Tensor grad_q, Tensor grad_k, Tensor q, Tensor k, Tensor positions, Tensor freqs, "
+        "int num_prefix_tokens, int layout, int pairs) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "resample.h"
+#include "rope.h"
 #include "sincos.h"
 
 namespace posext {
@@ -24,6 +25,21 @@ void resample_backward_cpu(const at::Tensor& grad_out, at::Tensor& grad_in, cons
 #ifdef POSEXT_WITH_CUDA
 void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const ResampleParams& p);
 void resample_backward_cuda(const at::Tensor& grad_out, at::Tensor& grad_in, const ResampleParams& p);
+#endif
+
+// 2D RoPE kernels: q/k and results seen as [B, H, N, D] through the strides in p; positions [N - P, 2] and
+// freqs [2, Hf, D/2] contiguous in opmath dtype. out_q/out_k may alias q/k (in place).
+void rope_2d_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
+                 at::Tensor& out_q, at::Tensor& out_k, const RopeParams& p);
+void rope_2d_freqs_backward_cpu(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Tensor& q,
+                                const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
+                                at::Tensor& grad_freqs, const RopeParams& p);
+#ifdef POSEXT_WITH_CUDA
+void rope_2d_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
+                  at::Tensor& out_q, at::Tensor& out_k, const RopeParams& p);
+void rope_2d_freqs_backward_cuda(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Tensor& q,
+                                 const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
+                                 at::Tensor& grad_freqs, const RopeParams& p);
 #endif
 
 }  // namespace posext

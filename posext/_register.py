@@ -54,3 +54,43 @@ def _resample_backward_grad(ctx, grad):
 torch.library.register_autograd("posext::resample", _resample_grad, setup_context=_save_resample_args)
 torch.library.register_autograd("posext::resample_backward", _resample_backward_grad,
                                 setup_context=_save_resample_args)
+
+
+@torch.library.register_fake("posext::rope_2d")
+def _rope_2d_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+@torch.library.register_fake("posext::rope_2d_")
+def _rope_2d_inplace_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
+    return None
+
+
+@torch.library.register_fake("posext::rope_2d_freqs_backward")
+def _rope_2d_freqs_backward_fake(grad_q, grad_k, q, k, positions, freqs, num_prefix_tokens, layout, pairs):
+    return freqs.new_empty(freqs.shape)
+
+
+def _save_rope_args(ctx, inputs, output):
+    q, k, positions, freqs = inputs[:4]
+    ctx.rope_args = inputs[4:]
+    ctx.freqs_grad = freqs.requires_grad
+    ctx.save_for_backward(*((q, k) if ctx.freqs_grad else (None, None)), positions, freqs)
+
+
+def _rope_2d_grad(ctx, grad_q, grad_k):
+    # A rotation: its backward is the rotation by the negative angle (negated frequencies), plus, for learnable
+    # frequencies, dL/dfreqs summed per frequency in a fixed order (deterministic).
+    q, k, positions, freqs = ctx.saved_tensors
+    if grad_q is None:
+        grad_q = torch.zeros_like(grad_k)
+    if grad_k is None:
+        grad_k = torch.zeros_like(grad_q)
+    gq, gk = torch.ops.posext.rope_2d(grad_q, grad_k, positions, -freqs, *ctx.rope_args)
+    gf = None
+    if ctx.freqs_grad and ctx.needs_input_grad[3]:
+        gf = torch.ops.posext.rope_2d_freqs_backward(grad_q, grad_k, q, k, positions, freqs, *ctx.rope_args)
+    return gq, gk, None, gf, None, None, None
+
+
+torch.library.register_autograd("posext::rope_2d", _rope_2d_grad, setup_context=_save_rope_args)

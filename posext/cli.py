@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint")
+JOBS = ("resample", "sincos", "checkpoint", "rope")
 
 
 def _bench(args) -> int:

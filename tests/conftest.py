@@ -23,6 +23,16 @@ def backend(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture
+def poison_outputs():
+    """Deterministic mode: torch fills every at::empty result with NaN (so an element a kernel leaves unwritten
+    fails the comparison), and nondeterministic kernels raise. Modules opt in with pytestmark.usefixtures."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 def assert_error_names(call, exc, words):
     """`call()` raises `exc` whose message contains every one of `words` (argument, rule, numbers)."""
     with pytest.raises(exc) as info:

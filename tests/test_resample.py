@@ -21,20 +21,11 @@ from posext import _backend
 from tests import reference_resample as ref
 from tests.conftest import DEVICES, assert_error_names
 
+pytestmark = pytest.mark.usefixtures("poison_outputs")
+
 COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True), ("bicubic", True, True),
           ("bilinear", False, False), ("bilinear", True, False), ("bilinear", False, True), ("bilinear", True, True),
           ("nearest", False, False)]
-
-
-@pytest.fixture(autouse=True)
-def poison_outputs():
-    """Deterministic mode: torch fills every at::empty result with NaN, and nondeterministic kernels raise."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
 
 
 def torch_path(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scale_factor=None):

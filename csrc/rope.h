@@ -1,0 +1,72 @@
+#pragma once
+// 2D rotary position embedding (RoPE-ViT axial / mixed): the formula shared by the CPU and CUDA kernels.
+//
+// A head vector of D channels holds D/2 rotated pairs. Pair p of a grid token at (t_x, t_y) turns by
+//   angle = t_x * fx[h, p] + t_y * fy[h, p]          (freqs [2, Hf, D/2]: row 0 fx, row 1 fy; Hf = 1 or heads)
+// as the complex multiply (a + i b) * e^(i angle):  a' = a cos - b sin,  b' = a sin + b cos.
+// Axial RoPE is the special case fx = [w, 0], fy = [0, w] (w_k = theta^(-k/(D/4)), k in [0, D/4)): adding t*0
+// leaves the angle exact. Pair layouts: interleaved (a, b) = channels (2p, 2p+1) (RoPE-ViT, timm `rot`);
+// half (a, b) = channels (p, p + D/2) (GPT-NeoX `rotate_half`). The first P tokens are copied unrotated.
+// Backward: the same rotation by -angle (negated freqs) for q/k, and for the frequencies
+//   dL/dangle = g_b * a' - g_a * b'  (a', b' the rotated output; here recomputed from the input),
+//   dL/dfx = sum over (b, h, n) of dL/dangle * t_x, dL/dfy likewise with t_y, summed in a fixed order.
+#include <cmath>
+#include <cstdint>
+
+#include "macros.h"
+
+namespace posext {
+
+enum RopeLayout : int { kRopeBHND = 0, kRopeBNHD = 1 };
+enum RopePairs : int { kRopeInterleaved = 0, kRopeHalf = 1 };
+
+struct RopeParams {
+  int64_t batch = 0, heads = 0, tokens = 0, head_dim = 0;  // sizes seen as [B, H, N, D]
+  int64_t num_prefix_tokens = 0;
+  int64_t freq_heads = 1;  // Hf: 1 (shared by all heads) or heads
+  int pairs = kRopeInterleaved;
+  // Element strides of q, k and of the two results, in [B, H, N, D] order (any layout).
+  int64_t q_stride[4] = {0, 0, 0, 0}, k_stride[4] = {0, 0, 0, 0};
+  int64_t oq_stride[4] = {0, 0, 0, 0}, ok_stride[4] = {0, 0, 0, 0};
+};
+
+// Channel offsets (in units of the D stride) of pair p.
+POSEXT_HD void rope_pair_channels(int pairs, int64_t head_dim, int64_t p, int64_t& c0, int64_t& c1) {
+  if (pairs == kRopeHalf) {
+    c0 = p;
+    c1 = p + head_dim / 2;
+  } else {
+    c0 = 2 * p;
+    c1 = 2 * p + 1;
+  }
+}
+
+// angle of pair p for head-frequency row hf; pos is [N - P, 2] (x, y) contiguous, freqs [2, Hf, D/2] contiguous.
+template <typename T>
+POSEXT_HD T rope_angle(const T* pos, const T* freqs, const RopeParams& p, int64_t grid_token, int64_t hf,
+                       int64_t pair) {
+  const int64_t half = p.head_dim / 2;
+  const T fx = freqs[hf * half + pair], fy = freqs[(p.freq_heads + hf) * half + pair];
+  return pos[2 * grid_token] * fx + pos[2 * grid_token + 1] * fy;
+}
+
+template <typename T>
+POSEXT_HD void rope_rotate(T a, T b, T c, T s, T& a_out, T& b_out) {
+  a_out = a * c - b * s;
+  b_out = a * s + b * c;
+}
+
+// dL/dangle of one pair: input (a, b), gradient of the output (ga, gb), cos/sin of the angle.
+template <typename T>
+POSEXT_HD T rope_angle_grad(T a, T b, T ga, T gb, T c, T s) {
+  const T a_rot = a * c - b * s, b_rot = a * s + b * c;
+  return gb * a_rot - ga * b_rot;
+}
+
+template <typename T>
+POSEXT_HD void rope_sincos(T angle, T& s, T& c) {
+  s = sin(angle);
+  c = cos(angle);
+}
+
+}  // namespace posext
