@@ -25,6 +25,13 @@ TORCH_LIBRARY(posext, m) {
         "int pairs) -> ()");
   m.def("rope_2d_freqs_backward(Tensor grad_q, Tensor grad_k, Tensor q, Tensor k, Tensor positions, Tensor freqs, "
         "int num_prefix_tokens, int layout, int pairs) -> Tensor");
+  // Factorized positions: out = x + term(positions[s]) for x [B, S, C]; positions [S, 2] (row, col) in table rows,
+  // negative = prefix token (copied). combine: 0 sum, 1 concat, 2 a 2-D table_y [Ly, Lx, C] (table_x absent).
+  m.def("factorized_add(Tensor x, Tensor positions, Tensor table_y, Tensor? table_x, int combine) -> Tensor");
+  // Table gradient by segments: out[r, c] = sum_{e in [offsets[r], offsets[r+1])} weights[e] *
+  // sum_b grad[b, tokens[e], channel_offset + c]; deterministic (fixed order, no atomics).
+  m.def("factorized_table_grad(Tensor grad, Tensor offsets, Tensor tokens, Tensor weights, int channel_offset, "
+        "int channels) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -2,6 +2,7 @@
 // Host entry points of every posext kernel. Each op: argument checks + params here, kernels in cpu/ and cuda/.
 #include <ATen/ATen.h>
 
+#include "factorized.h"
 #include "resample.h"
 #include "rope.h"
 #include "sincos.h"
@@ -40,6 +41,18 @@ void rope_2d_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& po
 void rope_2d_freqs_backward_cuda(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Tensor& q,
                                  const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
                                  at::Tensor& grad_freqs, const RopeParams& p);
+#endif
+
+// Factorized positions: x/out [B, S, C] with unit channel stride, tables contiguous; segment tensors int64/opmath.
+void factorized_add_cpu(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& table_y,
+                        const at::Tensor& table_x, at::Tensor& out, const FactorizedParams& p);
+void factorized_table_grad_cpu(const at::Tensor& grad, const at::Tensor& offsets, const at::Tensor& tokens,
+                               const at::Tensor& weights, int64_t channel_offset, at::Tensor& out);
+#ifdef POSEXT_WITH_CUDA
+void factorized_add_cuda(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& table_y,
+                         const at::Tensor& table_x, at::Tensor& out, const FactorizedParams& p);
+void factorized_table_grad_cuda(const at::Tensor& grad, const at::Tensor& offsets, const at::Tensor& tokens,
+                                const at::Tensor& weights, int64_t channel_offset, at::Tensor& out);
 #endif
 
 }  // namespace posext

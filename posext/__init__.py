@@ -1,9 +1,10 @@
 """posext: fused position-embedding ops for Vision Transformers (CPU + CUDA, pure-PyTorch fallback)."""
 from ._backend import backend, info
+from .factorized import factorized_pos_embed
 from .resample import resample
 from .rope import Rope2d, apply_rope_2d, rope_axial_freqs, rope_mixed_freqs, rope_positions_2d
 from .sincos import CONVENTIONS, sincos_1d, sincos_2d
 
 __version__ = "0.1.0"
-__all__ = ["backend", "info", "resample", "sincos_1d", "sincos_2d", "CONVENTIONS", "apply_rope_2d", "Rope2d",
+__all__ = ["backend", "info", "factorized_pos_embed", "resample", "sincos_1d", "sincos_2d", "CONVENTIONS", "apply_rope_2d", "Rope2d",
            "rope_axial_freqs", "rope_mixed_freqs", "rope_positions_2d"]

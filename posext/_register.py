@@ -94,3 +94,31 @@ def _rope_2d_grad(ctx, grad_q, grad_k):
 
 
 torch.library.register_autograd("posext::rope_2d", _rope_2d_grad, setup_context=_save_rope_args)
+
+
+@torch.library.register_fake("posext::factorized_add")
+def _factorized_add_fake(x, positions, table_y, table_x, combine):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("posext::factorized_table_grad")
+def _factorized_table_grad_fake(grad, offsets, tokens, weights, channel_offset, channels):
+    return grad.new_empty((offsets.shape[0] - 1, channels))
+
+
+def _save_factorized(ctx, inputs, output):
+    x, positions, table_y, table_x, combine = inputs
+    ctx.save_for_backward(positions, table_y, table_x)
+    ctx.combine = combine
+
+
+def _factorized_grad(ctx, grad):
+    from .factorized import table_grads
+
+    positions, table_y, table_x = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    grad_y, grad_x = table_grads(grad, positions, table_y, table_x, ctx.combine, need[2], need[3])
+    return grad, None, grad_y, grad_x, None
+
+
+torch.library.register_autograd("posext::factorized_add", _factorized_grad, setup_context=_save_factorized)

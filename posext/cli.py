@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint", "rope")
+JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized")
 
 
 def _bench(args) -> int:

@@ -1,0 +1,115 @@
+"""factorized_pos_embed (one fused gather-add) vs the eager PyTorch NaViT path with precomputed index tensors:
+sum `x + table_y[rows][None] + table_x[cols][None]`, concat `x + cat(table_y[rows], table_x[cols])[None]`
+and the Pix2struct 2-D table `x + table[rows, cols][None]`, at ViT-B/L sizes (batch 1 and 32) and on a packed
+NaViT sequence of 8 images of mixed sizes. float32 and bfloat16, forward and forward+backward (gradients to x
+and the tables). Tables have 64 rows per axis (NaViT's maximum grid side), no prefix tokens."""
+import torch
+
+from .. import factorized_pos_embed
+from .common import median_seconds
+
+TABLE_SIDE = 64
+PACKED_SIZES = [(37, 37), (14, 14), (16, 16), (24, 9), (8, 32), (20, 20), (5, 13), (1, 1)]
+
+# (name, batch (None: packed [T, C]), grid sizes, channels)
+CASES = [
+    ("ViT-B/16 224 (14x14)", 1, [(14, 14)], 768),
+    ("ViT-B/16 224 (14x14)", 32, [(14, 14)], 768),
+    ("ViT-L/16 256 (16x16)", 1, [(16, 16)], 1024),
+    ("ViT-L/16 256 (16x16)", 32, [(16, 16)], 1024),
+    ("ViT-L/14 518 (37x37)", 1, [(37, 37)], 1024),
+    ("ViT-L/14 518 (37x37)", 32, [(37, 37)], 1024),
+    ("NaViT packed 8 images", None, PACKED_SIZES, 768),
+]
+MODES = ("sum", "concat", "2d")
+
+
+def _indices(sizes, device):
+    """Row-major (y, x) of every token, image after image: what an eager NaViT precomputes once."""
+    rows, cols = [], []
+    for h, w in sizes:
+        i = torch.arange(h * w, device=device)
+        rows.append(torch.div(i, w, rounding_mode="floor"))
+        cols.append(i % w)
+    return torch.cat(rows), torch.cat(cols)
+
+
+def _tables(mode, channels, dtype, device):
+    if mode == "2d":
+        return torch.randn(TABLE_SIDE, TABLE_SIDE, channels, device=device).to(dtype), None
+    cy = channels if mode == "sum" else channels // 2
+    cx = channels if mode == "sum" else channels - cy
+    return (torch.randn(TABLE_SIDE, cy, device=device).to(dtype),
+            torch.randn(TABLE_SIDE, cx, device=device).to(dtype))
+
+
+def _impls(mode, batch, sizes, rows, cols):
+    kw = dict(grid_size=sizes[0]) if batch is not None else dict(grid_sizes=sizes)
+    if mode != "2d":
+        kw["combine"] = mode
+
+    def posext_fn(x, ty, tx):
+        return factorized_pos_embed(x, ty, tx, **kw)
+
+    lead = (lambda e: e[None]) if batch is not None else (lambda e: e)
+    if mode == "sum":
+        def torch_fn(x, ty, tx):
+            return x + lead(ty[rows]) + lead(tx[cols])
+    elif mode == "concat":
+        def torch_fn(x, ty, tx):
+            return x + lead(torch.cat([ty[rows], tx[cols]], dim=-1))
+    else:
+        def torch_fn(x, ty, tx):
+            return x + lead(ty[rows, cols])
+    return {"posext": posext_fn, "torch": torch_fn}
+
+
+def _timed(fn, x, ty, tx, grad, backward, min_time):
+    if not backward:
+        with torch.no_grad():
+            return 1e3 * median_seconds(lambda: fn(x, ty, tx), min_time)
+    xg, tyg = x.detach().requires_grad_(), ty.detach().requires_grad_()
+    txg = tx.detach().requires_grad_() if tx is not None else None
+    inputs = [xg, tyg] + ([txg] if txg is not None else [])
+
+    def step():
+        torch.autograd.grad(fn(xg, tyg, txg), inputs, grad)
+
+    return 1e3 * median_seconds(step, min_time)
+
+
+def run(devices, quick=False):
+    min_time = 0.02 if quick else 0.25
+    rows_out = []
+    for device in devices:
+        for name, batch, sizes, channels in CASES:
+            rows, cols = _indices(sizes, device)
+            n_tokens = rows.numel()
+            shape = (batch, n_tokens, channels) if batch is not None else (n_tokens, channels)
+            for dtype in (torch.float32, torch.bfloat16):
+                x = torch.randn(shape, device=device).to(dtype)
+                grad = torch.randn(shape, device=device).to(dtype)
+                for mode in MODES:
+                    ty, tx = _tables(mode, channels, dtype, device)
+                    impls = _impls(mode, batch, sizes, rows, cols)
+                    for backward in (False, True):
+                        row = {"device": device, "case": name,
+                               "batch": batch if batch is not None else "packed", "mode": mode,
+                               "dtype": str(dtype).replace("torch.", ""),
+                               "pass": "fwd+bwd" if backward else "fwd",
+                               "tokens": n_tokens * (batch if batch is not None else 1)}
+                        row["series"] = f"{device} {mode} {row['dtype']} {row['pass']}"
+                        for impl, fn in impls.items():
+                            row[f"{impl}_ms"] = _timed(fn, x, ty, tx, grad, backward, min_time)
+                        row["x_torch"] = row["torch_ms"] / row["posext_ms"]
+                        rows_out.append(row)
+    return rows_out
+
+
+COLUMNS = [("device", "device", "{}"), ("case", "case", "{}"), ("batch", "batch", "{}"),
+           ("mode", "mode", "{}"), ("dtype", "dtype", "{}"), ("pass", "pass", "{}"),
+           ("tokens", "tokens", "{}"),
+           ("posext_ms", "posext ms", "{:.3f}"), ("torch_ms", "torch ms", "{:.3f}"),
+           ("x_torch", "vs torch", "{:.1f}x")]
+PLOT = dict(x_key="tokens", x_label="tokens (batch x sequence)", series_key="series",
+            speedup_keys=[("x_torch", "vs eager index + add")], connect=False)

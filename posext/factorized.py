@@ -1,0 +1,204 @@
+"""Factorized absolute position embeddings (NaViT, Pix2struct), added to the tokens in one fused gather-add.
+
+Conventions: a grid token at row y, column x (row-major: grid token i of an (H, W) grid has y = i // W,
+x = i % W) gets
+  combine="sum"    (NaViT default):  x + table_y[y] + table_x[x]           tables [Ly, C], [Lx, C]
+  combine="concat":                  x + cat(table_y[y], table_x[x])       tables [Ly, Cy], [Lx, Cx], Cy + Cx = C
+  table_x=None, table_y [Ly, Lx, C] (Pix2struct): x + table_y[y, x]
+Fractional ``coords`` (y, x) in [0, 1] address p = coord * (L - 1) table rows, read by linear interpolation
+between rows floor(p) and floor(p) + 1 (bilinear for the 2-D table). Prefix tokens (class, registers) are
+returned unchanged. float16 / bfloat16 are computed in float32. The table gradient is gathered per table row in
+a fixed order: deterministic on CPU and CUDA, no atomics.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import _backend, _checks
+
+COMBINE = {"sum": 0, "concat": 1}
+_TABLE_2D = 2
+Size = Union[int, Tuple[int, int]]
+
+
+def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Optional[torch.Tensor] = None, *,
+                         grid_size: Optional[Size] = None, grid_sizes: Optional[Sequence[Size]] = None,
+                         coords: Optional[torch.Tensor] = None, num_prefix_tokens: int = 0,
+                         combine: str = "sum") -> torch.Tensor:
+    """``x`` plus its factorized position embedding (see the module docstring for the conventions).
+
+    Args:
+        x: ``[B, P + H*W, C]`` / ``[P + H*W, C]`` for ``grid_size`` or ``coords`` (N = number of coords), or a
+            packed NaViT sequence ``[T, C]`` / ``[1, T, C]`` for ``grid_sizes``, T = sum(P + H_i * W_i).
+        table_y, table_x: the row and column tables, or one 2-D table ``[Ly, Lx, C]`` with ``table_x=None``.
+        grid_size: ``(H, W)`` or ``n``; needs H <= Ly, W <= Lx.
+        grid_sizes: ``[(H_1, W_1), ...]``: images packed one after the other, each with P prefix tokens.
+        coords: ``[N, 2]`` fractional (y, x) in [0, 1].
+        num_prefix_tokens: P tokens in front of each image's grid, returned unchanged.
+        combine: "sum" or "concat" (ignored for a 2-D table).
+
+    Returns:
+        A new tensor shaped and typed like ``x``.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(table_y, torch.Tensor):
+        raise TypeError("x and table_y must be tensors")
+    _checks.float_dtype("x.dtype", x.dtype)
+    for name, t in (("table_y", table_y), ("table_x", table_x)):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise TypeError(f"{name} must have x's dtype and device ({x.dtype}, {x.device}), got ({t.dtype}, "
+                            f"{t.device})")
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {sorted(COMBINE)}, got {combine!r}")
+    prefix = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
+    channels = x.shape[-1] if x.dim() >= 1 else 0
+    code = _table_code(table_y, table_x, combine, channels)
+    len_y, len_x = (table_y.shape[0], table_y.shape[1]) if code == _TABLE_2D else (table_y.shape[0], table_x.shape[0])
+    if sum(a is not None for a in (grid_size, grid_sizes, coords)) != 1:
+        raise ValueError("pass exactly one of grid_size, grid_sizes and coords")
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if grid_sizes is not None:
+        positions = _packed_positions(grid_sizes, prefix, len_y, len_x, opmath, x.device)
+    elif grid_size is not None:
+        positions = _grid_positions(_checks.grid_pair("grid_size", grid_size), prefix, len_y, len_x, opmath, x.device)
+    else:
+        positions = _coord_positions(coords, prefix, len_y, len_x, opmath, x.device)
+    tokens = positions.shape[0]
+    if x.dim() == 2:
+        x3 = x.unsqueeze(0)
+    elif x.dim() == 3:
+        x3 = x
+    else:
+        raise ValueError(f"x must be [B, S, C] or [S, C], got shape {tuple(x.shape)}")
+    if grid_sizes is not None and x3.shape[0] != 1:
+        raise ValueError(f"a packed sequence (grid_sizes) must be [T, C] or [1, T, C], got shape {tuple(x.shape)}")
+    if x3.shape[1] != tokens:
+        raise ValueError(f"x has {x3.shape[1]} tokens but the positions describe {tokens} "
+                         f"(num_prefix_tokens={prefix} per image plus the grid tokens)")
+    if _backend.use_extension(x.device):
+        out = torch.ops.posext.factorized_add(x3, positions, table_y, None if code == _TABLE_2D else table_x, code)
+    else:
+        out = _factorized_torch(x3, positions, table_y, table_x, code)
+    return out.reshape(x.shape)
+
+
+def _table_code(table_y, table_x, combine, channels):
+    if table_x is None:
+        if table_y.dim() != 3 or table_y.shape[-1] != channels:
+            raise ValueError(f"with table_x=None, table_y must be a 2-D table [Ly, Lx, C={channels}], got "
+                             f"{tuple(table_y.shape)}")
+        return _TABLE_2D
+    if table_y.dim() != 2 or table_x.dim() != 2:
+        raise ValueError(f"table_y and table_x must be [L, C], got {tuple(table_y.shape)} and {tuple(table_x.shape)}")
+    cy, cx = table_y.shape[1], table_x.shape[1]
+    if combine == "sum" and not (cy == cx == channels):
+        raise ValueError(f"combine='sum' needs table widths equal to C={channels}, got {cy} and {cx}")
+    if combine == "concat" and cy + cx != channels:
+        raise ValueError(f"combine='concat' needs table widths adding up to C={channels}, got {cy} + {cx}")
+    return COMBINE[combine]
+
+
+def _check_fits(grid, len_y, len_x, name):
+    if grid[0] > len_y or grid[1] > len_x:
+        raise ValueError(f"{name} {tuple(grid)} does not fit the tables ({len_y} rows along y, {len_x} along x)")
+
+
+def _grid_positions(grid, prefix, len_y, len_x, dtype, device, name="grid_size"):
+    _check_fits(grid, len_y, len_x, name)
+    h, w = grid
+    i = torch.arange(h * w, device=device)
+    pos = torch.stack([torch.div(i, w, rounding_mode="floor"), i % w], dim=1).to(dtype)
+    return torch.cat([pos.new_full((prefix, 2), -1.0), pos])
+
+
+def _packed_positions(grid_sizes, prefix, len_y, len_x, dtype, device):
+    if isinstance(grid_sizes, (int, torch.SymInt)) or len(grid_sizes) == 0:
+        raise ValueError(f"grid_sizes must be a non-empty list of (H, W), got {grid_sizes!r}")
+    return torch.cat([_grid_positions(_checks.grid_pair(f"grid_sizes[{n}]", g), prefix, len_y, len_x, dtype, device,
+                                      f"grid_sizes[{n}]") for n, g in enumerate(grid_sizes)])
+
+
+def _coord_positions(coords, prefix, len_y, len_x, dtype, device):
+    if not isinstance(coords, torch.Tensor) or coords.dim() != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must be a [N, 2] tensor of (y, x), got {getattr(coords, 'shape', coords)!r}")
+    if not coords.is_floating_point():
+        raise TypeError(f"coords must be floating point, got {coords.dtype}")
+    coords = coords.to(device=device, dtype=torch.float64)
+    if coords.numel() and not bool(((coords >= 0) & (coords <= 1)).all()):
+        raise ValueError(f"coords must lie in [0, 1], got values in [{coords.min().item()}, {coords.max().item()}]")
+    scale = torch.tensor([len_y - 1, len_x - 1], dtype=torch.float64, device=device)
+    pos = (coords * scale).to(dtype)
+    return torch.cat([pos.new_full((prefix, 2), -1.0), pos])
+
+
+def _lerp_taps(p, length):
+    """The formula of csrc/factorized.h: rows i0 = clamp(floor(p)), i1 = min(i0 + 1, L - 1), weights 1 - f, f."""
+    i0 = p.floor().clamp(0, length - 1)
+    f = p - i0
+    i0 = i0.long()
+    return i0, (i0 + 1).clamp(max=length - 1), 1 - f, f
+
+
+def _factorized_torch(x3, positions, table_y, table_x, code):
+    """The op's contract in plain PyTorch (opmath float32/float64, same summation order as the kernels)."""
+    opmath = positions.dtype
+    valid = positions[:, 0] >= 0
+    py, px = positions[:, 0].clamp(min=0), positions[:, 1].clamp(min=0)
+    ty = table_y.to(opmath)
+    if code == _TABLE_2D:
+        len_y, len_x = ty.shape[0], ty.shape[1]
+        y0, y1, wy0, wy1 = _lerp_taps(py, len_y)
+        x0, x1, wx0, wx1 = _lerp_taps(px, len_x)
+        top = wx0[:, None] * ty[y0, x0] + wx1[:, None] * ty[y0, x1]
+        bottom = wx0[:, None] * ty[y1, x0] + wx1[:, None] * ty[y1, x1]
+        term = wy0[:, None] * top + wy1[:, None] * bottom
+    else:
+        tx = table_x.to(opmath)
+        y0, y1, wy0, wy1 = _lerp_taps(py, ty.shape[0])
+        x0, x1, wx0, wx1 = _lerp_taps(px, tx.shape[0])
+        ypart = wy0[:, None] * ty[y0] + wy1[:, None] * ty[y1]
+        xpart = wx0[:, None] * tx[x0] + wx1[:, None] * tx[x1]
+        term = ypart + xpart if code == COMBINE["sum"] else torch.cat([ypart, xpart], dim=1)
+    out = x3.to(opmath) + term
+    return torch.where(valid[None, :, None], out.to(x3.dtype), x3)
+
+
+# ------------------------------------------------------------------- backward: deterministic table gradients
+
+def _segments(rows, tokens, weights, num_rows):
+    """Entries (row, token, weight) grouped by row in a fixed order: stable sort + searchsorted, no atomics."""
+    keep = weights != 0
+    rows, tokens, weights = rows[keep], tokens[keep], weights[keep]
+    order = torch.sort(rows, stable=True).indices
+    rows, tokens, weights = rows[order], tokens[order], weights[order]
+    offsets = torch.searchsorted(rows, torch.arange(num_rows + 1, device=rows.device))
+    return offsets, tokens, weights
+
+
+def table_grads(grad, positions, table_y, table_x, code, need_y, need_x):
+    """Gradients of factorized_add w.r.t. its tables (None where not needed)."""
+    valid = (positions[:, 0] >= 0).nonzero().squeeze(1)
+    py, px = positions[valid, 0], positions[valid, 1]
+    ops = torch.ops.posext
+    grad_y = grad_x = None
+    if code == _TABLE_2D:
+        len_y, len_x, channels = table_y.shape
+        y0, y1, wy0, wy1 = _lerp_taps(py, len_y)
+        x0, x1, wx0, wx1 = _lerp_taps(px, len_x)
+        rows = torch.cat([y0 * len_x + x0, y0 * len_x + x1, y1 * len_x + x0, y1 * len_x + x1])
+        weights = torch.cat([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1])
+        seg = _segments(rows, valid.repeat(4), weights, len_y * len_x)
+        grad_y = ops.factorized_table_grad(grad, *seg, 0, channels).reshape(table_y.shape)
+        return grad_y, None
+    if need_y:
+        y0, y1, w0, w1 = _lerp_taps(py, table_y.shape[0])
+        seg = _segments(torch.cat([y0, y1]), valid.repeat(2), torch.cat([w0, w1]), table_y.shape[0])
+        grad_y = ops.factorized_table_grad(grad, *seg, 0, table_y.shape[1])
+    if need_x:
+        x0, x1, w0, w1 = _lerp_taps(px, table_x.shape[0])
+        seg = _segments(torch.cat([x0, x1]), valid.repeat(2), torch.cat([w0, w1]), table_x.shape[0])
+        offset = 0 if code == COMBINE["sum"] else table_y.shape[1]
+        grad_x = ops.factorized_table_grad(grad, *seg, offset, table_x.shape[1])
+    return grad_y, grad_x
+
+
+__all__ = ["factorized_pos_embed"]
