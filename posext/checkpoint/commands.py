@@ -143,7 +143,7 @@ def resize_file(path, output, grid, options):
         new = replace_state_dicts(ckpt, new_states)
         report["removed"] = drop_grid_dependent_optimizer_state(new.container, old_shapes,
                                                                 drop_all=options["drop_optimizer"])
-        if report["removed"]:
+        if report["removed"] and not options["drop_optimizer"]:  # asked-for removal needs no warning
             warnings.warn(f"{path}: dropped grid-shaped optimizer state {report['removed']}", RuntimeWarning)
         if options["dry_run"]:
             report["status"] = "dry-run"
