@@ -17,6 +17,17 @@ def median_seconds(fn, min_run_time: float) -> float:
     return tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
 
 
+def timed_ms(fn, args, grad_outputs=None, *, wrt=(), min_time: float) -> float:
+    """Median ms of ``fn(*args)`` (no autograd), or with ``grad_outputs`` of forward + backward: the args at
+    indices ``wrt`` become fresh leaves, and gradients are taken w.r.t. every tensor arg that requires grad."""
+    if grad_outputs is None:
+        with torch.no_grad():
+            return 1e3 * median_seconds(lambda: fn(*args), min_time)
+    args = [a.detach().requires_grad_() if i in wrt and a is not None else a for i, a in enumerate(args)]
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    return 1e3 * median_seconds(lambda: torch.autograd.grad(fn(*args), leaves, grad_outputs), min_time)
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:

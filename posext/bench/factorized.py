@@ -6,7 +6,7 @@ and the tables). Tables have 64 rows per axis (NaViT's maximum grid side), no pr
 import torch
 
 from .. import factorized_pos_embed
-from .common import median_seconds
+from .common import timed_ms
 
 TABLE_SIDE = 64
 PACKED_SIZES = [(37, 37), (14, 14), (16, 16), (24, 9), (8, 32), (20, 20), (5, 13), (1, 1)]
@@ -64,20 +64,6 @@ def _impls(mode, batch, sizes, rows, cols):
     return {"posext": posext_fn, "torch": torch_fn}
 
 
-def _timed(fn, x, ty, tx, grad, backward, min_time):
-    if not backward:
-        with torch.no_grad():
-            return 1e3 * median_seconds(lambda: fn(x, ty, tx), min_time)
-    xg, tyg = x.detach().requires_grad_(), ty.detach().requires_grad_()
-    txg = tx.detach().requires_grad_() if tx is not None else None
-    inputs = [xg, tyg] + ([txg] if txg is not None else [])
-
-    def step():
-        torch.autograd.grad(fn(xg, tyg, txg), inputs, grad)
-
-    return 1e3 * median_seconds(step, min_time)
-
-
 def run(devices, quick=False):
     min_time = 0.02 if quick else 0.25
     rows_out = []
@@ -100,7 +86,8 @@ def run(devices, quick=False):
                                "tokens": n_tokens * (batch if batch is not None else 1)}
                         row["series"] = f"{device} {mode} {row['dtype']} {row['pass']}"
                         for impl, fn in impls.items():
-                            row[f"{impl}_ms"] = _timed(fn, x, ty, tx, grad, backward, min_time)
+                            row[f"{impl}_ms"] = timed_ms(fn, (x, ty, tx), grad if backward else None,
+                                                         wrt=(0, 1, 2), min_time=min_time)
                         row["x_torch"] = row["torch_ms"] / row["posext_ms"]
                         rows_out.append(row)
     return rows_out

@@ -4,7 +4,7 @@ import torch
 
 from .. import resample
 from ..resample import _resample_torch
-from .common import median_seconds
+from .common import timed_ms
 
 # (name, input shape, layout, new grid side). Token layouts have one class token.
 CASES = [
@@ -39,18 +39,6 @@ def _timm_fn(layout, batch):
     return lambda x, side, aa: resample_abs_pos_embed(x, [side, side], num_prefix_tokens=1, antialias=aa)
 
 
-def _timed(fn, x, grad, backward, min_time):
-    if not backward:
-        return 1e3 * median_seconds(lambda: fn(x), min_time)
-    xg = x.detach().requires_grad_()
-
-    def step():
-        fn(xg).backward(grad)
-        xg.grad = None
-
-    return 1e3 * median_seconds(step, min_time)
-
-
 def run(devices, quick=False):
     min_time = 0.02 if quick else 0.25
     rows = []
@@ -71,7 +59,8 @@ def run(devices, quick=False):
                                "aa": antialias, "pass": "fwd+bwd" if backward else "fwd", "out_side": side}
                         row["series"] = f"{device} {row['dtype']} {'AA' if antialias else 'no-AA'} {row['pass']}"
                         for impl, fn in impls.items():
-                            row[f"{impl}_ms"] = _timed(fn, x, grad, backward, min_time)
+                            row[f"{impl}_ms"] = timed_ms(fn, (x,), grad if backward else None, wrt=(0,),
+                                                         min_time=min_time)
                         for base in ("torch", "timm"):
                             if row.get(f"{base}_ms"):
                                 row[f"x_{base}"] = row[f"{base}_ms"] / row["posext_ms"]

@@ -6,7 +6,7 @@ EVA attention. float32 and bfloat16, forward and forward+backward (mixed: incl. 
 import torch
 
 from .. import rope as posext_rope
-from .common import median_seconds
+from .common import timed_ms
 
 # (name, batch, heads, grid side, head_dim); one class token.
 CASES = [
@@ -37,20 +37,6 @@ def _timm_fns(mode, heads, side, head_dim, freqs, device):
     return lambda q, k, f: apply(q, k, get_mixed_freqs(f, t_x, t_y))
 
 
-def _timed(fn, q, k, freqs, grads, backward, min_time):
-    if not backward:
-        with torch.no_grad():
-            return 1e3 * median_seconds(lambda: fn(q, k, freqs), min_time)
-    qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
-    inputs = (qg, kg, freqs) if freqs.requires_grad else (qg, kg)
-
-    def step():
-        oq, ok = fn(qg, kg, freqs)
-        torch.autograd.grad((oq, ok), inputs, grads)
-
-    return 1e3 * median_seconds(step, min_time)
-
-
 def run(devices, quick=False):
     min_time = 0.02 if quick else 0.25
     rows = []
@@ -76,7 +62,8 @@ def run(devices, quick=False):
                                "pass": "fwd+bwd" if backward else "fwd", "tokens": n}
                         row["series"] = f"{device} {mode} {row['dtype']} {row['pass']}"
                         for impl, fn in impls.items():
-                            row[f"{impl}_ms"] = _timed(fn, q, k, freqs, grads, backward, min_time)
+                            row[f"{impl}_ms"] = timed_ms(fn, (q, k, freqs), grads if backward else None,
+                                                         wrt=(0, 1), min_time=min_time)
                         if row.get("timm_ms"):
                             row["x_timm"] = row["timm_ms"] / row["posext_ms"]
                         rows.append(row)
