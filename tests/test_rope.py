@@ -48,7 +48,7 @@ def rotate_ref(x, angles, prefix, layout="bhnd", pair_layout="interleaved"):
     d = xv.shape[-1]
     g = xv[:, :, prefix:]
     if pair_layout == "interleaved":
-        z = torch.view_as_complex(g.reshape(*g.shape[:-1], d // 2, 2).contiguous())
+        z = torch.view_as_complex(g.reshape(*g.shape[:-1], d // 2, 2).clone(memory_format=torch.contiguous_format))
     else:
         z = torch.complex(g[..., : d // 2], g[..., d // 2:])
     z = z * torch.polar(torch.ones_like(angles), angles)
@@ -61,8 +61,12 @@ def rotate_ref(x, angles, prefix, layout="bhnd", pair_layout="interleaved"):
 
 
 def make_qk(b, heads, n, d, layout="bhnd", dtype=torch.float64, strided=False, seed=0, device="cpu"):
-    """q, k as a model makes them: slices of one fused qkv projection (strided) or plain contiguous tensors."""
+    """q, k as a model makes them: slices of one fused qkv projection (strided=True), plain contiguous tensors, or
+    (strided="channels") views with channel stride 2."""
     gen = torch.Generator().manual_seed(seed)
+    if strided == "channels":  # every other channel of a wider tensor: channel stride 2
+        wide = make_qk(b, heads, n, 2 * d, layout, dtype, False, seed, device)
+        return wide[0][..., ::2], wide[1][..., 1::2]
     if strided:
         qkv = torch.randn(b, n, 3, heads, d, generator=gen, dtype=torch.float64).to(dtype).to(device)
         q, k = qkv[:, :, 0], qkv[:, :, 1]  # [B, N, H, D], non-contiguous
@@ -128,7 +132,7 @@ def rope_cases(draw):
                 w=draw(st.integers(1, 6)), prefix=draw(st.integers(0, 3)), d=draw(st.sampled_from([2, 4, 8, 12, 16])),
                 layout=draw(st.sampled_from(["bhnd", "bnhd"])),
                 pair_layout=draw(st.sampled_from(["interleaved", "half"])),
-                per_head=draw(st.booleans()), fractional=draw(st.booleans()), strided=draw(st.booleans()),
+                per_head=draw(st.booleans()), fractional=draw(st.booleans()), strided=draw(st.sampled_from([False, True, "channels"])),
                 dtype=draw(st.sampled_from([torch.float64, torch.float32])), seed=draw(st.integers(0, 2**16)))
 
 
@@ -270,10 +274,11 @@ def test_inplace_equals_out_of_place(device, backend, layout, pair_layout, dtype
     assert not torch.equal(q, q2)
 
 
-def _grad_inputs(per_head, seed=0):
+def _grad_inputs(per_head, seed=0, grid=(2, 3)):
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(2, 3, 1 + 2 * 3, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(2, 3, 1 + 2 * 3, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    n = 1 + grid[0] * grid[1]
+    q = torch.randn(2, 3, n, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, n, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     freqs = torch.randn(2, 3 if per_head else 1, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     return q, k, freqs
 
@@ -296,7 +301,8 @@ def test_gradcheck_including_frequencies(backend, pair_layout, per_head, layout)
 @needs_extension
 @pytest.mark.parametrize("per_head", [False, True])
 def test_backward_matches_fallback_and_is_deterministic(monkeypatch, per_head):
-    q, k, freqs = _grad_inputs(per_head, seed=3)
+    # 7 x 9 grid tokens: several of the CPU kernel's 16-token blocks, the last one partial
+    q, k, freqs = _grad_inputs(per_head, seed=3, grid=(7, 9))
     q, k, freqs = (t.detach().float().requires_grad_() for t in (q, k, freqs))
     gq, gk = torch.randn_like(q), torch.randn_like(k)
 
@@ -305,7 +311,7 @@ def test_backward_matches_fallback_and_is_deterministic(monkeypatch, per_head):
         if threads:
             torch.set_num_threads(threads)
         try:
-            oq, ok = posext.apply_rope_2d(q, k, (2, 3), freqs)
+            oq, ok = posext.apply_rope_2d(q, k, (7, 9), freqs)
             return torch.autograd.grad((oq, ok), (q, k, freqs), (gq, gk))
         finally:
             torch.set_num_threads(before)

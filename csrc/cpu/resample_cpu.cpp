@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "ops.h"
 
 namespace posext {
@@ -58,13 +59,7 @@ struct TokenGrid {  // a [B, P + h*w, C] token tensor with unit channel stride
   int64_t batch_stride, token_stride, h, w;
 };
 
-// The float32 inner loop is the hot one: built also for x86-64-v3 (AVX2 + FMA) and picked at load time, since
-// extensions are compiled for the baseline ISA.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define POSEXT_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define POSEXT_CPU_CLONES
-#endif
+// The float32 inner loop is the hot one (POSEXT_CPU_CLONES: also built for AVX2 + FMA).
 
 // acc = sum_e w[e] * rows[e], summed sequentially in tap order (as torch does), four taps per sweep over C
 // so that acc is loaded and stored once per four taps.

@@ -1,37 +1,82 @@
-// CPU 2D RoPE: one work item per token. Its D/2 angles (per frequency head) are computed once into a small
-// buffer (cos, sin) and applied to every batch entry and head of q and k, in opmath T; prefix tokens are copied.
-// The frequency gradient sums per fixed chunk of tokens (chunking independent of the thread count), then
-// over chunks in order: deterministic, no atomics, double accumulation.
+// CPU 2D RoPE. Work item: a block of kBlockTokens grid tokens. The block's angles for every frequency head
+// ([Hf, block, D/2], at most a few hundred KB: computed on the fly, never a whole cos/sin table) go through
+// ATen's vectorised sin/cos (SLEEF, <= 1 ulp; scalar libm sin/cos cost 20x more and dominated mixed RoPE), then
+// every batch entry and head of q and k is rotated from that buffer in opmath T. Rows with unit channel stride
+// take loops the compiler vectorises (also built for AVX2 + FMA); other strides take the same formula strided.
+// Prefix tokens are copied. The frequency gradient sums per block (blocking independent of the thread count),
+// then over blocks in order: deterministic, no atomics; per token in T, across tokens in double.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "ops.h"
 
 namespace posext {
 namespace {
 
-constexpr int64_t kChunkTokens = 16;
+constexpr int64_t kBlockTokens = 16;
 
+// cos and sin of the angles of grid tokens [g0, g0 + count), laid out [Hf][count][D/2].
 template <typename T>
-void token_sincos(const T* pos, const T* freqs, const RopeParams& p, int64_t grid_token, int64_t hf, T* c, T* s) {
-  for (int64_t j = 0; j < p.head_dim / 2; ++j)
-    rope_sincos<T>(rope_angle<T>(pos, freqs, p, grid_token, hf, j), s[j], c[j]);
+struct BlockTrig {
+  std::vector<T> cos_, sin_;
+  int64_t count = 0, half = 0;
+
+  void compute(const T* pos, const T* freqs, const RopeParams& p, int64_t g0, int64_t count_) {
+    count = count_;
+    half = p.head_dim / 2;
+    const int64_t n = p.freq_heads * count * half;
+    cos_.resize(n);
+    sin_.resize(n);
+    for (int64_t hf = 0; hf < p.freq_heads; ++hf)
+      for (int64_t i = 0; i < count; ++i)
+        for (int64_t j = 0; j < half; ++j) cos_[(hf * count + i) * half + j] = rope_angle<T>(pos, freqs, p, g0 + i, hf, j);
+    const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    at::Tensor angle = at::from_blob(cos_.data(), {n}, options);
+    at::Tensor sine = at::from_blob(sin_.data(), {n}, options);
+    at::sin_out(sine, angle);  // inside a parallel region ATen runs these inline on this thread
+    at::cos_out(angle, angle);
+  }
+  const T* cos_row(int64_t hf, int64_t i) const { return cos_.data() + (hf * count + i) * half; }
+  const T* sin_row(int64_t hf, int64_t i) const { return sin_.data() + (hf * count + i) * half; }
+};
+
+template <int Pairs>
+inline void pair_channels(int64_t half, int64_t j, int64_t& c0, int64_t& c1) {
+  rope_pair_channels(Pairs, 2 * half, j, c0, c1);
 }
 
-template <typename scalar_t, typename T>
-void rotate_row(const scalar_t* src, int64_t src_d, scalar_t* dst, int64_t dst_d, const T* c, const T* s,
-                const RopeParams& p) {
-  for (int64_t j = 0; j < p.head_dim / 2; ++j) {
+// One head row: dst = rotation of src. `Unit`: both rows have channel stride 1 (sd, dd ignored), which lets the
+// compiler vectorise; src may equal dst (in place).
+template <typename scalar_t, typename T, int Pairs, bool Unit>
+POSEXT_CPU_CLONES void rotate_row(const scalar_t* src, int64_t sd, scalar_t* dst, int64_t dd, const T* c, const T* s,
+                                  int64_t half) {
+  if (Unit) sd = dd = 1;
+  for (int64_t j = 0; j < half; ++j) {
     int64_t c0, c1;
-    rope_pair_channels(p.pairs, p.head_dim, j, c0, c1);
-    const T a = static_cast<T>(src[c0 * src_d]), b = static_cast<T>(src[c1 * src_d]);
+    pair_channels<Pairs>(half, j, c0, c1);
+    const T a = static_cast<T>(src[c0 * sd]), b = static_cast<T>(src[c1 * sd]);
     T a2, b2;
     rope_rotate<T>(a, b, c[j], s[j], a2, b2);
-    dst[c0 * dst_d] = static_cast<scalar_t>(a2);
-    dst[c1 * dst_d] = static_cast<scalar_t>(b2);
+    dst[c0 * dd] = static_cast<scalar_t>(a2);
+    dst[c1 * dd] = static_cast<scalar_t>(b2);
+  }
+}
+
+// acc[j] += dL/dangle of pair j for one head row of input x and output gradient g.
+template <typename scalar_t, typename T, int Pairs, bool Unit>
+POSEXT_CPU_CLONES void angle_grad_row(const scalar_t* x, int64_t xd, const scalar_t* g, int64_t gd, const T* c,
+                                      const T* s, T* acc, int64_t half) {
+  if (Unit) xd = gd = 1;
+  for (int64_t j = 0; j < half; ++j) {
+    int64_t c0, c1;
+    pair_channels<Pairs>(half, j, c0, c1);
+    acc[j] += rope_angle_grad<T>(static_cast<T>(x[c0 * xd]), static_cast<T>(x[c1 * xd]), static_cast<T>(g[c0 * gd]),
+                                 static_cast<T>(g[c1 * gd]), c[j], s[j]);
   }
 }
 
@@ -41,94 +86,145 @@ void copy_row(const scalar_t* src, int64_t src_d, scalar_t* dst, int64_t dst_d, 
   for (int64_t c = 0; c < D; ++c) dst[c * dst_d] = src[c * src_d];
 }
 
+// Element offset of row (b, h, n) for [B, H, N, D] strides st.
+inline int64_t row_offset(const int64_t* st, int64_t b, int64_t h, int64_t n) { return b * st[0] + h * st[1] + n * st[2]; }
+
+struct ForwardRows {
+template <typename scalar_t, int Pairs, bool Unit>
+static void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
+                       at::Tensor& out_q, at::Tensor& out_k, const RopeParams& p) {
+  using T = at::opmath_type<scalar_t>;
+  const scalar_t* src[2] = {q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>()};
+  scalar_t* dst[2] = {out_q.data_ptr<scalar_t>(), out_k.data_ptr<scalar_t>()};
+  const int64_t* ss[2] = {p.q_stride, p.k_stride};
+  const int64_t* ds[2] = {p.oq_stride, p.ok_stride};
+  const T* pos = positions.const_data_ptr<T>();
+  const T* f = freqs.const_data_ptr<T>();
+  const int64_t half = p.head_dim / 2, P = p.num_prefix_tokens, grid = p.tokens - P;
+
+  at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t h = 0; h < p.heads; ++h)
+        for (int64_t b = 0; b < p.batch; ++b)
+          for (int t = 0; t < 2; ++t)
+            copy_row(src[t] + row_offset(ss[t], b, h, n), ss[t][3], dst[t] + row_offset(ds[t], b, h, n), ds[t][3],
+                     p.head_dim);
+  });
+  const int64_t blocks = (grid + kBlockTokens - 1) / kBlockTokens;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    BlockTrig<T> trig;
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
+      trig.compute(pos, f, p, g0, count);
+      // Walk rows in memory order: [B, H, N, D] memory (tokens inner) or [B, N, H, D] / fused qkv (heads inner).
+      const auto rotate = [&](int t, int64_t b, int64_t h, int64_t i) {
+        const int64_t n = P + g0 + i, hf = p.freq_heads > 1 ? h : 0;
+        rotate_row<scalar_t, T, Pairs, Unit>(src[t] + row_offset(ss[t], b, h, n), ss[t][3],
+                                             dst[t] + row_offset(ds[t], b, h, n), ds[t][3], trig.cos_row(hf, i),
+                                             trig.sin_row(hf, i), half);
+      };
+      for (int t = 0; t < 2; ++t)
+        for (int64_t b = 0; b < p.batch; ++b) {
+          if (ss[t][2] <= ss[t][1]) {
+            for (int64_t h = 0; h < p.heads; ++h)
+              for (int64_t i = 0; i < count; ++i) rotate(t, b, h, i);
+          } else {
+            for (int64_t i = 0; i < count; ++i)
+              for (int64_t h = 0; h < p.heads; ++h) rotate(t, b, h, i);
+          }
+        }
+    }
+  });
+}
+};
+
+struct FreqsBackwardRows {
+template <typename scalar_t, int Pairs, bool Unit>
+static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Tensor& q,
+                              const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
+                              at::Tensor& grad_freqs, const RopeParams& p) {
+  using T = at::opmath_type<scalar_t>;
+  const scalar_t* x[2] = {q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>()};
+  const scalar_t* g[2] = {grad_q.const_data_ptr<scalar_t>(), grad_k.const_data_ptr<scalar_t>()};
+  const int64_t* xs[2] = {p.q_stride, p.k_stride};
+  const int64_t* gs[2] = {p.oq_stride, p.ok_stride};
+  const T* pos = positions.const_data_ptr<T>();
+  const T* f = freqs.const_data_ptr<T>();
+  const int64_t half = p.head_dim / 2, Hf = p.freq_heads, P = p.num_prefix_tokens, grid = p.tokens - P;
+  const int64_t blocks = (grid + kBlockTokens - 1) / kBlockTokens, per_block = 2 * Hf * half;
+  std::vector<double> partial(static_cast<size_t>(blocks * per_block), 0.0);  // [block, 2 (x, y), Hf, D/2]
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    BlockTrig<T> trig;
+    std::vector<T> dangle;  // dL/dangle [Hf][block token][D/2], summed over batch, q/k (and heads if Hf = 1) in T
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
+      trig.compute(pos, f, p, g0, count);
+      dangle.assign(static_cast<size_t>(Hf * count * half), T(0));
+      const auto add = [&](int t, int64_t b, int64_t h, int64_t i) {
+        const int64_t n = P + g0 + i, hf = Hf > 1 ? h : 0;
+        angle_grad_row<scalar_t, T, Pairs, Unit>(x[t] + row_offset(xs[t], b, h, n), xs[t][3],
+                                                 g[t] + row_offset(gs[t], b, h, n), gs[t][3], trig.cos_row(hf, i),
+                                                 trig.sin_row(hf, i), dangle.data() + (hf * count + i) * half, half);
+      };
+      for (int t = 0; t < 2; ++t)  // rows in memory order, as in the forward
+        for (int64_t b = 0; b < p.batch; ++b) {
+          if (xs[t][2] <= xs[t][1]) {
+            for (int64_t h = 0; h < p.heads; ++h)
+              for (int64_t i = 0; i < count; ++i) add(t, b, h, i);
+          } else {
+            for (int64_t i = 0; i < count; ++i)
+              for (int64_t h = 0; h < p.heads; ++h) add(t, b, h, i);
+          }
+        }
+      double* acc = partial.data() + blk * per_block;
+      for (int64_t hf = 0; hf < Hf; ++hf)
+        for (int64_t i = 0; i < count; ++i) {
+          const double tx = static_cast<double>(pos[2 * (g0 + i)]), ty = static_cast<double>(pos[2 * (g0 + i) + 1]);
+          const T* d = dangle.data() + (hf * count + i) * half;
+          for (int64_t j = 0; j < half; ++j) {
+            acc[hf * half + j] += static_cast<double>(d[j]) * tx;
+            acc[(Hf + hf) * half + j] += static_cast<double>(d[j]) * ty;
+          }
+        }
+    }
+  });
+  T* out = grad_freqs.data_ptr<T>();
+  for (int64_t e = 0; e < per_block; ++e) {
+    double sum = 0.0;
+    for (int64_t blk = 0; blk < blocks; ++blk) sum += partial[blk * per_block + e];
+    out[e] = static_cast<T>(sum);
+  }
+}
+};
+
+// Runs Rows::run<scalar_t, Pairs, Unit>(args...) for the runtime pair layout and stride case.
+template <typename Rows, typename scalar_t, typename... Args>
+void dispatch_rows(const RopeParams& p, bool unit, Args&... args) {
+  if (p.pairs == kRopeHalf) {
+    unit ? Rows::template run<scalar_t, kRopeHalf, true>(args..., p)
+         : Rows::template run<scalar_t, kRopeHalf, false>(args..., p);
+  } else {
+    unit ? Rows::template run<scalar_t, kRopeInterleaved, true>(args..., p)
+         : Rows::template run<scalar_t, kRopeInterleaved, false>(args..., p);
+  }
+}
+
 }  // namespace
 
 void rope_2d_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
                  at::Tensor& out_q, at::Tensor& out_k, const RopeParams& p) {
+  const bool unit = p.q_stride[3] == 1 && p.k_stride[3] == 1 && p.oq_stride[3] == 1 && p.ok_stride[3] == 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "posext_rope_2d_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const scalar_t* src[2] = {q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>()};
-    scalar_t* dst[2] = {out_q.data_ptr<scalar_t>(), out_k.data_ptr<scalar_t>()};
-    const int64_t* ss[2] = {p.q_stride, p.k_stride};
-    const int64_t* ds[2] = {p.oq_stride, p.ok_stride};
-    const T* pos = positions.const_data_ptr<T>();
-    const T* f = freqs.const_data_ptr<T>();
-    const int64_t half = p.head_dim / 2;
-    at::parallel_for(0, p.tokens, 4, [&](int64_t begin, int64_t end) {
-      std::vector<T> c(half), s(half);
-      for (int64_t n = begin; n < end; ++n) {
-        const bool prefix = n < p.num_prefix_tokens;
-        const int64_t g = n - p.num_prefix_tokens;
-        for (int64_t h = 0; h < p.heads; ++h) {
-          if (!prefix && (h == 0 || p.freq_heads > 1))
-            token_sincos<T>(pos, f, p, g, p.freq_heads > 1 ? h : 0, c.data(), s.data());
-          for (int64_t b = 0; b < p.batch; ++b) {
-            for (int t = 0; t < 2; ++t) {
-              const scalar_t* from = src[t] + b * ss[t][0] + h * ss[t][1] + n * ss[t][2];
-              scalar_t* to = dst[t] + b * ds[t][0] + h * ds[t][1] + n * ds[t][2];
-              if (prefix) {
-                copy_row(from, ss[t][3], to, ds[t][3], p.head_dim);
-              } else {
-                rotate_row<scalar_t, T>(from, ss[t][3], to, ds[t][3], c.data(), s.data(), p);
-              }
-            }
-          }
-        }
-      }
-    });
+    dispatch_rows<ForwardRows, scalar_t>(p, unit, q, k, positions, freqs, out_q, out_k);
   });
 }
 
 void rope_2d_freqs_backward_cpu(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Tensor& q,
                                 const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
                                 at::Tensor& grad_freqs, const RopeParams& p) {
+  const bool unit = p.q_stride[3] == 1 && p.k_stride[3] == 1 && p.oq_stride[3] == 1 && p.ok_stride[3] == 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "posext_rope_2d_bwd_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const scalar_t* x[2] = {q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>()};
-    const scalar_t* g[2] = {grad_q.const_data_ptr<scalar_t>(), grad_k.const_data_ptr<scalar_t>()};
-    const int64_t* xs[2] = {p.q_stride, p.k_stride};
-    const int64_t* gs[2] = {p.oq_stride, p.ok_stride};
-    const T* pos = positions.const_data_ptr<T>();
-    const T* f = freqs.const_data_ptr<T>();
-    const int64_t half = p.head_dim / 2, Hf = p.freq_heads, grid = p.tokens - p.num_prefix_tokens;
-    const int64_t chunks = (grid + kChunkTokens - 1) / kChunkTokens, per_chunk = 2 * Hf * half;
-    std::vector<double> partial(static_cast<size_t>(chunks * per_chunk), 0.0);  // [chunk, 2 (x, y), Hf, D/2]
-    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> c(half), s(half);
-      for (int64_t chunk = begin; chunk < end; ++chunk) {
-        double* acc = partial.data() + chunk * per_chunk;
-        const int64_t g_end = std::min(grid, (chunk + 1) * kChunkTokens);
-        for (int64_t gi = chunk * kChunkTokens; gi < g_end; ++gi) {
-          const int64_t n = gi + p.num_prefix_tokens;
-          const double tx = static_cast<double>(pos[2 * gi]), ty = static_cast<double>(pos[2 * gi + 1]);
-          for (int64_t h = 0; h < p.heads; ++h) {
-            const int64_t hf = Hf > 1 ? h : 0;
-            if (h == 0 || Hf > 1) token_sincos<T>(pos, f, p, gi, hf, c.data(), s.data());
-            for (int64_t b = 0; b < p.batch; ++b) {
-              for (int t = 0; t < 2; ++t) {
-                const scalar_t* xr = x[t] + b * xs[t][0] + h * xs[t][1] + n * xs[t][2];
-                const scalar_t* gr = g[t] + b * gs[t][0] + h * gs[t][1] + n * gs[t][2];
-                for (int64_t j = 0; j < half; ++j) {
-                  int64_t c0, c1;
-                  rope_pair_channels(p.pairs, p.head_dim, j, c0, c1);
-                  const double d = static_cast<double>(rope_angle_grad<T>(
-                      static_cast<T>(xr[c0 * xs[t][3]]), static_cast<T>(xr[c1 * xs[t][3]]),
-                      static_cast<T>(gr[c0 * gs[t][3]]), static_cast<T>(gr[c1 * gs[t][3]]), c[j], s[j]));
-                  acc[hf * half + j] += d * tx;
-                  acc[(Hf + hf) * half + j] += d * ty;
-                }
-              }
-            }
-          }
-        }
-      }
-    });
-    T* out = grad_freqs.data_ptr<T>();
-    for (int64_t e = 0; e < per_chunk; ++e) {
-      double sum = 0.0;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[chunk * per_chunk + e];
-      out[e] = static_cast<T>(sum);
-    }
+    dispatch_rows<FreqsBackwardRows, scalar_t>(p, unit, grad_q, grad_k, q, k, positions, freqs, grad_freqs);
   });
 }
 
