@@ -28,10 +28,10 @@ TORCH_LIBRARY(posext, m) {
   // Factorized positions: out = x + term(positions[s]) for x [B, S, C]; positions [S, 2] (row, col) in table rows,
   // negative = prefix token (copied). combine: 0 sum, 1 concat, 2 a 2-D table_y [Ly, Lx, C] (table_x absent).
   m.def("factorized_add(Tensor x, Tensor positions, Tensor table_y, Tensor? table_x, int combine) -> Tensor");
-  // Table gradient by segments: out[r, c] = sum_{e in [offsets[r], offsets[r+1])} weights[e] *
-  // sum_b grad[b, tokens[e], channel_offset + c]; deterministic (fixed order, no atomics).
-  m.def("factorized_table_grad(Tensor grad, Tensor offsets, Tensor tokens, Tensor weights, int channel_offset, "
-        "int channels) -> Tensor");
+  // Gradients w.r.t. table_y and table_x of factorized_add (grad: dL/dout [B, S, C]), deterministic: each table
+  // row sums its tokens in token order, no atomics. An output not asked for (need_*) is an empty tensor.
+  m.def("factorized_table_grads(Tensor grad, Tensor positions, Tensor table_y, Tensor? table_x, int combine, "
+        "bool need_y, bool need_x) -> (Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

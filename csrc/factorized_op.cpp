@@ -1,4 +1,4 @@
-// factorized_add / factorized_table_grad: argument checks, parameters and registration for CPU and CUDA.
+// factorized_add / factorized_table_grads: argument checks, parameters and registration for CPU and CUDA.
 #include <torch/library.h>
 
 #include "ops.h"
@@ -12,19 +12,20 @@ void check_float(const char* what, const at::Tensor& t) {
               " must be float64, float32, float16 or bfloat16, got ", d);
 }
 
-at::Tensor factorized_add(const at::Tensor& x_in, const at::Tensor& positions, const at::Tensor& table_y,
-                          const std::optional<at::Tensor>& table_x_opt, int64_t combine) {
-  TORCH_CHECK(x_in.dim() == 3, "posext.factorized_add: x must be [B, S, C], got ", x_in.sizes());
-  check_float("x", x_in);
-  TORCH_CHECK(combine >= kSum && combine <= kTable2d, "posext.factorized_add: combine must be 0, 1 or 2, got ", combine);
-  TORCH_CHECK(positions.dim() == 2 && positions.size(0) == x_in.size(1) && positions.size(1) == 2,
-              "posext.factorized_add: positions must be [S, 2] with S = ", x_in.size(1), ", got ", positions.sizes());
-  const auto opmath = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(positions.scalar_type() == opmath, "posext.factorized_add: positions must be ", opmath, ", got ",
+// Checks x (or its gradient) [B, S, C], positions and tables; fills the parameters. `x` gets unit channel stride.
+FactorizedParams make_params(const char* op, at::Tensor& x, const at::Tensor& positions, const at::Tensor& table_y,
+                             const std::optional<at::Tensor>& table_x_opt, int64_t combine) {
+  TORCH_CHECK(x.dim() == 3, op, ": x must be [B, S, C], got ", x.sizes());
+  check_float("x", x);
+  TORCH_CHECK(combine >= kSum && combine <= kTable2d, op, ": combine must be 0, 1 or 2, got ", combine);
+  TORCH_CHECK(positions.dim() == 2 && positions.size(0) == x.size(1) && positions.size(1) == 2, op,
+              ": positions must be [S, 2] with S = ", x.size(1), ", got ", positions.sizes());
+  const auto opmath = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(positions.scalar_type() == opmath, op, ": positions must be ", opmath, ", got ",
               positions.scalar_type());
-  TORCH_CHECK(table_y.scalar_type() == x_in.scalar_type(), "posext.factorized_add: table_y dtype ",
-              table_y.scalar_type(), " differs from x dtype ", x_in.scalar_type());
-  const at::Tensor x = x_in.size(2) <= 1 || x_in.stride(2) == 1 ? x_in : x_in.contiguous();
+  TORCH_CHECK(table_y.scalar_type() == x.scalar_type(), op, ": table_y dtype ", table_y.scalar_type(),
+              " differs from x dtype ", x.scalar_type());
+  if (x.size(2) > 1 && x.stride(2) != 1) x = x.contiguous();
   FactorizedParams p;
   p.combine = static_cast<int>(combine);
   p.batch = x.size(0);
@@ -32,34 +33,40 @@ at::Tensor factorized_add(const at::Tensor& x_in, const at::Tensor& positions, c
   p.channels = x.size(2);
   p.x_batch_stride = x.stride(0);
   p.x_token_stride = x.stride(1);
-  at::Tensor ty = table_y.contiguous(), tx;
   if (combine == kTable2d) {
-    TORCH_CHECK(!table_x_opt.has_value() && table_y.dim() == 3 && table_y.size(2) == p.channels,
-                "posext.factorized_add: a 2-D table must be [Ly, Lx, C=", p.channels, "] with no table_x, got ",
-                table_y.sizes());
+    TORCH_CHECK(!table_x_opt.has_value() && table_y.dim() == 3 && table_y.size(2) == p.channels, op,
+                ": a 2-D table must be [Ly, Lx, C=", p.channels, "] with no table_x, got ", table_y.sizes());
     p.len_y = table_y.size(0);
     p.len_x = table_y.size(1);
     p.channels_y = p.channels;
   } else {
-    TORCH_CHECK(table_x_opt.has_value(), "posext.factorized_add: table_x is required for combine ", combine);
-    tx = table_x_opt->contiguous();
-    TORCH_CHECK(table_y.dim() == 2 && tx.dim() == 2, "posext.factorized_add: tables must be [L, C], got ",
-                table_y.sizes(), " and ", tx.sizes());
-    TORCH_CHECK(tx.scalar_type() == x.scalar_type(), "posext.factorized_add: table_x dtype ", tx.scalar_type(),
+    TORCH_CHECK(table_x_opt.has_value(), op, ": table_x is required for combine ", combine);
+    const at::Tensor& tx = *table_x_opt;
+    TORCH_CHECK(table_y.dim() == 2 && tx.dim() == 2, op, ": tables must be [L, C], got ", table_y.sizes(), " and ",
+                tx.sizes());
+    TORCH_CHECK(tx.scalar_type() == x.scalar_type(), op, ": table_x dtype ", tx.scalar_type(),
                 " differs from x dtype ", x.scalar_type());
+    TORCH_CHECK(tx.device() == x.device(), op, ": x, positions and tables must be on one device");
     p.len_y = table_y.size(0);
     p.len_x = tx.size(0);
     p.channels_y = table_y.size(1);
     p.channels_x = tx.size(1);
     TORCH_CHECK(combine == kSum ? (p.channels_y == p.channels && p.channels_x == p.channels)
                                 : (p.channels_y + p.channels_x == p.channels),
-                "posext.factorized_add: table widths ", p.channels_y, " and ", p.channels_x, " do not fit C=",
-                p.channels, combine == kSum ? " (sum: both must equal C)" : " (concat: they must add up to C)");
+                op, ": table widths ", p.channels_y, " and ", p.channels_x, " do not fit C=", p.channels,
+                combine == kSum ? " (sum: both must equal C)" : " (concat: they must add up to C)");
   }
-  TORCH_CHECK(p.len_y > 0 && p.len_x > 0, "posext.factorized_add: tables must have rows");
-  TORCH_CHECK(positions.device() == x.device() && table_y.device() == x.device() &&
-                  (!tx.defined() || tx.device() == x.device()),
-              "posext.factorized_add: x, positions and tables must be on one device");
+  TORCH_CHECK(p.len_y > 0 && p.len_x > 0, op, ": tables must have rows");
+  TORCH_CHECK(positions.device() == x.device() && table_y.device() == x.device(), op,
+              ": x, positions and tables must be on one device");
+  return p;
+}
+
+at::Tensor factorized_add(const at::Tensor& x_in, const at::Tensor& positions, const at::Tensor& table_y,
+                          const std::optional<at::Tensor>& table_x_opt, int64_t combine) {
+  at::Tensor x = x_in;
+  const FactorizedParams p = make_params("posext.factorized_add", x, positions, table_y, table_x_opt, combine);
+  const at::Tensor ty = table_y.contiguous(), tx = table_x_opt.has_value() ? table_x_opt->contiguous() : at::Tensor();
   at::Tensor out = at::empty({p.batch, p.tokens, p.channels}, x.options());
   if (out.numel() == 0) return out;
   const at::Tensor pos = positions.contiguous();
@@ -76,49 +83,116 @@ at::Tensor factorized_add(const at::Tensor& x_in, const at::Tensor& positions, c
   return out;
 }
 
-at::Tensor factorized_table_grad(const at::Tensor& grad_in, const at::Tensor& offsets, const at::Tensor& tokens,
-                                 const at::Tensor& weights, int64_t channel_offset, int64_t channels) {
-  TORCH_CHECK(grad_in.dim() == 3, "posext.factorized_table_grad: grad must be [B, S, C], got ", grad_in.sizes());
-  check_float("grad", grad_in);
-  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1 && offsets.scalar_type() == at::kLong,
-              "posext.factorized_table_grad: offsets must be int64 [R + 1]");
-  TORCH_CHECK(tokens.dim() == 1 && tokens.scalar_type() == at::kLong && weights.dim() == 1 &&
-                  weights.size(0) == tokens.size(0),
-              "posext.factorized_table_grad: tokens (int64) and weights must be 1-D of equal length");
-  TORCH_CHECK(channel_offset >= 0 && channels >= 0 && channel_offset + channels <= grad_in.size(2),
-              "posext.factorized_table_grad: channels [", channel_offset, ", ", channel_offset + channels,
-              ") outside C=", grad_in.size(2));
-  const at::Tensor grad = grad_in.size(2) <= 1 || grad_in.stride(2) == 1 ? grad_in : grad_in.contiguous();
-  at::Tensor out = at::empty({offsets.size(0) - 1, channels}, grad.options());
+enum TableAxis : int { kAxisY = 0, kAxisX = 1, kAxisBoth = 2 };
+
+// The entries (token s, weight) that read row r of one table: tokens[offsets[r] .. offsets[r + 1]) in token
+// order (a counting sort over the taps of factorized.h: deterministic). Built on the host from positions ([S, 2],
+// a few KB); taps of zero weight (the second row of an integer position) are left out; prefix tokens read none.
+struct RowLists {
+  at::Tensor offsets, tokens, weights;
+};
+
+template <typename T>
+RowLists row_lists(const at::Tensor& positions_cpu, const FactorizedParams& p, int axis) {
+  const T* pos = positions_cpu.const_data_ptr<T>();
+  const int64_t S = positions_cpu.size(0);
+  const int64_t rows = axis == kAxisBoth ? p.len_y * p.len_x : (axis == kAxisY ? p.len_y : p.len_x);
+  const auto taps = [&](int64_t s, int64_t* r, T* w) {
+    const T py = pos[2 * s], px = pos[2 * s + 1];
+    int n = 0;
+    if (py < T(0) || px < T(0)) return n;
+    if (axis == kAxisBoth) {
+      const LerpTaps<T> ly = lerp_taps<T>(py, p.len_y), lx = lerp_taps<T>(px, p.len_x);
+      const int64_t ry[2] = {ly.i0, ly.i1}, rx[2] = {lx.i0, lx.i1};
+      const T wy[2] = {ly.w0, ly.w1}, wx[2] = {lx.w0, lx.w1};
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b)
+          if (wy[a] * wx[b] != T(0)) {
+            r[n] = ry[a] * p.len_x + rx[b];
+            w[n++] = wy[a] * wx[b];
+          }
+    } else {
+      const LerpTaps<T> l = axis == kAxisY ? lerp_taps<T>(py, p.len_y) : lerp_taps<T>(px, p.len_x);
+      if (l.w0 != T(0)) r[n] = l.i0, w[n++] = l.w0;
+      if (l.w1 != T(0)) r[n] = l.i1, w[n++] = l.w1;
+    }
+    return n;
+  };
+  const auto long_cpu = at::TensorOptions().dtype(at::kLong);
+  at::Tensor offsets = at::zeros({rows + 1}, long_cpu);
+  int64_t* off = offsets.data_ptr<int64_t>();
+  int64_t r[4];
+  T w[4];
+  for (int64_t s = 0; s < S; ++s)
+    for (int e = 0, n = taps(s, r, w); e < n; ++e) ++off[r[e] + 1];
+  for (int64_t i = 0; i < rows; ++i) off[i + 1] += off[i];
+  at::Tensor tokens = at::empty({off[rows]}, long_cpu);
+  at::Tensor weights = at::empty({off[rows]}, positions_cpu.options());
+  std::vector<int64_t> fill(off, off + rows);
+  int64_t* tok = tokens.data_ptr<int64_t>();
+  T* wt = weights.data_ptr<T>();
+  for (int64_t s = 0; s < S; ++s)
+    for (int e = 0, n = taps(s, r, w); e < n; ++e) {
+      tok[fill[r[e]]] = s;
+      wt[fill[r[e]]++] = w[e];
+    }
+  return {offsets, tokens, weights};
+}
+
+// out[r, c] = sum over row r's entries e of weight[e] * sum_b grad[b, token[e], channel_offset + c].
+at::Tensor gather_table_grad(const at::Tensor& grad, const RowLists& lists, int64_t channel_offset,
+                             int64_t channels) {
+  at::Tensor out = at::empty({lists.offsets.size(0) - 1, channels}, grad.options());
   if (out.numel() == 0) return out;
-  const auto opmath = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor off = offsets.contiguous(), tok = tokens.contiguous(), w = weights.to(opmath).contiguous();
   if (grad.device().is_cpu()) {
-    // tokens index grad's S axis: checked here once, the kernels trust them.
-    if (tok.numel() > 0)
-      TORCH_CHECK(tok.min().item<int64_t>() >= 0 && tok.max().item<int64_t>() < grad.size(1),
-                  "posext.factorized_table_grad: token index out of range");
-    factorized_table_grad_cpu(grad, off, tok, w, channel_offset, out);
+    factorized_table_grad_cpu(grad, lists.offsets, lists.tokens, lists.weights, channel_offset, out);
   } else {
 #ifdef POSEXT_WITH_CUDA
-    factorized_table_grad_cuda(grad, off, tok, w, channel_offset, out);
+    TORCH_CHECK(grad.device().is_cuda(), "posext.factorized_table_grads: no kernel for device ", grad.device());
+    const auto dev = grad.device();
+    factorized_table_grad_cuda(grad, lists.offsets.to(dev), lists.tokens.to(dev), lists.weights.to(dev),
+                               channel_offset, out);
 #else
-    TORCH_CHECK(false, "posext.factorized_table_grad: no kernel for device ", grad.device());
+    TORCH_CHECK(false, "posext.factorized_table_grads: no kernel for device ", grad.device());
 #endif
   }
   return out;
+}
+
+// Gradients of factorized_add w.r.t. its tables (an empty tensor where not asked for); deterministic.
+std::tuple<at::Tensor, at::Tensor> factorized_table_grads(const at::Tensor& grad_in, const at::Tensor& positions,
+                                                          const at::Tensor& table_y,
+                                                          const std::optional<at::Tensor>& table_x_opt,
+                                                          int64_t combine, bool need_y, bool need_x) {
+  at::Tensor grad = grad_in;
+  const FactorizedParams p =
+      make_params("posext.factorized_table_grads", grad, positions, table_y, table_x_opt, combine);
+  const at::Tensor pos = positions.to(at::kCPU).contiguous();
+  at::Tensor grad_y = at::empty({0}, grad.options()), grad_x = at::empty({0}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "posext_factorized_row_lists", [&] {
+    if (combine == kTable2d) {
+      if (need_y)
+        grad_y = gather_table_grad(grad, row_lists<scalar_t>(pos, p, kAxisBoth), 0, p.channels).view(table_y.sizes());
+      return;
+    }
+    if (need_y) grad_y = gather_table_grad(grad, row_lists<scalar_t>(pos, p, kAxisY), 0, p.channels_y);
+    if (need_x)
+      grad_x = gather_table_grad(grad, row_lists<scalar_t>(pos, p, kAxisX), combine == kSum ? 0 : p.channels_y,
+                                 p.channels_x);
+  });
+  return {grad_y, grad_x};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posext, CPU, m) {
   m.impl("factorized_add", &factorized_add);
-  m.impl("factorized_table_grad", &factorized_table_grad);
+  m.impl("factorized_table_grads", &factorized_table_grads);
 }
 #ifdef POSEXT_WITH_CUDA
 TORCH_LIBRARY_IMPL(posext, CUDA, m) {
   m.impl("factorized_add", &factorized_add);
-  m.impl("factorized_table_grad", &factorized_table_grad);
+  m.impl("factorized_table_grads", &factorized_table_grads);
 }
 #endif
 

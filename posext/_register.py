@@ -101,9 +101,12 @@ def _factorized_add_fake(x, positions, table_y, table_x, combine):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.register_fake("posext::factorized_table_grad")
-def _factorized_table_grad_fake(grad, offsets, tokens, weights, channel_offset, channels):
-    return grad.new_empty((offsets.shape[0] - 1, channels))
+@torch.library.register_fake("posext::factorized_table_grads")
+def _factorized_table_grads_fake(grad, positions, table_y, table_x, combine, need_y, need_x):
+    empty = grad.new_empty((0,))
+    grad_y = grad.new_empty(table_y.shape) if need_y else empty
+    grad_x = grad.new_empty(table_x.shape) if need_x and table_x is not None else grad.new_empty((0,))
+    return grad_y, grad_x
 
 
 def _save_factorized(ctx, inputs, output):
@@ -113,12 +116,14 @@ def _save_factorized(ctx, inputs, output):
 
 
 def _factorized_grad(ctx, grad):
-    from .factorized import table_grads
-
+    # dL/dx is dL/dout; each table row gathers the gradients of the tokens that read it (deterministic).
     positions, table_y, table_x = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    grad_y, grad_x = table_grads(grad, positions, table_y, table_x, ctx.combine, need[2], need[3])
-    return grad, None, grad_y, grad_x, None
+    need_y, need_x = ctx.needs_input_grad[2], ctx.needs_input_grad[3] and table_x is not None
+    grad_y = grad_x = None
+    if need_y or need_x:
+        grad_y, grad_x = torch.ops.posext.factorized_table_grads(grad, positions, table_y, table_x, ctx.combine,
+                                                                 need_y, need_x)
+    return grad, None, grad_y if need_y else None, grad_x if need_x else None, None
 
 
 torch.library.register_autograd("posext::factorized_add", _factorized_grad, setup_context=_save_factorized)

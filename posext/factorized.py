@@ -164,41 +164,4 @@ def _factorized_torch(x3, positions, table_y, table_x, code):
 
 # ------------------------------------------------------------------- backward: deterministic table gradients
 
-def _segments(rows, tokens, weights, num_rows):
-    """Entries (row, token, weight) grouped by row in a fixed order: stable sort + searchsorted, no atomics."""
-    keep = weights != 0
-    rows, tokens, weights = rows[keep], tokens[keep], weights[keep]
-    order = torch.sort(rows, stable=True).indices
-    rows, tokens, weights = rows[order], tokens[order], weights[order]
-    offsets = torch.searchsorted(rows, torch.arange(num_rows + 1, device=rows.device))
-    return offsets, tokens, weights
-
-
-def table_grads(grad, positions, table_y, table_x, code, need_y, need_x):
-    """Gradients of factorized_add w.r.t. its tables (None where not needed)."""
-    valid = (positions[:, 0] >= 0).nonzero().squeeze(1)
-    py, px = positions[valid, 0], positions[valid, 1]
-    ops = torch.ops.posext
-    grad_y = grad_x = None
-    if code == _TABLE_2D:
-        len_y, len_x, channels = table_y.shape
-        y0, y1, wy0, wy1 = _lerp_taps(py, len_y)
-        x0, x1, wx0, wx1 = _lerp_taps(px, len_x)
-        rows = torch.cat([y0 * len_x + x0, y0 * len_x + x1, y1 * len_x + x0, y1 * len_x + x1])
-        weights = torch.cat([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1])
-        seg = _segments(rows, valid.repeat(4), weights, len_y * len_x)
-        grad_y = ops.factorized_table_grad(grad, *seg, 0, channels).reshape(table_y.shape)
-        return grad_y, None
-    if need_y:
-        y0, y1, w0, w1 = _lerp_taps(py, table_y.shape[0])
-        seg = _segments(torch.cat([y0, y1]), valid.repeat(2), torch.cat([w0, w1]), table_y.shape[0])
-        grad_y = ops.factorized_table_grad(grad, *seg, 0, table_y.shape[1])
-    if need_x:
-        x0, x1, w0, w1 = _lerp_taps(px, table_x.shape[0])
-        seg = _segments(torch.cat([x0, x1]), valid.repeat(2), torch.cat([w0, w1]), table_x.shape[0])
-        offset = 0 if code == COMBINE["sum"] else table_y.shape[1]
-        grad_x = ops.factorized_table_grad(grad, *seg, offset, table_x.shape[1])
-    return grad_y, grad_x
-
-
 __all__ = ["factorized_pos_embed"]

@@ -1,42 +1,89 @@
-// CPU factorized positions: one pass over the tokens, channels innermost; table gradient gathered per table row.
+// CPU factorized positions: one pass over the tokens, channels innermost; table gradient gathered per table row
+// (taps of zero weight are dropped from the gather lists on the Python side).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "ops.h"
 
 namespace posext {
 namespace {
 
-// One token's position term, the same sums as factorized_term() in factorized.h, written per combine mode with
-// row pointers so the channel loops carry no branches and vectorise.
+constexpr int64_t kBlockTokens = 16;
+
+// Channel loops, written with row pointers so they carry no branches and vectorise (POSEXT_CPU_CLONES: also for
+// AVX2). An axis whose position is an integer has weights (1, 0): it reads one row, and 1 * r + 0 * r' == r, so
+// these shortcuts give exactly the sums of factorized_term() in factorized.h.
 template <typename scalar_t, typename T>
-inline void position_term(T* __restrict__ term, const scalar_t* ty, const scalar_t* tx, const LerpTaps<T>& lty,
-                          const LerpTaps<T>& ltx, const FactorizedParams& p) {
-  const int64_t C = p.channels;
+POSEXT_CPU_CLONES void lerp_rows(T* __restrict__ term, const scalar_t* r0, const scalar_t* r1, T w0, T w1,
+                                 int64_t C) {
+  if (w1 == T(0)) {
+    for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(r0[c]);
+  } else {
+    for (int64_t c = 0; c < C; ++c) term[c] = w0 * static_cast<T>(r0[c]) + w1 * static_cast<T>(r1[c]);
+  }
+}
+
+template <typename scalar_t, typename T>
+POSEXT_CPU_CLONES void sum_rows(T* __restrict__ term, const scalar_t* y0, const scalar_t* y1, const scalar_t* x0,
+                                const scalar_t* x1, const LerpTaps<T>& ly, const LerpTaps<T>& lx, int64_t C) {
+  if (ly.w1 == T(0) && lx.w1 == T(0)) {
+    for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(y0[c]) + static_cast<T>(x0[c]);
+  } else {
+    for (int64_t c = 0; c < C; ++c)
+      term[c] = (ly.w0 * static_cast<T>(y0[c]) + ly.w1 * static_cast<T>(y1[c])) +
+                (lx.w0 * static_cast<T>(x0[c]) + lx.w1 * static_cast<T>(x1[c]));
+  }
+}
+
+template <typename scalar_t, typename T>
+POSEXT_CPU_CLONES void bilerp_rows(T* __restrict__ term, const scalar_t* a, const scalar_t* b, const scalar_t* c0,
+                                   const scalar_t* d, const LerpTaps<T>& ly, const LerpTaps<T>& lx, int64_t C) {
+  if (ly.w1 == T(0) && lx.w1 == T(0)) {
+    for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(a[c]);
+    return;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const T top = lx.w0 * static_cast<T>(a[c]) + lx.w1 * static_cast<T>(b[c]);
+    const T bottom = lx.w0 * static_cast<T>(c0[c]) + lx.w1 * static_cast<T>(d[c]);
+    term[c] = ly.w0 * top + ly.w1 * bottom;
+  }
+}
+
+template <typename scalar_t, typename T>
+POSEXT_CPU_CLONES void add_term(scalar_t* __restrict__ out, const scalar_t* __restrict__ x,
+                                const T* __restrict__ term, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(static_cast<T>(x[c]) + term[c]);
+}
+
+template <typename scalar_t, typename T>
+void position_term(T* term, const scalar_t* ty, const scalar_t* tx, const LerpTaps<T>& ly, const LerpTaps<T>& lx,
+                   const FactorizedParams& p) {
   if (p.combine == kTable2d) {
-    const int64_t Lx = p.len_x;
-    const scalar_t *a = ty + (lty.i0 * Lx + ltx.i0) * C, *b = ty + (lty.i0 * Lx + ltx.i1) * C;
-    const scalar_t *c0 = ty + (lty.i1 * Lx + ltx.i0) * C, *d = ty + (lty.i1 * Lx + ltx.i1) * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const T top = ltx.w0 * static_cast<T>(a[c]) + ltx.w1 * static_cast<T>(b[c]);
-      const T bottom = ltx.w0 * static_cast<T>(c0[c]) + ltx.w1 * static_cast<T>(d[c]);
-      term[c] = lty.w0 * top + lty.w1 * bottom;
-    }
+    const int64_t C = p.channels, Lx = p.len_x;
+    bilerp_rows<scalar_t, T>(term, ty + (ly.i0 * Lx + lx.i0) * C, ty + (ly.i0 * Lx + lx.i1) * C,
+                             ty + (ly.i1 * Lx + lx.i0) * C, ty + (ly.i1 * Lx + lx.i1) * C, ly, lx, C);
     return;
   }
   const int64_t Cy = p.channels_y, Cx = p.channels_x;
-  const scalar_t *y0 = ty + lty.i0 * Cy, *y1 = ty + lty.i1 * Cy, *x0 = tx + ltx.i0 * Cx, *x1 = tx + ltx.i1 * Cx;
+  const scalar_t *y0 = ty + ly.i0 * Cy, *y1 = ty + ly.i1 * Cy, *x0 = tx + lx.i0 * Cx, *x1 = tx + lx.i1 * Cx;
   if (p.combine == kSum) {
-    for (int64_t c = 0; c < C; ++c)
-      term[c] = (lty.w0 * static_cast<T>(y0[c]) + lty.w1 * static_cast<T>(y1[c])) +
-                (ltx.w0 * static_cast<T>(x0[c]) + ltx.w1 * static_cast<T>(x1[c]));
-    return;
+    sum_rows<scalar_t, T>(term, y0, y1, x0, x1, ly, lx, p.channels);
+  } else {
+    lerp_rows<scalar_t, T>(term, y0, y1, ly.w0, ly.w1, Cy);
+    lerp_rows<scalar_t, T>(term + Cy, x0, x1, lx.w0, lx.w1, Cx);
   }
-  for (int64_t c = 0; c < Cy; ++c) term[c] = lty.w0 * static_cast<T>(y0[c]) + lty.w1 * static_cast<T>(y1[c]);
-  for (int64_t c = 0; c < Cx; ++c) term[Cy + c] = ltx.w0 * static_cast<T>(x0[c]) + ltx.w1 * static_cast<T>(x1[c]);
+}
+
+// acc[c] += w * g[c]
+template <typename scalar_t, typename T>
+POSEXT_CPU_CLONES void accumulate_row(T* __restrict__ acc, const scalar_t* __restrict__ g, T w, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) acc[c] += w * static_cast<T>(g[c]);
 }
 
 }  // namespace
@@ -51,24 +98,31 @@ void factorized_add_cpu(const at::Tensor& x, const at::Tensor& positions, const 
     const scalar_t* tx = table_x.defined() ? table_x.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* op = out.data_ptr<scalar_t>();
     const int64_t C = p.channels, S = p.tokens;
-    // Parallel over sequence positions: each token's term is looked up once and added to all B rows.
-    at::parallel_for(0, S, std::max<int64_t>(1, 8192 / std::max<int64_t>(C * p.batch, 1)),
-                     [&](int64_t begin, int64_t end) {
-      std::vector<T> term(C);
-      for (int64_t s = begin; s < end; ++s) {
-        const T py = pos[2 * s], px = pos[2 * s + 1];
-        const bool prefix = py < T(0) || px < T(0);
-        if (!prefix) position_term<scalar_t, T>(term.data(), ty, tx, lerp_taps<T>(py, p.len_y),
-                                                lerp_taps<T>(px, p.len_x), p);
-        for (int64_t b = 0; b < p.batch; ++b) {
-          const scalar_t* __restrict__ xr = xp + b * p.x_batch_stride + s * p.x_token_stride;
-          scalar_t* __restrict__ o = op + (b * S + s) * C;
-          if (prefix) {
-            std::copy(xr, xr + C, o);
-          } else {
-            for (int64_t c = 0; c < C; ++c) o[c] = static_cast<scalar_t>(static_cast<T>(xr[c]) + term[c]);
-          }
+    // Parallel over blocks of kBlockTokens sequence positions: each token's term is looked up once, then added to
+    // all B rows, batch by batch, so that each batch entry reads and writes one contiguous run of rows.
+    const int64_t blocks = (S + kBlockTokens - 1) / kBlockTokens;
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> terms(kBlockTokens * C);
+      bool prefix[kBlockTokens];
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t s0 = blk * kBlockTokens, count = std::min(kBlockTokens, S - s0);
+        for (int64_t i = 0; i < count; ++i) {
+          const T py = pos[2 * (s0 + i)], px = pos[2 * (s0 + i) + 1];
+          prefix[i] = py < T(0) || px < T(0);
+          if (!prefix[i])
+            position_term<scalar_t, T>(terms.data() + i * C, ty, tx, lerp_taps<T>(py, p.len_y),
+                                       lerp_taps<T>(px, p.len_x), p);
         }
+        for (int64_t b = 0; b < p.batch; ++b)
+          for (int64_t i = 0; i < count; ++i) {
+            const scalar_t* xr = xp + b * p.x_batch_stride + (s0 + i) * p.x_token_stride;
+            scalar_t* o = op + (b * S + s0 + i) * C;
+            if (prefix[i]) {
+              std::copy(xr, xr + C, o);
+            } else {
+              add_term<scalar_t, T>(o, xr, terms.data() + i * C, C);
+            }
+          }
       }
     });
   });
@@ -85,14 +139,17 @@ void factorized_table_grad_cpu(const at::Tensor& grad, const at::Tensor& offsets
     scalar_t* o = out.data_ptr<scalar_t>();
     const int64_t rows = out.size(0), C = out.size(1), B = grad.size(0);
     const int64_t bs = grad.stride(0), ts = grad.stride(1);
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       std::vector<T> acc(C);
       for (int64_t r = begin; r < end; ++r) {
+        if (off[r] == off[r + 1]) {  // a row no token reads (most of a large 2-D table): all-zero bits
+          std::memset(o + r * C, 0, C * sizeof(scalar_t));
+          continue;
+        }
         std::fill(acc.begin(), acc.end(), T(0));
         for (int64_t e = off[r]; e < off[r + 1]; ++e)
           for (int64_t b = 0; b < B; ++b) {
-            const scalar_t* gr = g + b * bs + tok[e] * ts + channel_offset;
-            for (int64_t c = 0; c < C; ++c) acc[c] += w[e] * static_cast<T>(gr[c]);
+            accumulate_row<scalar_t, T>(acc.data(), g + b * bs + tok[e] * ts + channel_offset, w[e], C);
           }
         for (int64_t c = 0; c < C; ++c) o[r * C + c] = static_cast<scalar_t>(acc[c]);
       }
