@@ -1,0 +1,106 @@
+"""posext for timm Vision Transformers: ``accelerate(model)`` / ``unpatch(model)``.
+
+Patches ``_pos_embed`` of every ``timm.models.vision_transformer.VisionTransformer`` (ViT, DeiT-3, DINOv2-style
+register models, ...) and ``timm.models.deit.VisionTransformerDistilled`` (DeiT with a distillation token) inside
+``model``. With ``dynamic_img_size=True`` timm resamples ``pos_embed`` on every forward; patched:
+  * without gradients (eval under ``torch.no_grad()`` / ``inference_mode``, frozen embedding), the resized table
+    comes from a per-model ``PosEmbedCache`` (one resample per resolution, invalidated when the parameter
+    changes);
+  * with gradients (training), the resample runs as posext's fused, differentiable op.
+Numerics are timm 1.0.31's ``resample_abs_pos_embed``: bicubic, ``antialias=True``, float32, prefix tokens
+(``num_prefix_tokens``, or none with ``no_embed_class``) kept apart, the unresized table itself at the native
+grid; then timm's own token order (class, registers / distillation, patches) and add-then-concat or
+concat-then-add as ``no_embed_class`` says. Modules that override ``_pos_embed`` differently (e.g. EVA, with its
+RoPE) are left alone.
+"""
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..cache import PosEmbedCache
+from ..compat.timm import resample_abs_pos_embed
+from ._patching import cache_of, patch_all, unpatch_modules
+
+
+def _timm_classes():
+    try:
+        from timm.models.deit import VisionTransformerDistilled
+        from timm.models.vision_transformer import VisionTransformer
+    except ImportError as e:  # pragma: no cover - timm is an optional dependency
+        raise ImportError("posext.integrations.timm needs timm installed") from e
+    return VisionTransformer, VisionTransformerDistilled
+
+
+def resized_pos_embed(vit: nn.Module, new_size: Sequence[int]) -> torch.Tensor:
+    """``vit.pos_embed`` resized to the patch grid ``new_size`` (H, W) exactly as timm's ``_pos_embed`` does."""
+    prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+    old = (int(vit.patch_embed.grid_size[0]), int(vit.patch_embed.grid_size[1]))
+    new = (new_size[0], new_size[1])
+
+    def compute(pos_embed):
+        return resample_abs_pos_embed(pos_embed, new_size=new, old_size=old, num_prefix_tokens=prefix)
+
+    return cache_of(vit).get(vit.pos_embed, ("timm", tuple(int(s) for s in new), old, prefix), compute)
+
+
+def _prefix_tokens(vit: nn.Module, batch: int):
+    _, distilled_cls = _timm_classes()
+    if isinstance(vit, distilled_cls):
+        tokens = [vit.cls_token, vit.dist_token]
+    else:
+        tokens = [t for t in (vit.cls_token, getattr(vit, "reg_token", None)) if t is not None]
+    return [t.expand(batch, -1, -1) for t in tokens]
+
+
+def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``_pos_embed`` with the resize from ``resized_pos_embed`` (cached or fused)."""
+    if self.pos_embed is None:
+        return type(self)._pos_embed(self, x)
+    batch = x.shape[0]
+    if self.dynamic_img_size:
+        _, height, width, channels = x.shape
+        pos_embed = resized_pos_embed(self, (height, width))
+        x = x.view(batch, -1, channels)
+    else:
+        pos_embed = self.pos_embed
+    to_cat = _prefix_tokens(self, batch)
+    if self.no_embed_class:
+        x = x + pos_embed
+        if to_cat:
+            x = torch.cat(to_cat + [x], dim=1)
+    else:
+        if to_cat:
+            x = torch.cat(to_cat + [x], dim=1)
+        x = x + pos_embed
+    return self.pos_drop(x)
+
+
+def _targets(model: nn.Module):
+    vit_cls, distilled_cls = _timm_classes()
+    known = (vit_cls._pos_embed, distilled_cls._pos_embed)
+    return [m for m in model.modules() if isinstance(m, vit_cls) and type(m)._pos_embed in known]
+
+
+def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
+    """Patches every timm VisionTransformer / VisionTransformerDistilled in ``model`` (in place; returned).
+
+    Each patched module gets its own ``PosEmbedCache(max_entries)`` unless ``cache`` is given (shared).
+    Raises TypeError when ``model`` contains no such module. Patching twice is a no-op.
+    """
+    return patch_all(model, _targets(model), "_pos_embed", _pos_embed, cache, max_entries,
+                     "timm VisionTransformer")
+
+
+def unpatch(model: nn.Module) -> nn.Module:
+    """Removes the patches (and caches) of ``accelerate``; the model is then exactly as before."""
+    unpatch_modules(model)
+    return model
+
+
+def cache_stats(model: nn.Module):
+    """``CacheStats`` of every patched module in ``model``, in module order."""
+    return [cache_of(m).stats() for m in _targets(model) if "_posext_cache" in m.__dict__]
+
+
+__all__ = ["accelerate", "unpatch", "resized_pos_embed", "cache_stats"]
