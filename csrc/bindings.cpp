@@ -17,6 +17,10 @@ TORCH_LIBRARY(posext, m) {
         "int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
   m.def("resample_backward(Tensor grad_out, int old_h, int old_w, SymInt new_h, SymInt new_w, "
         "int num_prefix_tokens, int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
+  // x [B, P + new_h*new_w, C] + resample(pos_embed [1 or B, P + old_h*old_w, C], ...) without storing the resized
+  // table (its rows rounded to the dtype, as an unfused x + table would add them).
+  m.def("resample_add(Tensor x, Tensor pos_embed, int old_h, int old_w, SymInt new_h, SymInt new_w, "
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
   // 2D RoPE of q, k [B, H, N, D] (layout 0) or [B, N, H, D] (layout 1); positions [N - P, 2] (x, y), freqs
   // [2, 1 or H, D/2] (fx, fy per rotated pair), both in opmath dtype; pairs: 0 interleaved, 1 half (rotate_half).
   m.def("rope_2d(Tensor q, Tensor k, Tensor positions, Tensor freqs, int num_prefix_tokens, int layout, "

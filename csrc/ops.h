@@ -21,10 +21,13 @@ void sincos_1d_cuda(at::Tensor& out, const at::Tensor& positions, const SinCosPa
 #endif
 
 // Resample kernels: input/grad_out/output tensors are [B, tokens, C] with unit channel stride.
-void resample_forward_cpu(const at::Tensor& input, at::Tensor& out, const ResampleParams& p);
+// `addend`: undefined for plain resampling, else x of resample_add (out has its shape; see ResampleParams).
+void resample_forward_cpu(const at::Tensor& input, at::Tensor& out, const ResampleParams& p,
+                          const at::Tensor& addend = at::Tensor());
 void resample_backward_cpu(const at::Tensor& grad_out, at::Tensor& grad_in, const ResampleParams& p);
 #ifdef POSEXT_WITH_CUDA
-void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const ResampleParams& p);
+void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const ResampleParams& p,
+                           const at::Tensor& addend = at::Tensor());
 void resample_backward_cuda(const at::Tensor& grad_out, at::Tensor& grad_in, const ResampleParams& p);
 #endif
 

@@ -33,7 +33,17 @@ struct ResampleParams {
   // Element strides of the input [B, P + H*W, C] (channels are contiguous) and of the output.
   int64_t in_batch_stride = 0, in_token_stride = 0;
   int64_t out_batch_stride = 0, out_token_stride = 0;
+  // Fused add (resample_add): out[b'] = addend[b'] + resampled table, b' < add_batch; each b' reads table entry
+  // b' when the table has a batch of its own, else entry 0. add_batch = 0: plain resampling into out.
+  int64_t add_batch = 0, add_batch_stride = 0, add_token_stride = 0;
 };
+
+// Batch entries of the addend fed by table entry b: all of them for a single shared table, else b alone.
+POSEXT_HD void add_targets(const ResampleParams& p, int64_t b, int64_t& first, int64_t& last) {
+  const bool shared = p.batch == 1;
+  first = shared ? 0 : b;
+  last = shared ? p.add_batch : b + 1;
+}
 
 template <typename T>
 POSEXT_HD T axis_scale(const ResampleAxis& a, bool align_corners) {

@@ -1,4 +1,4 @@
-// resample / resample_backward: argument checks, parameters and registration for CPU and CUDA.
+// resample / resample_backward / resample_add: argument checks, parameters and registration for CPU and CUDA.
 #include <torch/library.h>
 
 #include "ops.h"
@@ -84,16 +84,55 @@ at::Tensor run(const at::Tensor& tokens, int64_t old_h, int64_t old_w, int64_t n
   return out;
 }
 
+// x [Bx, P + new_h*new_w, C] + resample(pos_embed [1 or Bx, P + old_h*old_w, C]) in one pass: the resized table
+// is never stored; each of its rows is added to every batch entry of x it feeds.
+at::Tensor resample_add(const at::Tensor& x_in, const at::Tensor& pos_embed, int64_t old_h, int64_t old_w,
+                        int64_t new_h, int64_t new_w, int64_t num_prefix_tokens, int64_t mode, bool antialias,
+                        bool align_corners, double scale_h, double scale_w) {
+  const char* op = "posext.resample_add";
+  ResampleParams p = make_params(pos_embed, false, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
+                                 align_corners, scale_h, scale_w);
+  TORCH_CHECK(x_in.dim() == 3 && x_in.size(1) == num_prefix_tokens + new_h * new_w && x_in.size(2) == p.channels, op,
+              ": x must be [B, ", num_prefix_tokens, " + ", new_h, "*", new_w, ", C=", p.channels, "], got ",
+              x_in.sizes());
+  TORCH_CHECK(x_in.scalar_type() == pos_embed.scalar_type(), op, ": x dtype ", x_in.scalar_type(),
+              " differs from pos_embed dtype ", pos_embed.scalar_type());
+  TORCH_CHECK(x_in.device() == pos_embed.device(), op, ": x and pos_embed must be on one device, got ",
+              x_in.device(), " and ", pos_embed.device());
+  TORCH_CHECK(p.batch == 1 || p.batch == x_in.size(0), op, ": pos_embed batch must be 1 or x's batch ",
+              x_in.size(0), ", got ", p.batch);
+  const at::Tensor in = unit_channel_stride(pos_embed), x = unit_channel_stride(x_in);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  set_strides(p, in, out);
+  p.add_batch = x.size(0);
+  p.add_batch_stride = x.stride(0);
+  p.add_token_stride = x.stride(1);
+  if (out.numel() == 0) return out;
+  if (in.device().is_cpu()) {
+    resample_forward_cpu(in, out, p, x);
+  } else {
+#ifdef POSEXT_WITH_CUDA
+    TORCH_CHECK(in.device().is_cuda(), op, ": no kernel for device ", in.device());
+    resample_forward_cuda(in, out, p, x);
+#else
+    TORCH_CHECK(false, op, ": no kernel for device ", in.device());
+#endif
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posext, CPU, m) {
   m.impl("resample", &run<false>);
   m.impl("resample_backward", &run<true>);
+  m.impl("resample_add", &resample_add);
 }
 #ifdef POSEXT_WITH_CUDA
 TORCH_LIBRARY_IMPL(posext, CUDA, m) {
   m.impl("resample", &run<false>);
   m.impl("resample_backward", &run<true>);
+  m.impl("resample_add", &resample_add);
 }
 #endif
 

@@ -56,6 +56,31 @@ torch.library.register_autograd("posext::resample_backward", _resample_backward_
                                 setup_context=_save_resample_args)
 
 
+@torch.library.register_fake("posext::resample_add")
+def _resample_add_fake(x, pos_embed, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias, align_corners,
+                       scale_h, scale_w):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _save_resample_add_args(ctx, inputs, output):
+    x, pos_embed = inputs[:2]
+    ctx.resample_args = inputs[2:]
+    ctx.shared_table = pos_embed.shape[0] == 1
+
+
+def _resample_add_grad(ctx, grad):
+    # d/dx is the identity; d/dpos_embed is the transposed resampling of the gradient, summed over the batch
+    # entries that shared one table (one reduction, then one gathered resampling: deterministic).
+    grad_pe = None
+    if ctx.needs_input_grad[1]:
+        g = grad.sum(0, keepdim=True) if ctx.shared_table else grad
+        grad_pe = torch.ops.posext.resample_backward(g, *ctx.resample_args)
+    return (grad if ctx.needs_input_grad[0] else None, grad_pe) + (None,) * 10
+
+
+torch.library.register_autograd("posext::resample_add", _resample_add_grad, setup_context=_save_resample_add_args)
+
+
 @torch.library.register_fake("posext::rope_2d")
 def _rope_2d_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
     return q.new_empty(q.shape), k.new_empty(k.shape)

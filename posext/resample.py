@@ -54,14 +54,77 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
 
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     new_hw, scales = _target(new_size, scale_factor, old_hw)
-    if _backend.use_extension(tokens.device):
-        out = torch.ops.posext.resample(tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix, MODES[mode],
-                                        bool(antialias), align_corners, scales[0], scales[1])
-    else:
-        out = _resample_torch(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
+    out = _resample_tokens(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
     if layout == "nhwc":
         return out.reshape(out.shape[0], new_hw[0], new_hw[1], out.shape[-1])
     return out[0] if layout == "unbatched" else out
+
+
+def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[Size] = None, *,
+                  old_size: Optional[Size] = None, num_prefix_tokens: Optional[int] = None, mode: str = "bicubic",
+                  antialias: bool = False, align_corners: Optional[bool] = False,
+                  scale_factor: Optional[Union[float, Tuple[float, float]]] = None) -> torch.Tensor:
+    """``x + resample(pos_embed, new_size, ...)`` in one fused op that never stores the resized table.
+
+    Args:
+        x: tokens ``[B, P + H_new * W_new, C]``, or NHWC ``[B, H_new, W_new, C]`` when ``pos_embed`` is NHWC.
+        pos_embed: as for ``resample``: ``[P + N, C]``, ``[1 or B, P + N, C]`` or NHWC ``[1 or B, H, W, C]``; a
+            table with batch 1 is shared by every entry of x.
+        new_size: the grid of x; may be left out for NHWC x (taken from its shape).
+        old_size, num_prefix_tokens, mode, antialias, align_corners, scale_factor: as for ``resample``.
+
+    Returns ``x + table`` in x's layout and dtype, where ``table`` is exactly what ``resample`` returns (rounded to
+    the table's dtype before the add, as an unfused caller would add it). Gradients flow to x (unchanged) and to
+    ``pos_embed`` (the transposed resampling of the batch-summed gradient). When x and ``pos_embed`` differ in
+    dtype it falls back to ``x + resample(...)`` with PyTorch's type promotion.
+    """
+    for name, t in (("x", x), ("pos_embed", pos_embed)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+        _checks.float_dtype(f"{name}.dtype", t.dtype)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    align_corners = bool(align_corners) if align_corners is not None else False
+    if mode == "nearest" and (antialias or align_corners):
+        raise ValueError("mode='nearest' takes neither antialias nor align_corners")
+    tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
+    if layout == "nhwc":
+        if x.dim() != 4:
+            raise ValueError(f"x must be NHWC [B, H, W, C] like pos_embed {tuple(pos_embed.shape)}, got shape "
+                             f"{tuple(x.shape)}")
+        if new_size is None and scale_factor is None:
+            new_size = tuple(x.shape[1:3])
+    elif x.dim() != 3:
+        raise ValueError(f"x must be [B, P + H*W, C] tokens, got shape {tuple(x.shape)}")
+    new_hw, scales = _target(new_size, scale_factor, old_hw)
+    channels = tokens.shape[-1]
+    if layout == "nhwc":
+        expected = (new_hw[0], new_hw[1], channels)
+    else:
+        expected = (prefix + new_hw[0] * new_hw[1], channels)
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"x must be [B, {', '.join(map(str, expected))}] for a {new_hw[0]}x{new_hw[1]} grid with "
+                         f"{prefix} prefix tokens and C = {channels}, got shape {tuple(x.shape)}")
+    if tokens.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"pos_embed batch must be 1 or x's batch {x.shape[0]}, got {tokens.shape[0]} "
+                         f"(pos_embed shape {tuple(pos_embed.shape)})")
+    if x.device != pos_embed.device:
+        raise ValueError(f"x and pos_embed must be on one device, got {x.device} and {pos_embed.device}")
+    x3 = x.reshape(x.shape[0], expected[0] if layout != "nhwc" else new_hw[0] * new_hw[1], channels)
+    if x.dtype == pos_embed.dtype and _backend.use_extension(x.device):
+        out = torch.ops.posext.resample_add(x3, tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix,
+                                            MODES[mode], bool(antialias), align_corners, scales[0], scales[1])
+    else:
+        out = x3 + _resample_tokens(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
+    return out.reshape(x.shape)
+
+
+def _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales):
+    """[B, P + N, C] -> [B, P + N', C] through the op (or its PyTorch contract without the extension)."""
+    if _backend.use_extension(tokens.device):
+        return torch.ops.posext.resample(tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix, MODES[mode],
+                                         antialias, align_corners, scales[0], scales[1])
+    return _resample_torch(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales)
 
 
 def _as_tokens(pos_embed, old_size, num_prefix_tokens):
@@ -86,7 +149,7 @@ def _as_tokens(pos_embed, old_size, num_prefix_tokens):
         raise ValueError(f"num_prefix_tokens={prefix} exceeds the {n_total} tokens of pos_embed {shape}")
     n = n_total - prefix
     if old_size is None:
-        side = math.isqrt(n)
+        side = int(round(math.sqrt(n)))  # not math.isqrt: torch.compile cannot trace it
         if n == 0 or side * side != n:
             raise ValueError(f"pos_embed {shape} has N = {n_total} - {prefix} = {n} grid tokens, not a square "
                              "grid: pass old_size=(H, W) (or the right num_prefix_tokens)")
@@ -143,4 +206,4 @@ def _resample_torch(tokens, old_hw, new_hw, prefix, mode, antialias, align_corne
     return torch.cat([tokens[:, :prefix], resized], dim=1)
 
 
-__all__ = ["resample", "MODES"]
+__all__ = ["resample", "add_pos_embed", "MODES"]

@@ -47,7 +47,8 @@ def test_eval_outputs_match_unpatched_and_cache_counts(backend, name, kwargs):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-5)
         assert torch.equal(a, b)
     (stats,) = posext_timm.cache_stats(model)
-    assert (stats.misses, stats.hits, stats.entries) == (len(xs), len(xs), len(xs))
+    resized = len(xs) - 1  # the native grid adds the table itself, as timm does: nothing to cache
+    assert (stats.misses, stats.hits, stats.entries) == (resized, resized, resized)
 
 
 @pytest.mark.parametrize("name,kwargs", VARIANTS)
@@ -67,7 +68,7 @@ def test_unpatch_restores_the_model_bitwise(backend, name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", VARIANTS[:3])
 def test_training_step_gradients_match(backend, name, kwargs):
-    xs = images(seed=2)[1:3]
+    xs = images(seed=2)[:3]  # native grid, upsampled, non-square
     grads = []
     for patched in (False, True):
         model = make_model(name, kwargs).train()

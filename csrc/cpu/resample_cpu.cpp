@@ -109,15 +109,39 @@ inline void weighted_sum(T* __restrict__ acc, const TapRows<T>& taps, int64_t r,
   }
 }
 
+// Fused add: out = x + v, v rounded to scalar_t first (the table an unfused caller would have added), in T.
+template <typename scalar_t, typename T, typename V>
+POSEXT_CPU_CLONES void add_row(scalar_t* __restrict__ out, const scalar_t* __restrict__ x, const V* __restrict__ v,
+                               int64_t C) {
+  for (int64_t c = 0; c < C; ++c)
+    out[c] = static_cast<scalar_t>(static_cast<T>(x[c]) + static_cast<T>(static_cast<scalar_t>(v[c])));
+}
+
+// Writes result row `token` of table entry b: into dst, or (fused add) x + row into every batch entry it feeds.
+template <typename scalar_t, typename T, typename V>
+void store_row(const V* row, int64_t b, int64_t token, scalar_t* dst, const TokenGrid& d, const scalar_t* add,
+               const ResampleParams& p) {
+  const int64_t C = p.channels;
+  if (add == nullptr) {
+    scalar_t* out = dst + b * d.batch_stride + token * d.token_stride;
+    for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(row[c]);
+    return;
+  }
+  int64_t first, last;
+  add_targets(p, b, first, last);
+  for (int64_t xb = first; xb < last; ++xb)
+    add_row<scalar_t, T, V>(dst + xb * d.batch_stride + token * d.token_stride,
+                            add + xb * p.add_batch_stride + token * p.add_token_stride, row, C);
+}
+
 template <typename scalar_t, typename T>
 void separable(const scalar_t* src, const TokenGrid& s, scalar_t* dst, const TokenGrid& d, const TapRows<T>& ty,
-               const TapRows<T>& tx, const ResampleParams& p) {
+               const TapRows<T>& tx, const ResampleParams& p, const scalar_t* add = nullptr) {
   const int64_t B = p.batch, C = p.channels, P = p.num_prefix_tokens;
-  at::parallel_for(0, B * P, 64, [&](int64_t begin, int64_t end) {  // prefix rows: bit-identical copies
+  at::parallel_for(0, B * P, 64, [&](int64_t begin, int64_t end) {  // prefix rows: bit-identical copies (or adds)
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / P, t = r - b * P;
-      const scalar_t* from = src + b * s.batch_stride + t * s.token_stride;
-      std::copy(from, from + C, dst + b * d.batch_stride + t * d.token_stride);
+      store_row<scalar_t, T, scalar_t>(src + b * s.batch_stride + t * s.token_stride, b, t, dst, d, add, p);
     }
   });
   // Work item: one batch entry and a tile of output columns, sized so that its pass-x result for all source
@@ -127,7 +151,7 @@ void separable(const scalar_t* src, const TokenGrid& s, scalar_t* dst, const Tok
   const int64_t tiles = (d.w + tile - 1) / tile;
   at::parallel_for(0, B * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(static_cast<size_t>(s.h * tile * C));
-    std::vector<T> acc(std::is_same<scalar_t, T>::value ? 0 : C);
+    std::vector<T> acc(C);
     std::vector<const scalar_t*> src_rows;
     std::vector<const T*> buf_rows;
     for (int64_t item = begin; item < end; ++item) {
@@ -142,13 +166,14 @@ void separable(const scalar_t* src, const TokenGrid& s, scalar_t* dst, const Tok
       // Pass y: dst[b, oy, ox0 + j, :] = sum_e ty.w[e] * buf[ty.idx[e], j, :]
       for (int64_t oy = 0; oy < d.h; ++oy) {
         for (int64_t j = 0; j < nx; ++j) {
-          scalar_t* out = dst + b * d.batch_stride + (P + oy * d.w + ox0 + j) * d.token_stride;
+          const int64_t token = P + oy * d.w + ox0 + j;
           const auto column = [&](int64_t y) { return buf.data() + (y * tile + j) * C; };
-          if constexpr (std::is_same<scalar_t, T>::value) {
-            weighted_sum<T>(out, ty, oy, column, C, buf_rows);
+          if (std::is_same<scalar_t, T>::value && add == nullptr) {  // straight into the output row
+            weighted_sum<T>(reinterpret_cast<T*>(dst + b * d.batch_stride + token * d.token_stride), ty, oy, column,
+                            C, buf_rows);
           } else {
             weighted_sum<T>(acc.data(), ty, oy, column, C, buf_rows);
-            for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(acc[c]);
+            store_row<scalar_t, T, T>(acc.data(), b, token, dst, d, add, p);
           }
         }
       }
@@ -158,13 +183,14 @@ void separable(const scalar_t* src, const TokenGrid& s, scalar_t* dst, const Tok
 
 }  // namespace
 
-void resample_forward_cpu(const at::Tensor& input, at::Tensor& out, const ResampleParams& p) {
+void resample_forward_cpu(const at::Tensor& input, at::Tensor& out, const ResampleParams& p,
+                          const at::Tensor& addend) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "posext_resample_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const TokenGrid s{p.in_batch_stride, p.in_token_stride, p.y.in_size, p.x.in_size};
     const TokenGrid d{p.out_batch_stride, p.out_token_stride, p.y.out_size, p.x.out_size};
     separable<scalar_t, T>(input.const_data_ptr<scalar_t>(), s, out.data_ptr<scalar_t>(), d, forward_rows<T>(p.y, p),
-                           forward_rows<T>(p.x, p), p);
+                           forward_rows<T>(p.x, p), p, addend.defined() ? addend.const_data_ptr<scalar_t>() : nullptr);
   });
 }
 

@@ -24,18 +24,39 @@ __device__ void copy_prefix_row(const scalar_t* __restrict__ from, scalar_t* __r
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) to[c] = from[c];
 }
 
+// Channel c of result token t of table entry b: stored, or (fused add) added to x in every batch entry it feeds,
+// rounded to scalar_t first as an unfused caller's table would be.
+template <typename scalar_t, typename T>
+__device__ void store_value(T v, int64_t b, int64_t t, int64_t c, scalar_t* __restrict__ out,
+                            const scalar_t* __restrict__ add, const ResampleParams& p) {
+  if (add == nullptr) {
+    out[b * p.out_batch_stride + t * p.out_token_stride + c] = static_cast<scalar_t>(v);
+    return;
+  }
+  const T rounded = static_cast<T>(static_cast<scalar_t>(v));
+  int64_t first, last;
+  add_targets(p, b, first, last);
+  for (int64_t xb = first; xb < last; ++xb)
+    out[xb * p.out_batch_stride + t * p.out_token_stride + c] =
+        static_cast<scalar_t>(static_cast<T>(add[xb * p.add_batch_stride + t * p.add_token_stride + c]) + rounded);
+}
+
 // grid.x: B * (P + H_out * W_out) result tokens. Shared: idx_y[Ky], idx_x[Kx] (int64), w_y[Ky], w_x[Kx] (T).
+// `add`: nullptr, or x of resample_add (then out has x's batch, see ResampleParams::add_batch).
 template <typename scalar_t, typename T>
 __global__ void resample_forward_kernel(const scalar_t* __restrict__ in, scalar_t* __restrict__ out,
-                                        const ResampleParams p) {
+                                        const scalar_t* __restrict__ add, const ResampleParams p) {
   extern __shared__ int64_t smem_forward[];
   __shared__ int taps_y, taps_x;
   const int64_t P = p.num_prefix_tokens, C = p.channels, W_in = p.x.in_size, W_out = p.x.out_size;
   const int64_t tokens_out = P + p.y.out_size * W_out;
   const int64_t b = blockIdx.x / tokens_out, t = blockIdx.x - b * tokens_out;
-  scalar_t* dst = out + b * p.out_batch_stride + t * p.out_token_stride;
   const scalar_t* src = in + b * p.in_batch_stride;
-  if (t < P) return copy_prefix_row(src + t * p.in_token_stride, dst, C);
+  if (t < P) {
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+      store_value<scalar_t, T>(static_cast<T>(src[t * p.in_token_stride + c]), b, t, c, out, add, p);
+    return;
+  }
   const int64_t oy = (t - P) / W_out, ox = (t - P) - oy * W_out;
   int64_t* idx_y = smem_forward;
   int64_t* idx_x = idx_y + p.y.max_taps;
@@ -53,7 +74,7 @@ __global__ void resample_forward_kernel(const scalar_t* __restrict__ in, scalar_
       for (int k = 0; k < taps_x; ++k) r += w_x[k] * static_cast<T>(row[idx_x[k] * p.in_token_stride]);
       acc += w_y[j] * r;
     }
-    dst[c] = static_cast<scalar_t>(acc);
+    store_value<scalar_t, T>(acc, b, t, c, out, add, p);
   }
 }
 
@@ -119,7 +140,8 @@ void check_shared(size_t bytes, const char* op) {
 
 }  // namespace
 
-void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const ResampleParams& p) {
+void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const ResampleParams& p,
+                           const at::Tensor& addend) {
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t blocks = p.batch * (p.num_prefix_tokens + p.y.out_size * p.x.out_size);
   check_grid(blocks, "posext.resample");
@@ -129,7 +151,8 @@ void resample_forward_cuda(const at::Tensor& input, at::Tensor& out, const Resam
     const size_t smem = (p.y.max_taps + p.x.max_taps) * (sizeof(int64_t) + sizeof(T));
     check_shared(smem, "posext.resample");
     resample_forward_kernel<scalar_t, T><<<blocks, block_threads(p.channels), smem, stream>>>(
-        input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), p);
+        input.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+        addend.defined() ? addend.const_data_ptr<scalar_t>() : nullptr, p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

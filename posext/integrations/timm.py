@@ -6,7 +6,8 @@ register models, ...) and ``timm.models.deit.VisionTransformerDistilled`` (DeiT 
   * without gradients (eval under ``torch.no_grad()`` / ``inference_mode``, frozen embedding), the resized table
     comes from a per-model ``PosEmbedCache`` (one resample per resolution, invalidated when the parameter
     changes);
-  * with gradients (training), the resample runs as posext's fused, differentiable op.
+  * with gradients (training), ``posext.add_pos_embed`` resamples and adds in one differentiable op, without
+    storing the resized table.
 Numerics are timm 1.0.31's ``resample_abs_pos_embed``: bicubic, ``antialias=True``, float32, prefix tokens
 (``num_prefix_tokens``, or none with ``no_embed_class``) kept apart, the unresized table itself at the native
 grid; then timm's own token order (class, registers / distillation, patches) and add-then-concat or
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..cache import PosEmbedCache
+from ..resample import add_pos_embed
 from ..compat.timm import resample_abs_pos_embed
 from ._patching import cache_of, patch_all, unpatch_modules
 
@@ -54,26 +56,38 @@ def _prefix_tokens(vit: nn.Module, batch: int):
 
 
 def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-    """timm's ``_pos_embed`` with the resize from ``resized_pos_embed`` (cached or fused)."""
+    """timm's ``_pos_embed``; a resized table comes from the cache, or is added by the fused op (gradients)."""
     if self.pos_embed is None:
         return type(self)._pos_embed(self, x)
     batch = x.shape[0]
+    to_cat = _prefix_tokens(self, batch)
+    pos_embed, fused_size = self.pos_embed, None
     if self.dynamic_img_size:
         _, height, width, channels = x.shape
-        pos_embed = resized_pos_embed(self, (height, width))
         x = x.view(batch, -1, channels)
-    else:
-        pos_embed = self.pos_embed
-    to_cat = _prefix_tokens(self, batch)
+        old = tuple(self.patch_embed.grid_size)
+        if (height, width) == (old[0], old[1]):  # timm's early return: the table itself
+            pass
+        elif cache_of(self).usable(self.pos_embed) or x.dtype != self.pos_embed.dtype:
+            pos_embed = resized_pos_embed(self, (height, width))
+        else:  # gradients flow: resample and add in one op, the resized table never stored
+            fused_size = (height, width)
     if self.no_embed_class:
-        x = x + pos_embed
+        x = _add(self, x, pos_embed, fused_size, 0)
         if to_cat:
             x = torch.cat(to_cat + [x], dim=1)
     else:
         if to_cat:
             x = torch.cat(to_cat + [x], dim=1)
-        x = x + pos_embed
+        x = _add(self, x, pos_embed, fused_size, self.num_prefix_tokens)
     return self.pos_drop(x)
+
+
+def _add(vit, tokens, pos_embed, fused_size, prefix):
+    if fused_size is None:
+        return tokens + pos_embed
+    return add_pos_embed(tokens, vit.pos_embed, fused_size, old_size=tuple(vit.patch_embed.grid_size),
+                         num_prefix_tokens=prefix, mode="bicubic", antialias=True)
 
 
 def _targets(model: nn.Module):
