@@ -4,7 +4,8 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized")
+JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model")
+DEFAULT_JOBS = JOBS[:-1]  # `model` (whole ViT-B/L forwards: minutes on a small CPU) runs when asked for
 
 
 def _bench(args) -> int:
@@ -13,7 +14,7 @@ def _bench(args) -> int:
     from .bench import common
 
     devices = common.devices(args.device)
-    jobs = JOBS if args.jobs == "all" else tuple(j.strip() for j in args.jobs.split(","))
+    jobs = DEFAULT_JOBS if args.jobs == "all" else tuple(j.strip() for j in args.jobs.split(","))
     unknown = [j for j in jobs if j not in JOBS]
     if unknown:
         raise SystemExit(f"posext bench: unknown job(s) {unknown}; choose from {list(JOBS)} or 'all'")
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="posext", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmark posext against the usual PyTorch / timm / NumPy paths")
-    bench.add_argument("--jobs", default="all", help=f"comma-separated, from {list(JOBS)} (default: all)")
+    bench.add_argument("--jobs", default="all",
+                       help=f"comma-separated, from {list(JOBS)} (default 'all': all but 'model')")
     bench.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"), help="folder for JSON and PNG results")

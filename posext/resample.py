@@ -43,15 +43,7 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
     Returns:
         A new tensor in the input's layout and dtype with ``P + H_new * W_new`` tokens (NHWC: ``H_new x W_new``).
     """
-    if not isinstance(pos_embed, torch.Tensor):
-        raise TypeError(f"pos_embed must be a tensor, got {type(pos_embed).__name__}")
-    _checks.float_dtype("pos_embed.dtype", pos_embed.dtype)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    align_corners = bool(align_corners) if align_corners is not None else False
-    if mode == "nearest" and (antialias or align_corners):
-        raise ValueError("mode='nearest' takes neither antialias nor align_corners")
-
+    align_corners = _check_inputs(mode, antialias, align_corners, pos_embed=pos_embed)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     new_hw, scales = _target(new_size, scale_factor, old_hw)
     out = _resample_tokens(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
@@ -78,15 +70,7 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
     ``pos_embed`` (the transposed resampling of the batch-summed gradient). When x and ``pos_embed`` differ in
     dtype it falls back to ``x + resample(...)`` with PyTorch's type promotion.
     """
-    for name, t in (("x", x), ("pos_embed", pos_embed)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        _checks.float_dtype(f"{name}.dtype", t.dtype)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    align_corners = bool(align_corners) if align_corners is not None else False
-    if mode == "nearest" and (antialias or align_corners):
-        raise ValueError("mode='nearest' takes neither antialias nor align_corners")
+    align_corners = _check_inputs(mode, antialias, align_corners, x=x, pos_embed=pos_embed)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     if layout == "nhwc":
         if x.dim() != 4:
@@ -117,6 +101,20 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
     else:
         out = x3 + _resample_tokens(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
     return out.reshape(x.shape)
+
+
+def _check_inputs(mode, antialias, align_corners, **tensors) -> bool:
+    """Tensor and float dtype checks of the named tensors and of the mode flags; returns align_corners as a bool."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+        _checks.float_dtype(f"{name}.dtype", t.dtype)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    align_corners = bool(align_corners) if align_corners is not None else False
+    if mode == "nearest" and (antialias or align_corners):
+        raise ValueError("mode='nearest' takes neither antialias nor align_corners")
+    return align_corners
 
 
 def _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales):
