@@ -197,3 +197,23 @@ def test_hf_cache_counts(backend):
 def test_hf_refuses_other_models():
     with pytest.raises(TypeError, match="HF ViT"):
         posext_hf.accelerate(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.skipif(not __import__("posext")._backend.backend() == "extension", reason="extension not built")
+@pytest.mark.parametrize("family", ["open_clip", "vit", "dinov2_reg"])
+def test_torch_compile_fullgraph_dynamic(family):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    if family == "open_clip":
+        model = tower(64)
+        posext_oc.accelerate(model)
+        run = model
+    else:
+        model = build_hf(family)
+        posext_hf.accelerate(model)
+        run = lambda x: last_hidden(model, x)  # noqa: E731
+    compiled = torch.compile(run, backend="aot_eager", dynamic=True, fullgraph=True)
+    with torch.no_grad():
+        for x in pixels(seed=8)[1:]:
+            torch.testing.assert_close(compiled(x), run(x), rtol=0, atol=1e-5)
