@@ -10,12 +10,13 @@ from posext.integrations import timm as posext_timm  # noqa: E402
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
 # (model name, extra kwargs): class token; registers without embedded prefix (DINOv2-reg / DeiT-3 style);
-# DeiT distillation token; no prefix token at all.
+# DeiT distillation token; no prefix token at all; EVA-02.
 VARIANTS = [
     ("vit_tiny_patch16_224", {}),
     ("vit_tiny_patch16_224", dict(reg_tokens=4, no_embed_class=True)),
     ("deit_tiny_distilled_patch16_224", {}),
     ("vit_tiny_patch16_224", dict(class_token=False, global_pool="avg")),
+    ("eva02_tiny_patch14_224", dict(dynamic_img_pad=True)),  # EVA-02: timm RoPE beside the table; pads to 14s
 ]
 # native grid (timm's early return), upsample, non-square, extreme aspect
 RESOLUTIONS = [(224, 224), (160, 160), (288, 192), (96, 320)]
@@ -66,7 +67,7 @@ def test_unpatch_restores_the_model_bitwise(backend, name, kwargs):
     assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
-@pytest.mark.parametrize("name,kwargs", VARIANTS[:3])
+@pytest.mark.parametrize("name,kwargs", VARIANTS[:3] + VARIANTS[4:])
 def test_training_step_gradients_match(backend, name, kwargs):
     xs = images(seed=2)[:3]  # native grid, upsampled, non-square
     grads = []
@@ -117,7 +118,7 @@ def test_shared_cache_and_idempotent_patch(backend):
 
 
 def test_refuses_models_without_a_timm_vit():
-    with pytest.raises(TypeError, match="no timm VisionTransformer"):
+    with pytest.raises(TypeError, match="no timm VisionTransformer / Eva"):
         posext_timm.accelerate(torch.nn.Linear(2, 2))
 
 

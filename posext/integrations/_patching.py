@@ -1,7 +1,7 @@
 """Instance-level method patching shared by the integrations: a patched module gets a bound replacement method
 and a PosEmbedCache as instance attributes; unpatching deletes both, so the class methods show through again."""
 import types
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Tuple
 
 from torch import nn
 
@@ -35,11 +35,11 @@ def unpatch_modules(model: nn.Module) -> int:
     return restored
 
 
-def patch_all(model: nn.Module, targets: Iterable[nn.Module], name: str, replacement: Callable,
+def patch_all(model: nn.Module, targets: Iterable[Tuple[nn.Module, Callable]], name: str,
               cache: Optional[PosEmbedCache], max_entries: int, what: str) -> nn.Module:
-    """Patches ``name`` on every module of ``targets``; one cache per module unless ``cache`` is given."""
+    """Patches ``name`` with each target's replacement; one cache per module unless ``cache`` is given."""
     found = 0
-    for module in targets:
+    for module, replacement in targets:
         patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
         found += 1
     if not found:

@@ -82,8 +82,8 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
     classes = tuple(_classes().values())
     targets = [m for m in model.modules() if isinstance(m, classes)
                and any(type(m).interpolate_pos_encoding is c.interpolate_pos_encoding for c in classes)]
-    return patch_all(model, targets, "interpolate_pos_encoding", _interpolate_pos_encoding, cache, max_entries,
-                     "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings")
+    return patch_all(model, [(m, _interpolate_pos_encoding) for m in targets], "interpolate_pos_encoding", cache,
+                     max_entries, "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings")
 
 
 def unpatch(model: nn.Module) -> nn.Module:

@@ -1,8 +1,8 @@
 """posext for timm Vision Transformers: ``accelerate(model)`` / ``unpatch(model)``.
 
 Patches ``_pos_embed`` of every ``timm.models.vision_transformer.VisionTransformer`` (ViT, DeiT-3, DINOv2-style
-register models, ...) and ``timm.models.deit.VisionTransformerDistilled`` (DeiT with a distillation token) inside
-``model``. With ``dynamic_img_size=True`` timm resamples ``pos_embed`` on every forward; patched:
+register models, ...), ``timm.models.deit.VisionTransformerDistilled`` (DeiT with a distillation token) and
+``timm.models.eva.Eva`` (EVA-02 and friends; its RoPE table and patch dropout stay timm's) inside ``model``. With ``dynamic_img_size=True`` timm resamples ``pos_embed`` on every forward; patched:
   * without gradients (eval under ``torch.no_grad()`` / ``inference_mode``, frozen embedding), the resized table
     comes from a per-model ``PosEmbedCache`` (one resample per resolution, invalidated when the parameter
     changes);
@@ -11,8 +11,7 @@ register models, ...) and ``timm.models.deit.VisionTransformerDistilled`` (DeiT 
 Numerics are timm 1.0.31's ``resample_abs_pos_embed``: bicubic, ``antialias=True``, float32, prefix tokens
 (``num_prefix_tokens``, or none with ``no_embed_class``) kept apart, the unresized table itself at the native
 grid; then timm's own token order (class, registers / distillation, patches) and add-then-concat or
-concat-then-add as ``no_embed_class`` says. Modules that override ``_pos_embed`` differently (e.g. EVA, with its
-RoPE) are left alone.
+concat-then-add as ``no_embed_class`` says. Subclasses that override ``_pos_embed`` otherwise are left alone.
 """
 from typing import Optional, Sequence
 
@@ -55,10 +54,10 @@ def _prefix_tokens(vit: nn.Module, batch: int):
     return [t.expand(batch, -1, -1) for t in tokens]
 
 
-def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-    """timm's ``_pos_embed``; a resized table comes from the cache, or is added by the fused op (gradients)."""
-    if self.pos_embed is None:
-        return type(self)._pos_embed(self, x)
+def _add_positions(self, x: torch.Tensor) -> torch.Tensor:
+    """Patch tokens ``[B, H, W, C]`` (dynamic size) or ``[B, N, C]`` -> prefix tokens + patches with the position
+    table added, in timm's order (add-then-concat with ``no_embed_class``, else concat-then-add). The resized
+    table comes from the cache, or is added by the fused op when gradients flow."""
     batch = x.shape[0]
     to_cat = _prefix_tokens(self, batch)
     pos_embed, fused_size = self.pos_embed, None
@@ -66,7 +65,7 @@ def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         _, height, width, channels = x.shape
         x = x.view(batch, -1, channels)
         old = tuple(self.patch_embed.grid_size)
-        if (height, width) == (old[0], old[1]):  # timm's early return: the table itself
+        if pos_embed is None or (height, width) == (old[0], old[1]):  # timm's early return: the table itself
             pass
         elif cache_of(self).usable(self.pos_embed) or x.dtype != self.pos_embed.dtype:
             pos_embed = resized_pos_embed(self, (height, width))
@@ -80,30 +79,69 @@ def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         if to_cat:
             x = torch.cat(to_cat + [x], dim=1)
         x = _add(self, x, pos_embed, fused_size, self.num_prefix_tokens)
-    return self.pos_drop(x)
+    return x
 
 
 def _add(vit, tokens, pos_embed, fused_size, prefix):
-    if fused_size is None:
-        return tokens + pos_embed
-    return add_pos_embed(tokens, vit.pos_embed, fused_size, old_size=tuple(vit.patch_embed.grid_size),
-                         num_prefix_tokens=prefix, mode="bicubic", antialias=True)
+    if fused_size is not None:
+        return add_pos_embed(tokens, vit.pos_embed, fused_size, old_size=tuple(vit.patch_embed.grid_size),
+                             num_prefix_tokens=prefix, mode="bicubic", antialias=True)
+    return tokens if pos_embed is None else tokens + pos_embed
+
+
+def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+    """timm ``VisionTransformer._pos_embed`` (and DeiT's) with posext's resize."""
+    if self.pos_embed is None:
+        return type(self)._pos_embed(self, x)
+    return self.pos_drop(_add_positions(self, x))
+
+
+def _eva_pos_embed(self, x: torch.Tensor):
+    """timm ``Eva._pos_embed`` with posext's resize; the RoPE table and patch dropout are timm's own."""
+    from timm.layers import apply_keep_indices_nlc
+
+    grid = (x.shape[1], x.shape[2]) if self.dynamic_img_size else None
+    rot_pos_embed = None
+    if self.rope is not None:
+        if grid is not None:
+            rot_pos_embed = self.rope.get_embed(shape=grid)
+        elif hasattr(self.rope, "feat_shape"):
+            rot_pos_embed = self.rope.get_embed()
+        else:
+            rot_pos_embed = self.rope.get_embed(shape=self.patch_embed.grid_size)
+    x = self.pos_drop(_add_positions(self, x))
+    if self.patch_drop is not None:
+        x, keep_indices = self.patch_drop(x)
+        if rot_pos_embed is not None and keep_indices is not None:
+            rot_pos_embed = apply_keep_indices_nlc(x, rot_pos_embed, keep_indices)
+            if getattr(self, "rope_mixed", False):
+                rot_pos_embed = rot_pos_embed.transpose(0, 1)  # [B, depth, ...] -> [depth, B, ...]
+            else:
+                rot_pos_embed = rot_pos_embed.unsqueeze(1)  # head axis for axial RoPE
+    return x, rot_pos_embed
 
 
 def _targets(model: nn.Module):
+    """(module, replacement) for every timm ViT / DeiT-distilled / EVA whose _pos_embed is the one stated here."""
     vit_cls, distilled_cls = _timm_classes()
-    known = (vit_cls._pos_embed, distilled_cls._pos_embed)
-    return [m for m in model.modules() if isinstance(m, vit_cls) and type(m)._pos_embed in known]
+    known = {vit_cls._pos_embed: _pos_embed, distilled_cls._pos_embed: _pos_embed}
+    try:
+        from timm.models.eva import Eva
+
+        known[Eva._pos_embed] = _eva_pos_embed
+    except ImportError:  # pragma: no cover - older timm
+        pass
+    return [(m, known[type(m)._pos_embed]) for m in model.modules()
+            if hasattr(m, "pos_embed") and hasattr(m, "patch_embed") and getattr(type(m), "_pos_embed", None) in known]
 
 
 def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
-    """Patches every timm VisionTransformer / VisionTransformerDistilled in ``model`` (in place; returned).
+    """Patches every timm VisionTransformer / VisionTransformerDistilled / Eva in ``model`` (in place; returned).
 
     Each patched module gets its own ``PosEmbedCache(max_entries)`` unless ``cache`` is given (shared).
     Raises TypeError when ``model`` contains no such module. Patching twice is a no-op.
     """
-    return patch_all(model, _targets(model), "_pos_embed", _pos_embed, cache, max_entries,
-                     "timm VisionTransformer")
+    return patch_all(model, _targets(model), "_pos_embed", cache, max_entries, "timm VisionTransformer / Eva")
 
 
 def unpatch(model: nn.Module) -> nn.Module:
@@ -114,7 +152,7 @@ def unpatch(model: nn.Module) -> nn.Module:
 
 def cache_stats(model: nn.Module):
     """``CacheStats`` of every patched module in ``model``, in module order."""
-    return [cache_of(m).stats() for m in _targets(model) if "_posext_cache" in m.__dict__]
+    return [cache_of(m).stats() for m, _ in _targets(model) if "_posext_cache" in m.__dict__]
 
 
 __all__ = ["accelerate", "unpatch", "resized_pos_embed", "cache_stats"]
