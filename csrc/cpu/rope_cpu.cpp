@@ -89,6 +89,22 @@ void copy_row(const scalar_t* src, int64_t src_d, scalar_t* dst, int64_t dst_d, 
 // Element offset of row (b, h, n) for [B, H, N, D] strides st.
 inline int64_t row_offset(const int64_t* st, int64_t b, int64_t h, int64_t n) { return b * st[0] + h * st[1] + n * st[2]; }
 
+// Calls fn(t, b, h, i) for q (t = 0) and k (t = 1), every batch entry b, head h and block token i, in the order
+// rows lie in memory (strides st[t]): tokens inner for [B, H, N, D] memory, heads inner for [B, N, H, D] / qkv.
+template <typename Fn>
+void for_rows_in_memory_order(const int64_t* const* st, const RopeParams& p, int64_t count, Fn&& fn) {
+  for (int t = 0; t < 2; ++t)
+    for (int64_t b = 0; b < p.batch; ++b) {
+      if (st[t][2] <= st[t][1]) {
+        for (int64_t h = 0; h < p.heads; ++h)
+          for (int64_t i = 0; i < count; ++i) fn(t, b, h, i);
+      } else {
+        for (int64_t i = 0; i < count; ++i)
+          for (int64_t h = 0; h < p.heads; ++h) fn(t, b, h, i);
+      }
+    }
+}
+
 struct ForwardRows {
 template <typename scalar_t, int Pairs, bool Unit>
 static void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
@@ -116,23 +132,13 @@ static void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& posi
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
       trig.compute(pos, f, p, g0, count);
-      // Walk rows in memory order: [B, H, N, D] memory (tokens inner) or [B, N, H, D] / fused qkv (heads inner).
       const auto rotate = [&](int t, int64_t b, int64_t h, int64_t i) {
         const int64_t n = P + g0 + i, hf = p.freq_heads > 1 ? h : 0;
         rotate_row<scalar_t, T, Pairs, Unit>(src[t] + row_offset(ss[t], b, h, n), ss[t][3],
                                              dst[t] + row_offset(ds[t], b, h, n), ds[t][3], trig.cos_row(hf, i),
                                              trig.sin_row(hf, i), half);
       };
-      for (int t = 0; t < 2; ++t)
-        for (int64_t b = 0; b < p.batch; ++b) {
-          if (ss[t][2] <= ss[t][1]) {
-            for (int64_t h = 0; h < p.heads; ++h)
-              for (int64_t i = 0; i < count; ++i) rotate(t, b, h, i);
-          } else {
-            for (int64_t i = 0; i < count; ++i)
-              for (int64_t h = 0; h < p.heads; ++h) rotate(t, b, h, i);
-          }
-        }
+      for_rows_in_memory_order(ss, p, count, rotate);
     }
   });
 }
@@ -166,16 +172,7 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
                                                  g[t] + row_offset(gs[t], b, h, n), gs[t][3], trig.cos_row(hf, i),
                                                  trig.sin_row(hf, i), dangle.data() + (hf * count + i) * half, half);
       };
-      for (int t = 0; t < 2; ++t)  // rows in memory order, as in the forward
-        for (int64_t b = 0; b < p.batch; ++b) {
-          if (xs[t][2] <= xs[t][1]) {
-            for (int64_t h = 0; h < p.heads; ++h)
-              for (int64_t i = 0; i < count; ++i) add(t, b, h, i);
-          } else {
-            for (int64_t i = 0; i < count; ++i)
-              for (int64_t h = 0; h < p.heads; ++h) add(t, b, h, i);
-          }
-        }
+      for_rows_in_memory_order(xs, p, count, add);
       double* acc = partial.data() + blk * per_block;
       for (int64_t hf = 0; hf < Hf; ++hf)
         for (int64_t i = 0; i < count; ++i) {
