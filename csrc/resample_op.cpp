@@ -60,6 +60,21 @@ void set_strides(ResampleParams& p, const at::Tensor& in, const at::Tensor& out)
   p.out_token_stride = out.stride(1);
 }
 
+// Runs the kernel for in's device: forward (optionally fused with `addend`, see resample_forward_cpu) or backward.
+void launch(const char* op, bool backward, const at::Tensor& in, at::Tensor& out, const ResampleParams& p,
+            const at::Tensor& addend = at::Tensor()) {
+  if (in.device().is_cpu()) {
+    backward ? resample_backward_cpu(in, out, p) : resample_forward_cpu(in, out, p, addend);
+  } else {
+#ifdef POSEXT_WITH_CUDA
+    TORCH_CHECK(in.device().is_cuda(), op, ": no kernel for device ", in.device());
+    backward ? resample_backward_cuda(in, out, p) : resample_forward_cuda(in, out, p, addend);
+#else
+    TORCH_CHECK(false, op, ": no kernel for device ", in.device());
+#endif
+  }
+}
+
 template <bool kBackward>
 at::Tensor run(const at::Tensor& tokens, int64_t old_h, int64_t old_w, int64_t new_h, int64_t new_w,
                int64_t num_prefix_tokens, int64_t mode, bool antialias, bool align_corners, double scale_h,
@@ -70,17 +85,7 @@ at::Tensor run(const at::Tensor& tokens, int64_t old_h, int64_t old_w, int64_t n
   const int64_t out_tokens = num_prefix_tokens + (kBackward ? old_h * old_w : new_h * new_w);
   at::Tensor out = at::empty({p.batch, out_tokens, p.channels}, in.options());
   set_strides(p, in, out);
-  if (out.numel() == 0) return out;
-  if (in.device().is_cpu()) {
-    kBackward ? resample_backward_cpu(in, out, p) : resample_forward_cpu(in, out, p);
-  } else {
-#ifdef POSEXT_WITH_CUDA
-    TORCH_CHECK(in.device().is_cuda(), "posext.resample: no kernel for device ", in.device());
-    kBackward ? resample_backward_cuda(in, out, p) : resample_forward_cuda(in, out, p);
-#else
-    TORCH_CHECK(false, "posext.resample: no kernel for device ", in.device());
-#endif
-  }
+  if (out.numel() > 0) launch("posext.resample", kBackward, in, out, p);
   return out;
 }
 
@@ -107,17 +112,7 @@ at::Tensor resample_add(const at::Tensor& x_in, const at::Tensor& pos_embed, int
   p.add_batch = x.size(0);
   p.add_batch_stride = x.stride(0);
   p.add_token_stride = x.stride(1);
-  if (out.numel() == 0) return out;
-  if (in.device().is_cpu()) {
-    resample_forward_cpu(in, out, p, x);
-  } else {
-#ifdef POSEXT_WITH_CUDA
-    TORCH_CHECK(in.device().is_cuda(), op, ": no kernel for device ", in.device());
-    resample_forward_cuda(in, out, p, x);
-#else
-    TORCH_CHECK(false, op, ": no kernel for device ", in.device());
-#endif
-  }
+  if (out.numel() > 0) launch(op, false, in, out, p, x);
   return out;
 }
 

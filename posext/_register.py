@@ -128,8 +128,7 @@ def _factorized_add_fake(x, positions, table_y, table_x, combine):
 
 @torch.library.register_fake("posext::factorized_table_grads")
 def _factorized_table_grads_fake(grad, positions, table_y, table_x, combine, need_y, need_x):
-    empty = grad.new_empty((0,))
-    grad_y = grad.new_empty(table_y.shape) if need_y else empty
+    grad_y = grad.new_empty(table_y.shape) if need_y else grad.new_empty((0,))
     grad_x = grad.new_empty(table_x.shape) if need_x and table_x is not None else grad.new_empty((0,))
     return grad_y, grad_x
 

@@ -1,5 +1,5 @@
 // CPU factorized positions: one pass over the tokens, channels innermost; table gradient gathered per table row
-// (taps of zero weight are dropped from the gather lists on the Python side).
+// from the per-row token lists that factorized_op.cpp builds (taps of zero weight already left out).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..cache import PosEmbedCache
-from ..compat._common import pair, resample_tokens
+from ..compat._common import pair
+from ..compat.hf import interpolate_pos_encoding
 from ._patching import cache_of, patch_all, unpatch_modules
 
 # class name -> (attribute path of the table, prefix tokens, antialias, upcast)
@@ -65,16 +66,14 @@ def _interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width
     rows = table.shape[-2] - prefix  # [1, P + N, C] or [P + N, C]
     if not torch.jit.is_tracing() and embeddings.shape[1] - prefix == rows and height == width:
         return type(self).interpolate_pos_encoding(self, embeddings, height, width)
-    patch_h, patch_w = _patch_size(self)
-    new = (height // patch_h, width // patch_w)
-    side = int(round(rows ** 0.5))
+    patch = _patch_size(self)
 
     def compute(t):
-        return resample_tokens(t if t.dim() == 3 else t.unsqueeze(0), new, old_size=(side, side),
-                               num_prefix_tokens=prefix, mode="bicubic", antialias=antialias, align_corners=False,
-                               upcast=upcast)
+        return interpolate_pos_encoding(t if t.dim() == 3 else t.unsqueeze(0), height, width, patch,
+                                        antialias=antialias, upcast=upcast, always_interpolate=True,
+                                        num_prefix_tokens=prefix)
 
-    return cache_of(self).get(table, ("hf", new), compute)
+    return cache_of(self).get(table, ("hf", height // patch[0], width // patch[1]), compute)
 
 
 def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
