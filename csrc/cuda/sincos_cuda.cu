@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
+
 #include "ops.h"
 
 namespace posext {
@@ -13,26 +15,29 @@ namespace {
 
 constexpr int kThreads = 128;
 
-// grid: x over channel blocks, y over positions q in [0, max(H, W)] (the last y zeroes the prefix rows).
+// grid: x over channel blocks; y strides over the `lines` q: positions 0 .. max(H, W) - 1 along each channel's
+// axis, then (when P > 0) one more line that zeroes the prefix rows.
 template <typename scalar_t>
-__global__ void sincos_2d_kernel(scalar_t* __restrict__ out, const SinCosParams p) {
+__global__ void sincos_2d_kernel(scalar_t* __restrict__ out, const SinCosParams p, int64_t lines) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= p.embed_dim) return;
   const int64_t D = p.embed_dim, H = p.height, W = p.width;
-  const int64_t q = blockIdx.y;
-  if (q == gridDim.y - 1 && p.num_prefix_tokens > 0) {
-    for (int64_t t = 0; t < p.num_prefix_tokens; ++t) out[t * D + c] = scalar_t(0);
-    return;
-  }
   const bool along_x = p.band_axis[band_of(p, c)] == kAxisX;
-  if (q >= (along_x ? W : H)) return;
-  const scalar_t v = static_cast<scalar_t>(channel_value(p, c, channel_omega(p, c), static_cast<double>(q)));
+  const double omega = channel_omega(p, c);
   scalar_t* grid = out + p.num_prefix_tokens * D + c;
-  if (along_x) {
-    for (int64_t y = 0; y < H; ++y) grid[(y * W + q) * D] = v;
-  } else {
-    scalar_t* line = grid + q * W * D;
-    for (int64_t x = 0; x < W; ++x) line[x * D] = v;
+  for (int64_t q = blockIdx.y; q < lines; q += gridDim.y) {
+    if (p.num_prefix_tokens > 0 && q == lines - 1) {
+      for (int64_t t = 0; t < p.num_prefix_tokens; ++t) out[t * D + c] = scalar_t(0);
+      continue;
+    }
+    if (q >= (along_x ? W : H)) continue;
+    const scalar_t v = static_cast<scalar_t>(channel_value(p, c, omega, static_cast<double>(q)));
+    if (along_x) {
+      for (int64_t y = 0; y < H; ++y) grid[(y * W + q) * D] = v;
+    } else {
+      scalar_t* line = grid + q * W * D;
+      for (int64_t x = 0; x < W; ++x) line[x * D] = v;
+    }
   }
 }
 
@@ -54,13 +59,11 @@ __global__ void sincos_1d_kernel(scalar_t* __restrict__ out, const pos_t* __rest
 
 void sincos_2d_cuda(at::Tensor& out, const SinCosParams& p) {
   const int64_t lines = std::max(p.height, p.width) + (p.num_prefix_tokens > 0 ? 1 : 0);
-  TORCH_CHECK(lines <= 65535, "posext.sincos_2d: grid side ", std::max(p.height, p.width),
-              " exceeds the CUDA kernel's limit of 65534");
   const c10::cuda::CUDAGuard guard(out.device());
-  const dim3 grid((p.embed_dim + kThreads - 1) / kThreads, lines);
+  const dim3 grid((p.embed_dim + kThreads - 1) / kThreads, static_cast<unsigned>(std::min<int64_t>(lines, 65535)));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "posext_sincos_2d_cuda", [&] {
-    sincos_2d_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(out.data_ptr<scalar_t>(), p);
+    sincos_2d_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(out.data_ptr<scalar_t>(), p, lines);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
