@@ -4,8 +4,10 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model")
-DEFAULT_JOBS = JOBS[:-1]  # `model` (whole ViT-B/L forwards: minutes on a small CPU) runs when asked for
+JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels")
+# Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU) and `kernels` (per-op device
+# timing, bandwidth and launches: the GPU proof kit runs it).
+DEFAULT_JOBS = JOBS[:-2]
 
 
 def _bench(args) -> int:
@@ -30,7 +32,8 @@ def _bench(args) -> int:
         png_path = os.path.join(args.out, f"{job}.png")
         common.write_json(json_path, job, rows)
         if any(key for key, _ in module.PLOT["speedup_keys"]):
-            common.plot_speedups(png_path, f"posext {job} speedup ({machine['cpu']})", rows, **module.PLOT)
+            where = machine["device_name"] if "cuda" in devices and machine["device_name"] else machine["cpu"]
+            common.plot_speedups(png_path, f"posext {job} speedup ({where})", rows, **module.PLOT)
             print(f"wrote {json_path} and {png_path}")
         else:
             print(f"wrote {json_path}")
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmark posext against the usual PyTorch / timm / NumPy paths")
     bench.add_argument("--jobs", default="all",
-                       help=f"comma-separated, from {list(JOBS)} (default 'all': all but 'model')")
+                       help=f"comma-separated, from {list(JOBS)} (default 'all': all but 'model' and 'kernels')")
     bench.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"), help="folder for JSON and PNG results")

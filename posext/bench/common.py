@@ -56,7 +56,7 @@ def write_json(path: str, job: str, rows) -> None:
 
 
 def plot_speedups(path: str, title: str, rows, x_key: str, x_label: str, series_key: str, speedup_keys,
-                  connect: bool = True) -> None:
+                  connect: bool = True, log_x: bool = False) -> None:
     """One line (or marker set) per (series, baseline): speedup of posext over that baseline against x."""
     import matplotlib
 
@@ -72,6 +72,8 @@ def plot_speedups(path: str, title: str, rows, x_key: str, x_label: str, series_
                 ax.plot(*zip(*pts), marker="o", linestyle="-" if connect else "none", label=f"{series}: {label}")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_yscale("log")
+    if log_x:
+        ax.set_xscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel("speedup of posext (x, log)")
     ax.set_title(title, fontsize=10)
