@@ -1,5 +1,11 @@
-import pytest
-import torch
+import os
+
+# Tests run in torch's deterministic mode (poison_outputs); on CUDA its matmuls then need a fixed cuBLAS workspace,
+# set before the first cuBLAS handle exists.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from hypothesis import HealthCheck, settings
 
 # The `backend` fixture only monkeypatches a dispatch switch, which is the same for every generated input.
@@ -39,6 +45,13 @@ def assert_error_names(call, exc, words):
         call()
     for word in words:
         assert word in str(info.value), f"{word!r} not in {info.value!s}"
+
+
+def pytest_configure(config):
+    """POSEXT_REQUIRE_CUDA=1 (the GPU proof kit) turns a missing GPU into an error instead of skipped tests."""
+    if os.environ.get("POSEXT_REQUIRE_CUDA") == "1" and not HAS_CUDA:
+        raise pytest.UsageError(f"POSEXT_REQUIRE_CUDA=1 but torch {torch.__version__} sees no CUDA device "
+                                f"(torch.version.cuda={torch.version.cuda})")
 
 
 def pytest_collection_modifyitems(config, items):
