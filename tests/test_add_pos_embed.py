@@ -61,31 +61,34 @@ def test_random_shapes_match_unfused_and_reference(device, backend, case):
     np.testing.assert_allclose(out.cpu().double().numpy(), expected, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_equals_unfused(backend, dtype):
+def test_half_precision_equals_unfused(device, backend, dtype):
     gen = torch.Generator().manual_seed(0)
-    pe = torch.randn(1, 1 + 14 * 14, 48, generator=gen).to(dtype)
-    x = torch.randn(4, 1 + 20 * 17, 48, generator=gen).to(dtype)
+    pe = torch.randn(1, 1 + 14 * 14, 48, generator=gen).to(dtype).to(device)
+    x = torch.randn(4, 1 + 20 * 17, 48, generator=gen).to(dtype).to(device)
     out = posext.add_pos_embed(x, pe, (20, 17), antialias=True)
     assert out.dtype == dtype and torch.equal(out, x + posext.resample(pe, (20, 17), antialias=True))
 
 
-def test_nhwc_layout_and_size_from_x(backend):
+@pytest.mark.parametrize("device", DEVICES)
+def test_nhwc_layout_and_size_from_x(device, backend):
     gen = torch.Generator().manual_seed(1)
-    pe = torch.randn(1, 6, 5, 8, generator=gen)
-    x = torch.randn(3, 9, 4, 8, generator=gen)
+    pe = torch.randn(1, 6, 5, 8, generator=gen).to(device)
+    x = torch.randn(3, 9, 4, 8, generator=gen).to(device)
     out = posext.add_pos_embed(x, pe)
     assert out.shape == x.shape and torch.equal(out, x + posext.resample(pe, (9, 4)))
-    unbatched = torch.randn(1 + 30, 8, generator=gen)  # [P + N, C] table, timm/open_clip style
-    xt = torch.randn(2, 1 + 9 * 4, 8, generator=gen)
+    unbatched = torch.randn(1 + 30, 8, generator=gen).to(device)  # [P + N, C] table, timm/open_clip style
+    xt = torch.randn(2, 1 + 9 * 4, 8, generator=gen).to(device)
     assert torch.equal(posext.add_pos_embed(xt, unbatched, (9, 4), old_size=(6, 5)),
                        xt + posext.resample(unbatched, (9, 4), old_size=(6, 5)))
 
 
-def test_scale_factor_and_dtype_mismatch_fallback(backend):
+@pytest.mark.parametrize("device", DEVICES)
+def test_scale_factor_and_dtype_mismatch_fallback(device, backend):
     gen = torch.Generator().manual_seed(2)
-    pe = torch.randn(1, 1 + 8 * 8, 4, generator=gen)
-    x = torch.randn(2, 1 + 12 * 12, 4, generator=gen)
+    pe = torch.randn(1, 1 + 8 * 8, 4, generator=gen).to(device)
+    x = torch.randn(2, 1 + 12 * 12, 4, generator=gen).to(device)
     out = posext.add_pos_embed(x, pe, scale_factor=1.5)
     assert torch.equal(out, x + posext.resample(pe, scale_factor=1.5))
     xh = x.to(torch.bfloat16)  # eager type promotion: bf16 + fp32 -> fp32
@@ -93,12 +96,13 @@ def test_scale_factor_and_dtype_mismatch_fallback(backend):
     assert out.dtype == torch.float32 and torch.equal(out, xh + posext.resample(pe, (12, 12)))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
 @pytest.mark.parametrize("shared", [True, False])
-def test_gradcheck(backend, mode, antialias, align_corners, shared):
+def test_gradcheck(device, backend, mode, antialias, align_corners, shared):
     gen = torch.Generator().manual_seed(3)
-    pe = torch.randn(1 if shared else 2, 2 + 3 * 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(2, 2 + 5 * 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    pe = torch.randn(1 if shared else 2, 2 + 3 * 4, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    x = torch.randn(2, 2 + 5 * 2, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
 
     def f(x, pe):
         return posext.add_pos_embed(x, pe, (5, 2), old_size=(3, 4), num_prefix_tokens=2, mode=mode,
@@ -126,9 +130,10 @@ def test_backward_matches_unfused_and_is_deterministic(device, backend):
     torch.testing.assert_close(fused[1], unfused[1], rtol=1e-5, atol=1e-4)
 
 
-def test_empty_batch(backend):
-    pe = torch.randn(1, 1 + 4, 3, requires_grad=True)
-    x = torch.randn(0, 1 + 9, 3, requires_grad=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch(device, backend):
+    pe = torch.randn(1, 1 + 4, 3, device=device, requires_grad=True)
+    x = torch.randn(0, 1 + 9, 3, device=device, requires_grad=True)
     out = posext.add_pos_embed(x, pe, (3, 3))
     assert out.shape == (0, 10, 3)
     (gpe,) = torch.autograd.grad(out.sum(), pe)
@@ -150,15 +155,16 @@ def test_bad_input_names_the_argument(backend):
 
 
 @needs_extension
-def test_raw_op_errors_are_runtime_errors():
-    pe = torch.randn(1, 1 + 16, 4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_raw_op_errors_are_runtime_errors(device):
+    pe = torch.randn(1, 1 + 16, 4, device=device)
+    x = lambda *shape: torch.randn(*shape, device=device)  # noqa: E731
     with pytest.raises(RuntimeError, match="x must be"):
-        torch.ops.posext.resample_add(torch.randn(2, 20, 4), pe, 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
+        torch.ops.posext.resample_add(x(2, 20, 4), pe, 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
     with pytest.raises(RuntimeError, match="pos_embed batch"):
-        torch.ops.posext.resample_add(torch.randn(2, 26, 4), pe.expand(3, -1, -1), 4, 4, 5, 5, 1, 2, False, False,
-                                      0.0, 0.0)
+        torch.ops.posext.resample_add(x(2, 26, 4), pe.expand(3, -1, -1), 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
     with pytest.raises(RuntimeError, match="dtype"):
-        torch.ops.posext.resample_add(torch.randn(2, 26, 4).double(), pe, 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
+        torch.ops.posext.resample_add(x(2, 26, 4).double(), pe, 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
 
 
 @needs_extension
@@ -179,7 +185,7 @@ def test_torch_compile_fullgraph_dynamic():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
 def test_cuda_matches_cpu(mode, antialias, align_corners, dtype):
     gen = torch.Generator().manual_seed(5)

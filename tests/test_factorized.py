@@ -233,12 +233,13 @@ def test_random_cases_match_reference(device, backend, case):
 @pytest.mark.parametrize("hw,table_hw", [((14, 14), (14, 14)), ((1, 1), (1, 1)), ((1, 1), (4, 3)),
                                          ((3, 7), (5, 9)), ((7, 3), (7, 3)), ((16, 9), (24, 24))])
 @pytest.mark.parametrize("prefix", [0, 1, 5])
-def test_explicit_grids(backend, tables, hw, table_hw, prefix):
+@pytest.mark.parametrize("device", DEVICES)
+def test_explicit_grids(device, backend, tables, hw, table_hw, prefix):
     gen = torch.Generator().manual_seed(3)
     c = 16
     x = randn((2, prefix + hw[0] * hw[1], c), gen, torch.float32, "cpu")
     ty, tx = make_tables(tables, *table_hw, c, 6, gen, torch.float32, "cpu")
-    out = call(x, ty, tx, tables, "grid_size", hw, prefix)
+    out = call(*on(device, x, ty, tx), tables, "grid_size", hw, prefix).cpu()
     expected = reference(x, ty, tx, grid_taps(*hw, prefix), tables)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-6)
     assert torch.equal(out[:, :prefix], x[:, :prefix])
@@ -300,7 +301,8 @@ def test_coords_interpolate_between_rows(backend, tables):
 @pytest.mark.parametrize("n_images", [1, 2, 3, 4])
 @pytest.mark.parametrize("tables", ["sum", "concat", "2d"])
 @pytest.mark.parametrize("prefix", [0, 1, 2])
-def test_packed_sequences(backend, n_images, tables, prefix):
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_sequences(device, backend, n_images, tables, prefix):
     """A packed NaViT sequence equals each image run on its own and concatenated."""
     sizes = [(3, 5), (1, 1), (8, 2), (4, 4)][:n_images]
     gen = torch.Generator().manual_seed(n_images)
@@ -308,9 +310,10 @@ def test_packed_sequences(backend, n_images, tables, prefix):
     ty, tx = make_tables(tables, 9, 6, c, 5, gen, torch.float32, "cpu")
     total = sum(prefix + h * w for h, w in sizes)
     x = randn((total, c), gen, torch.float32, "cpu")
-    out = call(x, ty, tx, tables, "grid_sizes", sizes, prefix)
     expected = reference(x, ty, tx, packed_taps(sizes, prefix), tables)
-    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-6)
+    x, ty, tx = on(device, x, ty, tx)
+    out = call(x, ty, tx, tables, "grid_sizes", sizes, prefix)
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=0, atol=1e-6)
     pieces, start = [], 0
     for h, w in sizes:
         n = prefix + h * w
@@ -319,6 +322,11 @@ def test_packed_sequences(backend, n_images, tables, prefix):
     assert torch.equal(out, torch.cat(pieces))
     out_b = call(x[None], ty, tx, tables, "grid_sizes", sizes, prefix)  # [1, T, C]
     assert out_b.shape == (1, total, c) and torch.equal(out_b[0], out)
+
+
+def on(device, *tensors):
+    """The tensors (None kept) moved to `device`, strides and all."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
 
 
 def one_ulp(values, dtype):
@@ -331,7 +339,8 @@ def one_ulp(values, dtype):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("tables", ["sum", "concat", "2d"])
 @pytest.mark.parametrize("kind", ["grid_size", "grid_sizes", "coords"])
-def test_half_precision_within_one_ulp(backend, dtype, tables, kind):
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_precision_within_one_ulp(device, backend, dtype, tables, kind):
     gen = torch.Generator().manual_seed(11)
     c, prefix = 40, 1
     if kind == "grid_size":
@@ -346,7 +355,8 @@ def test_half_precision_within_one_ulp(backend, dtype, tables, kind):
         taps, x_shape = coord_taps(value.double().tolist(), 14, 16, prefix), (3, prefix + 50, c)
     x = randn(x_shape, gen, dtype, "cpu")
     ty, tx = make_tables(tables, 14, 16, c, 17, gen, dtype, "cpu")
-    out = call(x, ty, tx, tables, kind, value, prefix)
+    v = value.to(device) if isinstance(value, torch.Tensor) else value
+    out = call(*on(device, x, ty, tx), tables, kind, v, prefix).cpu()
     assert out.dtype == dtype
     exact = reference(x, ty, tx, taps, tables)
     rounded = exact.to(dtype).double()
@@ -370,7 +380,8 @@ GRAD_CASES = [("grid_size", (3, 2)), ("grid_size", (1, 1)), ("grid_sizes", [(2, 
 
 @pytest.mark.parametrize("tables", ["sum", "concat", "2d"])
 @pytest.mark.parametrize("kind,value", GRAD_CASES)
-def test_gradcheck_x_and_tables(backend, tables, kind, value):
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_x_and_tables(device, backend, tables, kind, value):
     gen = torch.Generator().manual_seed(2)
     prefix, c = 1, 5
     if kind == "grid_size":
@@ -378,10 +389,10 @@ def test_gradcheck_x_and_tables(backend, tables, kind, value):
     elif kind == "grid_sizes":
         x_shape = (sum(prefix + h * w for h, w in value), c)
     else:
-        value = torch.tensor(value, dtype=torch.float64)
+        value = torch.tensor(value, dtype=torch.float64, device=device)
         x_shape = (2, prefix + len(value), c)
-    x = randn(x_shape, gen, torch.float64, "cpu").requires_grad_()
-    ty, tx = make_tables(tables, 4, 3, c, 2, gen, torch.float64, "cpu")
+    x = randn(x_shape, gen, torch.float64, device).requires_grad_()
+    ty, tx = make_tables(tables, 4, 3, c, 2, gen, torch.float64, device)
     ty.requires_grad_()
     inputs = (x, ty) + ((tx.requires_grad_(),) if tx is not None else ())
 

@@ -6,6 +6,7 @@ import torch
 timm = pytest.importorskip("timm")
 from posext import _backend  # noqa: E402
 from posext.integrations import timm as posext_timm  # noqa: E402
+from tests.conftest import DEVICES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
@@ -35,10 +36,11 @@ def images(seed=1):
     return [torch.randn(2, 3, h, w, generator=gen) for h, w in RESOLUTIONS]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name,kwargs", VARIANTS)
-def test_eval_outputs_match_unpatched_and_cache_counts(backend, name, kwargs):
-    model = make_model(name, kwargs).eval()
-    xs = images()
+def test_eval_outputs_match_unpatched_and_cache_counts(device, backend, name, kwargs):
+    model = make_model(name, kwargs).eval().to(device)
+    xs = [x.to(device) for x in images()]
     with torch.no_grad():
         expected = [model(x) for x in xs]
         posext_timm.accelerate(model)

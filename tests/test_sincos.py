@@ -75,7 +75,8 @@ def test_sincos_2d_matches_numpy_reference(device, backend, case, use_out):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("convention", sorted(posext.CONVENTIONS))
 @pytest.mark.parametrize("embed_dim,grid", [(4, (1, 1)), (8, (1, 1)), (2048, (64, 64)), (64, (128, 128)),
-                                            (1024, (37, 37)), (768, (14, 14)), (16, (1, 128)), (36, (128, 3))])
+                                            (1024, (37, 37)), (768, (14, 14)), (16, (1, 128)), (36, (128, 3)),
+                                            (8, (1, 70000))])
 def test_sincos_2d_sizes(device, backend, convention, embed_dim, grid):
     if convention == "big_vision" and embed_dim < 8:
         pytest.skip("big_vision needs embed_dim >= 8")
@@ -170,11 +171,12 @@ def test_sincos_1d_matches_numpy_reference(device, backend, embed_dim, m, dtype,
     assert_matches_reference(out, expected)
 
 
-def test_sincos_1d_defaults(backend):
-    assert posext.sincos_1d(8, torch.arange(3)).dtype == torch.float32
-    assert posext.sincos_1d(8, torch.arange(3.0, dtype=torch.float64)).dtype == torch.float64
+@pytest.mark.parametrize("device", DEVICES)
+def test_sincos_1d_defaults(device, backend):
+    assert posext.sincos_1d(8, torch.arange(3, device=device)).dtype == torch.float32
+    assert posext.sincos_1d(8, torch.arange(3.0, dtype=torch.float64, device=device)).dtype == torch.float64
     assert posext.sincos_1d(8, [0.5, 1.5]).dtype == torch.float64  # a sequence becomes float64 positions
-    assert posext.sincos_1d(8, torch.zeros(0)).shape == (0, 8)
+    assert posext.sincos_1d(8, torch.zeros(0, device=device)).shape == (0, 8)
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -204,24 +206,25 @@ def test_bad_input_names_argument_and_rule(backend, call, exc, words):
     assert_error_names(call, exc, words)
 
 
-def test_raw_ops_reject_bad_arguments_without_crashing():
+@pytest.mark.parametrize("device", DEVICES)
+def test_raw_ops_reject_bad_arguments_without_crashing(device):
     if _backend.backend() != "extension":
         pytest.skip("extension not built")
-    ops, cpu = torch.ops.posext, torch.device("cpu")
+    ops, dev = torch.ops.posext, torch.device(device)
     with pytest.raises(RuntimeError, match="multiple of 4"):
-        ops.sincos_2d(6, 2, 2, 0, 1e4, [0, 1, 2, 3], 0, torch.float32, cpu)
+        ops.sincos_2d(6, 2, 2, 0, 1e4, [0, 1, 2, 3], 0, torch.float32, dev)
     with pytest.raises(RuntimeError, match="grid must be positive"):
-        ops.sincos_2d(8, 0, 2, 0, 1e4, [0, 1, 2, 3], 0, torch.float32, cpu)
+        ops.sincos_2d(8, 0, 2, 0, 1e4, [0, 1, 2, 3], 0, torch.float32, dev)
     with pytest.raises(RuntimeError, match="band code"):
-        ops.sincos_2d(8, 2, 2, 0, 1e4, [0, 1, 2, 7], 0, torch.float32, cpu)
+        ops.sincos_2d(8, 2, 2, 0, 1e4, [0, 1, 2, 7], 0, torch.float32, dev)
     with pytest.raises(RuntimeError, match="dtype must be"):
-        ops.sincos_2d(8, 2, 2, 0, 1e4, [0, 1, 2, 3], 0, torch.int32, cpu)
+        ops.sincos_2d(8, 2, 2, 0, 1e4, [0, 1, 2, 3], 0, torch.int32, dev)
     with pytest.raises(RuntimeError, match="out must have shape"):
-        ops.sincos_2d_out(8, 2, 2, 0, 1e4, [0, 1, 2, 3], 0, out=torch.empty(3, 8))
+        ops.sincos_2d_out(8, 2, 2, 0, 1e4, [0, 1, 2, 3], 0, out=torch.empty(3, 8, device=device))
     with pytest.raises(RuntimeError, match="too small"):
-        ops.sincos_2d(4, 2, 2, 0, 1e4, [0, 1, 2, 3], 1, torch.float32, cpu)
+        ops.sincos_2d(4, 2, 2, 0, 1e4, [0, 1, 2, 3], 1, torch.float32, dev)
     with pytest.raises(RuntimeError, match="1-D"):
-        ops.sincos_1d(torch.zeros(2, 2), 8, 1e4, torch.float32)
+        ops.sincos_1d(torch.zeros(2, 2, device=device), 8, 1e4, torch.float32)
 
 
 # ------------------------------------------------------------------------------ torch.compile
