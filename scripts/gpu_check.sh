@@ -110,7 +110,8 @@ tests_stage() {
     return 0
   fi
   "$PYTHON" -c "import xdist" 2>/dev/null && args+=(-n 4)
-  POSEXT_REQUIRE_CUDA=1 POSEXT_REQUIRE_EXTENSION=1 POSEXT_REQUIRE_CUDA_KERNELS=1 \
+  # the sanitizer's four processes run beside these: a few CPU threads each for the CPU references
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} POSEXT_REQUIRE_CUDA=1 POSEXT_REQUIRE_EXTENSION=1 POSEXT_REQUIRE_CUDA_KERNELS=1 \
     "$PYTHON" -m pytest "${args[@]}" -rfEs --junitxml="$WORK/junit.xml"
 }
 
@@ -122,7 +123,8 @@ sanitize_one() {
   # API return codes torch checks on purpose are not kernel errors; only options this version knows are passed
   grep -q -- --report-api-errors <<<"$help" && opts+=(--report-api-errors no)
   grep -q -- --print-limit <<<"$help" && opts+=(--print-limit 50)
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" "${opts[@]}" "$PYTHON" "$ROOT/scripts/kernel_driver.py" \
+  # no caching allocator: every tensor is its own allocation, so an access past its end is out of bounds
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" "${opts[@]}" "$PYTHON" "$ROOT/scripts/kernel_driver.py" \
     --device cuda $poison --json "$WORK/driver_$tool.json" >"$WORK/sanitizer_$tool.log" 2>&1
   echo $? >"$WORK/sanitizer_$tool.rc"
 }

@@ -193,8 +193,7 @@ def rope(d: Driver):
                 label = f"B={b} H={h} P={p} {grid} D={hd} {layout} {pairs} per_head={per_head} {dtype}"
                 kw = dict(num_prefix_tokens=p, layout=layout, pair_layout=pairs)
                 d.check("rope_2d", label, lambda q, k, f, device, g=grid, kw=kw:
-                        posext.apply_rope_2d(q, k, g, f.to(device), **kw), q, k, freqs,
-                        wrt=(0, 1, 2) if b < 1000 else (0, 1), dtype=dtype)
+                        posext.apply_rope_2d(q, k, g, f.to(device), **kw), q, k, freqs, wrt=(0, 1, 2), dtype=dtype)
 
                 def inplace(q, k, f, device, g=grid, kw=kw):
                     q, k = q.clone(), k.clone()

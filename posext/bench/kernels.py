@@ -14,11 +14,12 @@ import torch
 
 from .. import add_pos_embed, apply_rope_2d, factorized_pos_embed, resample, sincos_2d
 from .. import rope as posext_rope
-from ..resample import _resample_torch
 from ..sincos import CONVENTIONS, _sincos_2d_torch
 from . import device_timing as dt
 from .factorized import _impls as _factorized_impls
 from .factorized import _indices, _tables
+from .resample import _timm_fn as _timm_resample
+from .resample import _torch_path as _torch_resample
 from .rope import _timm_fns as _timm_rope_fns
 
 # (name, shape, layout, prefix tokens, new grid side, size class)
@@ -46,28 +47,6 @@ DTYPES = (torch.float32, torch.bfloat16)
 LAUNCHES_COUNTED = ("posext", "posext_op", "torch")  # profiling each call costs time; the baselines' counts vary
 
 
-def _timm_resample(layout, batch, prefix):
-    try:
-        from timm.layers import resample_abs_pos_embed, resample_abs_pos_embed_nhwc
-    except ImportError:
-        return None
-    if batch != 1:
-        return None  # timm resamples one table at a time
-    if layout == "nhwc":
-        return lambda x, side, aa: resample_abs_pos_embed_nhwc(x, [side, side], antialias=aa)
-    return lambda x, side, aa: resample_abs_pos_embed(x, [side, side], num_prefix_tokens=prefix, antialias=aa)
-
-
-def _torch_resample(x, layout, prefix, side, aa):
-    """The hand-rolled path (float32 upcast for half, as timm and DINOv2 do)."""
-    if layout == "nhwc":
-        b, h, w, c = x.shape
-        return _resample_torch(x.reshape(b, h * w, c), (h, w), (side, side), 0, "bicubic", aa, False,
-                               (0.0, 0.0)).reshape(b, side, side, c)
-    old = int(round((x.shape[1] - prefix) ** 0.5))
-    return _resample_torch(x, (old, old), (side, side), prefix, "bicubic", aa, False, (0.0, 0.0))
-
-
 def _with_grad(fwd):
     """fn(x, grad) -> d(fwd(x))/dx . grad: forward + backward of a one-input op."""
     return lambda x, g: torch.autograd.grad(fwd(x), x, g)
@@ -80,7 +59,7 @@ def _resample_cases(device, quick):
         for dtype in DTYPES[:1] if quick else DTYPES:
             for aa in (False,) if quick else (False, True):
                 impls = {"posext": lambda x, aa=aa: resample(x, side, antialias=aa, **kw),
-                         "torch": lambda x, aa=aa: _torch_resample(x, layout, prefix, side, aa)}
+                         "torch": lambda x, aa=aa: _torch_resample(x, layout, side, aa, prefix)}
                 if timm_fn is not None:
                     impls["timm"] = lambda x, aa=aa, f=timm_fn: f(x, side, aa)
                 make = lambda dtype=dtype: (torch.randn(shape, device=device).to(dtype),)  # noqa: E731
@@ -102,7 +81,7 @@ def _add_cases(device, quick):
         timm_fn = _timm_resample("tokens", 1, 1)
         for dtype in DTYPES[:1] if quick else DTYPES:
             impls = {"posext": lambda x, pe: add_pos_embed(x, pe, side),
-                     "torch": lambda x, pe: x + _torch_resample(pe, "tokens", 1, side, False)}
+                     "torch": lambda x, pe: x + _torch_resample(pe, "tokens", side, False)}
             if timm_fn is not None:
                 impls["timm"] = lambda x, pe, f=timm_fn: x + f(pe, side, False).to(x.dtype)
 

@@ -17,17 +17,17 @@ CASES = [
 ]
 
 
-def _torch_path(x, layout, side, antialias):
+def _torch_path(x, layout, side, antialias, prefix=1):
+    """The hand-rolled path users write (float32 upcast for half, as timm and DINOv2 do); square grids."""
     if layout == "nhwc":
         b, h, w, c = x.shape
         return _resample_torch(x.reshape(b, h * w, c), (h, w), (side, side), 0, "bicubic", antialias, False,
                                (0.0, 0.0)).reshape(b, side, side, c)
-    n = x.shape[1] - 1
-    old = int(round(n ** 0.5))
-    return _resample_torch(x, (old, old), (side, side), 1, "bicubic", antialias, False, (0.0, 0.0))
+    old = int(round((x.shape[1] - prefix) ** 0.5))
+    return _resample_torch(x, (old, old), (side, side), prefix, "bicubic", antialias, False, (0.0, 0.0))
 
 
-def _timm_fn(layout, batch):
+def _timm_fn(layout, batch, prefix=1):
     try:
         from timm.layers import resample_abs_pos_embed, resample_abs_pos_embed_nhwc
     except ImportError:
@@ -36,7 +36,7 @@ def _timm_fn(layout, batch):
         return None  # timm resamples one table at a time
     if layout == "nhwc":
         return lambda x, side, aa: resample_abs_pos_embed_nhwc(x, [side, side], antialias=aa)
-    return lambda x, side, aa: resample_abs_pos_embed(x, [side, side], num_prefix_tokens=1, antialias=aa)
+    return lambda x, side, aa: resample_abs_pos_embed(x, [side, side], num_prefix_tokens=prefix, antialias=aa)
 
 
 def run(devices, quick=False):
