@@ -1,7 +1,10 @@
-// The one binding file: op schemas (TORCH_LIBRARY) and build facts for Python. Kernels register their
-// implementations next to their code (TORCH_LIBRARY_IMPL in cpu/, cuda/ and *_op.cpp).
-#include <torch/extension.h>
+// The one binding file: op schemas (TORCH_LIBRARY) and the Python module that carries the build facts. Each
+// kernel file registers its implementations for its own dispatch key (TORCH_LIBRARY_IMPL in cpu/ and cuda/).
+// The module is made with the plain CPython API: the ops reach Python through torch.ops.posext, so the heavy
+// pybind11 / torch/extension.h headers are not needed here.
+#include <Python.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 TORCH_LIBRARY(posext, m) {
   // Sin-cos tables. `bands`: per band, axis * 2 + is_cos (axis 0 = x/column, 1 = y/row).
@@ -29,7 +32,7 @@ TORCH_LIBRARY(posext, m) {
         "int pairs) -> ()");
   m.def("rope_2d_freqs_backward(Tensor grad_q, Tensor grad_k, Tensor q, Tensor k, Tensor positions, Tensor freqs, "
         "int num_prefix_tokens, int layout, int pairs) -> Tensor");
-  // Factorized positions: out = x + term(positions[s]) for x [B, S, C]; positions [S, 2] (row, col) in table rows,
+  // Factorized positions: out = x + term(positions[s]) for x [B, S, C]; positions [S, 2] (x, y) in table rows,
   // negative = prefix token (copied). combine: 0 sum, 1 concat, 2 a 2-D table_y [Ly, Lx, C] (table_x absent).
   m.def("factorized_add(Tensor x, Tensor positions, Tensor table_y, Tensor? table_x, int combine) -> Tensor");
   // Gradients w.r.t. table_y and table_x of factorized_add (grad: dL/dout [B, S, C]), deterministic: each table
@@ -38,11 +41,29 @@ TORCH_LIBRARY(posext, m) {
         "bool need_y, bool need_x) -> (Tensor, Tensor)");
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef POSEXT_WITH_CUDA
-  m.attr("cuda_built") = true;
+#define POSEXT_CUDA_BUILT 1
 #else
-  m.attr("cuda_built") = false;
+#define POSEXT_CUDA_BUILT 0
 #endif
-  m.attr("built_with_torch") = TORCH_VERSION;
+#define POSEXT_CONCAT(a, b) a##b
+#define POSEXT_PYINIT(name) POSEXT_CONCAT(PyInit_, name)
+
+static PyModuleDef posext_module = {PyModuleDef_HEAD_INIT, "posext._C",
+                                    "posext's compiled ops, registered as torch.ops.posext.*", -1, nullptr};
+
+PyMODINIT_FUNC POSEXT_PYINIT(TORCH_EXTENSION_NAME)() {
+  PyObject* m = PyModule_Create(&posext_module);
+  if (m == nullptr) return nullptr;
+  PyObject* cuda_built = PyBool_FromLong(POSEXT_CUDA_BUILT);
+  if (PyModule_AddObject(m, "cuda_built", cuda_built) < 0) {  // steals the reference only on success
+    Py_XDECREF(cuda_built);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  if (PyModule_AddStringConstant(m, "built_with_torch", TORCH_VERSION) < 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }

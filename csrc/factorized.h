@@ -37,30 +37,35 @@ POSEXT_HD LerpTaps<T> lerp_taps(T p, int64_t len) {
   return taps;
 }
 
-// The position term for channel c of a token at (py, px); tables already offset to their rows' start.
+// One table axis at channel c: the token's two rows blended. An integer position (weights (1, 0)) reads its one
+// row as it is: no 0 * other-row term, which would turn a non-finite value in a row it does not use into NaN.
+template <typename T, typename table_t>
+POSEXT_HD T lerp_at(const table_t* row0, const table_t* row1, T w0, T w1, int64_t c) {
+  return w1 == T(0) ? static_cast<T>(row0[c]) : w0 * static_cast<T>(row0[c]) + w1 * static_cast<T>(row1[c]);
+}
+
+// The 2-D table at channel c: rows (y0, x0), (y0, x1), (y1, x0), (y1, x1); x is blended first.
+template <typename T, typename table_t>
+POSEXT_HD T bilerp_at(const table_t* r00, const table_t* r01, const table_t* r10, const table_t* r11,
+                      const LerpTaps<T>& ty, const LerpTaps<T>& tx, int64_t c) {
+  return ty.w0 * lerp_at<T>(r00, r01, tx.w0, tx.w1, c) + ty.w1 * lerp_at<T>(r10, r11, tx.w0, tx.w1, c);
+}
+
+// The position term for channel c of a token at (py, px): sum = y part + x part; concat = y part for c < Cy,
+// else x part; 2-D table = bilerp. The CPU kernel runs the same formulas a row at a time.
 template <typename T, typename table_t>
 POSEXT_HD T factorized_term(const FactorizedParams& p, const table_t* table_y, const table_t* table_x,
                             const LerpTaps<T>& ty, const LerpTaps<T>& tx, int64_t c) {
   if (p.combine == kTable2d) {
     const int64_t C = p.channels, Lx = p.len_x;
-    const T top = tx.w0 * static_cast<T>(table_y[(ty.i0 * Lx + tx.i0) * C + c]) +
-                  tx.w1 * static_cast<T>(table_y[(ty.i0 * Lx + tx.i1) * C + c]);
-    const T bottom = tx.w0 * static_cast<T>(table_y[(ty.i1 * Lx + tx.i0) * C + c]) +
-                     tx.w1 * static_cast<T>(table_y[(ty.i1 * Lx + tx.i1) * C + c]);
-    return ty.w0 * top + ty.w1 * bottom;
+    return bilerp_at<T>(table_y + (ty.i0 * Lx + tx.i0) * C, table_y + (ty.i0 * Lx + tx.i1) * C,
+                        table_y + (ty.i1 * Lx + tx.i0) * C, table_y + (ty.i1 * Lx + tx.i1) * C, ty, tx, c);
   }
-  if (p.combine == kConcat) {
-    if (c < p.channels_y)
-      return ty.w0 * static_cast<T>(table_y[ty.i0 * p.channels_y + c]) +
-             ty.w1 * static_cast<T>(table_y[ty.i1 * p.channels_y + c]);
-    const int64_t cx = c - p.channels_y;
-    return tx.w0 * static_cast<T>(table_x[tx.i0 * p.channels_x + cx]) +
-           tx.w1 * static_cast<T>(table_x[tx.i1 * p.channels_x + cx]);
-  }
-  return (ty.w0 * static_cast<T>(table_y[ty.i0 * p.channels_y + c]) +
-          ty.w1 * static_cast<T>(table_y[ty.i1 * p.channels_y + c])) +
-         (tx.w0 * static_cast<T>(table_x[tx.i0 * p.channels_x + c]) +
-          tx.w1 * static_cast<T>(table_x[tx.i1 * p.channels_x + c]));
+  const table_t *y0 = table_y + ty.i0 * p.channels_y, *y1 = table_y + ty.i1 * p.channels_y;
+  if (p.combine == kConcat && c < p.channels_y) return lerp_at<T>(y0, y1, ty.w0, ty.w1, c);
+  const table_t *x0 = table_x + tx.i0 * p.channels_x, *x1 = table_x + tx.i1 * p.channels_x;
+  if (p.combine == kConcat) return lerp_at<T>(x0, x1, tx.w0, tx.w1, c - p.channels_y);
+  return lerp_at<T>(y0, y1, ty.w0, ty.w1, c) + lerp_at<T>(x0, x1, tx.w0, tx.w1, c);
 }
 
 }  // namespace posext

@@ -1,22 +1,21 @@
-// factorized_add / factorized_table_grads: argument checks, parameters and registration for CPU and CUDA.
-#include <torch/library.h>
+// factorized_add / factorized_table_grads: argument checks, parameters and the host-built per-row token lists,
+// shared by every device.
+#include "factorized_op.h"
 
-#include "ops.h"
+#include <vector>
+
+#include "checks.h"
 
 namespace posext {
 namespace {
 
-void check_float(const char* what, const at::Tensor& t) {
-  const auto d = t.scalar_type();
-  TORCH_CHECK(d == at::kDouble || d == at::kFloat || d == at::kHalf || d == at::kBFloat16, "posext.factorized: ", what,
-              " must be float64, float32, float16 or bfloat16, got ", d);
-}
-
 // Checks x (or its gradient) [B, S, C], positions and tables; fills the parameters. `x` gets unit channel stride.
 FactorizedParams make_params(const char* op, at::Tensor& x, const at::Tensor& positions, const at::Tensor& table_y,
                              const std::optional<at::Tensor>& table_x_opt, int64_t combine) {
+  check_same_device(op, "x, positions and tables",
+                    {x, positions, table_y, table_x_opt.has_value() ? *table_x_opt : at::Tensor()});
   TORCH_CHECK(x.dim() == 3, op, ": x must be [B, S, C], got ", x.sizes());
-  check_float("x", x);
+  check_float(op, "x", x.scalar_type());
   TORCH_CHECK(combine >= kSum && combine <= kTable2d, op, ": combine must be 0, 1 or 2, got ", combine);
   TORCH_CHECK(positions.dim() == 2 && positions.size(0) == x.size(1) && positions.size(1) == 2, op,
               ": positions must be [S, 2] with S = ", x.size(1), ", got ", positions.sizes());
@@ -46,7 +45,6 @@ FactorizedParams make_params(const char* op, at::Tensor& x, const at::Tensor& po
                 tx.sizes());
     TORCH_CHECK(tx.scalar_type() == x.scalar_type(), op, ": table_x dtype ", tx.scalar_type(),
                 " differs from x dtype ", x.scalar_type());
-    TORCH_CHECK(tx.device() == x.device(), op, ": x, positions and tables must be on one device");
     p.len_y = table_y.size(0);
     p.len_x = tx.size(0);
     p.channels_y = table_y.size(1);
@@ -57,30 +55,8 @@ FactorizedParams make_params(const char* op, at::Tensor& x, const at::Tensor& po
                 combine == kSum ? " (sum: both must equal C)" : " (concat: they must add up to C)");
   }
   TORCH_CHECK(p.len_y > 0 && p.len_x > 0, op, ": tables must have rows");
-  TORCH_CHECK(positions.device() == x.device() && table_y.device() == x.device(), op,
-              ": x, positions and tables must be on one device");
+  checked_mul(p.len_y, p.len_x, op, "table rows Ly * Lx");
   return p;
-}
-
-at::Tensor factorized_add(const at::Tensor& x_in, const at::Tensor& positions, const at::Tensor& table_y,
-                          const std::optional<at::Tensor>& table_x_opt, int64_t combine) {
-  at::Tensor x = x_in;
-  const FactorizedParams p = make_params("posext.factorized_add", x, positions, table_y, table_x_opt, combine);
-  const at::Tensor ty = table_y.contiguous(), tx = table_x_opt.has_value() ? table_x_opt->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({p.batch, p.tokens, p.channels}, x.options());
-  if (out.numel() == 0) return out;
-  const at::Tensor pos = positions.contiguous();
-  if (x.device().is_cpu()) {
-    factorized_add_cpu(x, pos, ty, tx, out, p);
-  } else {
-#ifdef POSEXT_WITH_CUDA
-    TORCH_CHECK(x.device().is_cuda(), "posext.factorized_add: no kernel for device ", x.device());
-    factorized_add_cuda(x, pos, ty, tx, out, p);
-#else
-    TORCH_CHECK(false, "posext.factorized_add: no kernel for device ", x.device());
-#endif
-  }
-  return out;
 }
 
 enum TableAxis : int { kAxisY = 0, kAxisX = 1, kAxisBoth = 2 };
@@ -98,7 +74,7 @@ RowLists row_lists(const at::Tensor& positions_cpu, const FactorizedParams& p, i
   const int64_t S = positions_cpu.size(0);
   const int64_t rows = axis == kAxisBoth ? p.len_y * p.len_x : (axis == kAxisY ? p.len_y : p.len_x);
   const auto taps = [&](int64_t s, int64_t* r, T* w) {
-    const T py = pos[2 * s], px = pos[2 * s + 1];
+    const T px = pos[2 * s], py = pos[2 * s + 1];
     int n = 0;
     if (py < T(0) || px < T(0)) return n;
     if (axis == kAxisBoth) {
@@ -140,30 +116,33 @@ RowLists row_lists(const at::Tensor& positions_cpu, const FactorizedParams& p, i
 }
 
 // out[r, c] = sum over row r's entries e of weight[e] * sum_b grad[b, token[e], channel_offset + c].
-at::Tensor gather_table_grad(const at::Tensor& grad, const RowLists& lists, int64_t channel_offset,
-                             int64_t channels) {
+at::Tensor gather_table_grad(FactorizedTableGrad kernel, const at::Tensor& grad, const RowLists& lists,
+                             int64_t channel_offset, int64_t channels) {
   at::Tensor out = at::empty({lists.offsets.size(0) - 1, channels}, grad.options());
   if (out.numel() == 0) return out;
-  if (grad.device().is_cpu()) {
-    factorized_table_grad_cpu(grad, lists.offsets, lists.tokens, lists.weights, channel_offset, out);
-  } else {
-#ifdef POSEXT_WITH_CUDA
-    TORCH_CHECK(grad.device().is_cuda(), "posext.factorized_table_grads: no kernel for device ", grad.device());
-    const auto dev = grad.device();
-    factorized_table_grad_cuda(grad, lists.offsets.to(dev), lists.tokens.to(dev), lists.weights.to(dev),
-                               channel_offset, out);
-#else
-    TORCH_CHECK(false, "posext.factorized_table_grads: no kernel for device ", grad.device());
-#endif
-  }
+  const auto dev = grad.device();
+  kernel(grad, lists.offsets.to(dev), lists.tokens.to(dev), lists.weights.to(dev), channel_offset, out);
   return out;
 }
 
-// Gradients of factorized_add w.r.t. its tables (an empty tensor where not asked for); deterministic.
-std::tuple<at::Tensor, at::Tensor> factorized_table_grads(const at::Tensor& grad_in, const at::Tensor& positions,
-                                                          const at::Tensor& table_y,
-                                                          const std::optional<at::Tensor>& table_x_opt,
-                                                          int64_t combine, bool need_y, bool need_x) {
+}  // namespace
+
+FactorizedCall prepare_factorized_add(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& table_y,
+                                      const std::optional<at::Tensor>& table_x, int64_t combine) {
+  FactorizedCall c;
+  c.x = x;
+  c.p = make_params("posext.factorized_add", c.x, positions, table_y, table_x, combine);
+  c.table_y = table_y.contiguous();
+  c.table_x = table_x.has_value() ? table_x->contiguous() : at::Tensor();
+  c.positions = positions.contiguous();
+  c.out = at::empty({c.p.batch, c.p.tokens, c.p.channels}, c.x.options());
+  return c;
+}
+
+std::tuple<at::Tensor, at::Tensor> factorized_table_grads_with(FactorizedTableGrad kernel, const at::Tensor& grad_in,
+                                                               const at::Tensor& positions, const at::Tensor& table_y,
+                                                               const std::optional<at::Tensor>& table_x_opt,
+                                                               int64_t combine, bool need_y, bool need_x) {
   at::Tensor grad = grad_in;
   const FactorizedParams p =
       make_params("posext.factorized_table_grads", grad, positions, table_y, table_x_opt, combine);
@@ -172,28 +151,16 @@ std::tuple<at::Tensor, at::Tensor> factorized_table_grads(const at::Tensor& grad
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "posext_factorized_row_lists", [&] {
     if (combine == kTable2d) {
       if (need_y)
-        grad_y = gather_table_grad(grad, row_lists<scalar_t>(pos, p, kAxisBoth), 0, p.channels).view(table_y.sizes());
+        grad_y = gather_table_grad(kernel, grad, row_lists<scalar_t>(pos, p, kAxisBoth), 0, p.channels)
+                     .view(table_y.sizes());
       return;
     }
-    if (need_y) grad_y = gather_table_grad(grad, row_lists<scalar_t>(pos, p, kAxisY), 0, p.channels_y);
+    if (need_y) grad_y = gather_table_grad(kernel, grad, row_lists<scalar_t>(pos, p, kAxisY), 0, p.channels_y);
     if (need_x)
-      grad_x = gather_table_grad(grad, row_lists<scalar_t>(pos, p, kAxisX), combine == kSum ? 0 : p.channels_y,
-                                 p.channels_x);
+      grad_x = gather_table_grad(kernel, grad, row_lists<scalar_t>(pos, p, kAxisX),
+                                 combine == kSum ? 0 : p.channels_y, p.channels_x);
   });
   return {grad_y, grad_x};
 }
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(posext, CPU, m) {
-  m.impl("factorized_add", &factorized_add);
-  m.impl("factorized_table_grads", &factorized_table_grads);
-}
-#ifdef POSEXT_WITH_CUDA
-TORCH_LIBRARY_IMPL(posext, CUDA, m) {
-  m.impl("factorized_add", &factorized_add);
-  m.impl("factorized_table_grads", &factorized_table_grads);
-}
-#endif
 
 }  // namespace posext

@@ -1,7 +1,7 @@
 #pragma once
 // Resampling of position-embedding grids: the index/weight formula shared by the CPU and CUDA kernels.
 //
-// It reproduces torch.nn.functional.interpolate (CPU, torch 2.x), see shared/docs/bicubic.md:
+// It reproduces torch.nn.functional.interpolate (CPU, torch 2.x), see docs/resampling.md:
 //   scale  size=: in/out; scale_factor=: 1/sf; align_corners: (in-1)/(out-1), 0 when out == 1.
 //   bicubic  Keys A = -0.75, four taps i0-1..i0+2 clamped to the border (replicate).
 //   bilinear two taps, source index clamped at 0; nearest: floor(i * scale) with a float32 scale.
@@ -104,12 +104,17 @@ POSEXT_HD T aa_window_weight(const AAWindow<T>& win, int mode, int64_t j) {
   return aa_filter<T>(mode, static_cast<T>((static_cast<T>(j + win.xmin) - win.center + T(0.5)) * win.invscale));
 }
 
-// Taps per output index for this axis (AA: 2 * ceil(support) + 1, support computed in T as torch does).
+// Taps per output index for this axis (host only). AA: 2 * ceil(support) + 1 with the support computed in T, as
+// torch does, then capped at in_size + 1: a wider window only adds taps that fall outside the input, so the cap
+// changes no result, and it keeps every count finite whatever the scale.
 template <typename T>
-POSEXT_HD int axis_max_taps(const ResampleAxis& a, int mode, bool antialias, bool align_corners) {
+inline int axis_max_taps(const ResampleAxis& a, int mode, bool antialias, bool align_corners) {
   if (a.identity) return 1;
-  if (antialias) return static_cast<int>(ceil(aa_support<T>(mode, axis_scale<T>(a, align_corners)))) * 2 + 1;
-  return mode == kBicubic ? 4 : (mode == kBilinear ? 2 : 1);
+  if (!antialias) return mode == kBicubic ? 4 : (mode == kBilinear ? 2 : 1);
+  const double support = static_cast<double>(aa_support<T>(mode, axis_scale<T>(a, align_corners)));
+  const double cap = a.in_size + 1.0 < 1e9 ? a.in_size + 1.0 : 1e9;
+  const double taps = 2.0 * ceil(support) + 1.0;
+  return static_cast<int>(taps < cap ? taps : cap);
 }
 
 // torch skips (copies) an axis whose size is unchanged, except non-AA bicubic with a user scale != 1.
@@ -187,19 +192,21 @@ POSEXT_HD void outputs_reaching(const ResampleAxis& a, int mode, bool antialias,
   lo = 0;
   hi = a.out_size - 1;
   const double s = static_cast<double>(axis_scale<T>(a, align_corners));
+  double l, h;
   if (mode == kNearest && !antialias) {
     const double sf = a.user_scale > 0 ? 1.0 / a.user_scale : static_cast<double>(a.in_size) / a.out_size;
     if (sf <= 0) return;
-    const double l = i / sf - 2, h = (i + 1) / sf + 2;
-    if (i > 0) lo = l > 0 ? static_cast<int64_t>(l) : 0;
-    if (i < a.in_size - 1 && h < static_cast<double>(hi)) hi = static_cast<int64_t>(h);
-    return;
+    l = i / sf - 2;
+    h = (i + 1) / sf + 2;
+  } else {
+    if (s <= 0) return;
+    const double reach = antialias ? static_cast<double>(aa_support<T>(mode, static_cast<T>(s))) + 1.0 : 2.5;
+    l = (i - reach) / s - 2;
+    h = (i + reach) / s + 2;
   }
-  if (s <= 0) return;
-  const double reach = antialias ? static_cast<double>(aa_support<T>(mode, static_cast<T>(s))) + 1.0 : 2.5;
-  const double l = (i - reach) / s - 2, h = (i + reach) / s + 2;
-  if (i > 0) lo = l > 0 ? static_cast<int64_t>(l) : 0;                                     // i == 0 gathers
-  if (i < a.in_size - 1 && h < static_cast<double>(hi)) hi = static_cast<int64_t>(h);      // clamped taps
+  // Bounds are compared in double before any cast: past the last output, none reaches i (an empty range).
+  if (i > 0 && l > 0) lo = l < static_cast<double>(a.out_size) ? static_cast<int64_t>(l) : a.out_size;  // i == 0 gathers
+  if (i < a.in_size - 1 && h < static_cast<double>(hi)) hi = h > 0 ? static_cast<int64_t>(h) : 0;      // clamped taps
 }
 
 // W[o][i]: the summed weight of output o's taps that land on input i (0 when none do).

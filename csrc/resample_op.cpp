@@ -1,7 +1,10 @@
-// resample / resample_backward / resample_add: argument checks, parameters and registration for CPU and CUDA.
-#include <torch/library.h>
+// resample / resample_backward / resample_add: argument checks and parameters, shared by every device.
+#include "resample_op.h"
 
-#include "ops.h"
+#include <algorithm>
+#include <cmath>
+
+#include "checks.h"
 
 namespace posext {
 namespace {
@@ -17,15 +20,21 @@ ResampleAxis make_axis(int64_t in_size, int64_t out_size, double user_scale, con
   return a;
 }
 
+// A user scale (scale_factor) must be the one that maps old to new as F.interpolate does: new = floor(old * s).
+void check_scale(const char* op, const char* name, double scale, int64_t old_size, int64_t new_size) {
+  TORCH_CHECK(std::isfinite(scale), op, ": ", name, " must be finite, got ", scale);
+  if (scale <= 0) return;  // the size was given
+  TORCH_CHECK(std::floor(static_cast<double>(old_size) * scale) == static_cast<double>(new_size), op, ": ", name,
+              " ", scale, " does not map ", old_size, " to ", new_size, " (F.interpolate's size is floor(",
+              old_size, " * ", scale, "))");
+}
+
 // `tokens_in`: [B, P + old_h*old_w, C] for forward, [B, P + new_h*new_w, C] (grad) for backward.
-ResampleParams make_params(const at::Tensor& tokens_in, bool backward, int64_t old_h, int64_t old_w, int64_t new_h,
-                           int64_t new_w, int64_t num_prefix_tokens, int64_t mode, bool antialias, bool align_corners,
-                           double scale_h, double scale_w) {
-  const char* op = backward ? "posext.resample_backward" : "posext.resample";
+ResampleParams make_params(const char* op, const at::Tensor& tokens_in, bool backward, int64_t old_h, int64_t old_w,
+                           int64_t new_h, int64_t new_w, int64_t num_prefix_tokens, int64_t mode, bool antialias,
+                           bool align_corners, double scale_h, double scale_w) {
   TORCH_CHECK(tokens_in.dim() == 3, op, ": expected a 3-D [B, tokens, C] tensor, got shape ", tokens_in.sizes());
-  const auto dtype = tokens_in.scalar_type();
-  TORCH_CHECK(dtype == at::kDouble || dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
-              ": dtype must be float64, float32, float16 or bfloat16, got ", dtype);
+  check_float(op, "dtype", tokens_in.scalar_type());
   TORCH_CHECK(old_h > 0 && old_w > 0 && new_h > 0 && new_w > 0, op, ": grid sizes must be positive, got old (",
               old_h, ", ", old_w, ") new (", new_h, ", ", new_w, ")");
   TORCH_CHECK(mode >= kNearest && mode <= kBicubic, op, ": mode must be 0 (nearest), 1 (bilinear) or 2 (bicubic), got ",
@@ -33,11 +42,15 @@ ResampleParams make_params(const at::Tensor& tokens_in, bool backward, int64_t o
   TORCH_CHECK(!(mode == kNearest && (antialias || align_corners)), op,
               ": nearest takes neither antialias nor align_corners");
   TORCH_CHECK(num_prefix_tokens >= 0, op, ": num_prefix_tokens must be >= 0, got ", num_prefix_tokens);
-  const int64_t grid_tokens = backward ? new_h * new_w : old_h * old_w;
+  const int64_t old_grid = checked_mul(old_h, old_w, op, "old_h * old_w");
+  const int64_t new_grid = checked_mul(new_h, new_w, op, "new_h * new_w");
+  checked_add(num_prefix_tokens, std::max(old_grid, new_grid), op, "num_prefix_tokens + grid tokens");
+  const int64_t grid_tokens = backward ? new_grid : old_grid;
   TORCH_CHECK(tokens_in.size(1) == num_prefix_tokens + grid_tokens, op, ": expected ", num_prefix_tokens, " + ",
               backward ? new_h : old_h, "*", backward ? new_w : old_w, " = ", num_prefix_tokens + grid_tokens,
               " tokens, got ", tokens_in.size(1));
-  TORCH_CHECK(std::isfinite(scale_h) && std::isfinite(scale_w), op, ": scale factors must be finite");
+  check_scale(op, "scale_h", scale_h, old_h, new_h);
+  check_scale(op, "scale_w", scale_w, old_w, new_w);
   ResampleParams p;
   p.mode = static_cast<int>(mode);
   p.antialias = antialias;
@@ -45,8 +58,9 @@ ResampleParams make_params(const at::Tensor& tokens_in, bool backward, int64_t o
   p.batch = tokens_in.size(0);
   p.channels = tokens_in.size(2);
   p.num_prefix_tokens = num_prefix_tokens;
-  p.y = make_axis(old_h, new_h, scale_h, p, dtype == at::kDouble);
-  p.x = make_axis(old_w, new_w, scale_w, p, dtype == at::kDouble);
+  const bool is_double = tokens_in.scalar_type() == at::kDouble;
+  p.y = make_axis(old_h, new_h, scale_h, p, is_double);
+  p.x = make_axis(old_w, new_w, scale_w, p, is_double);
   return p;
 }
 
@@ -60,75 +74,49 @@ void set_strides(ResampleParams& p, const at::Tensor& in, const at::Tensor& out)
   p.out_token_stride = out.stride(1);
 }
 
-// Runs the kernel for in's device: forward (optionally fused with `addend`, see resample_forward_cpu) or backward.
-void launch(const char* op, bool backward, const at::Tensor& in, at::Tensor& out, const ResampleParams& p,
-            const at::Tensor& addend = at::Tensor()) {
-  if (in.device().is_cpu()) {
-    backward ? resample_backward_cpu(in, out, p) : resample_forward_cpu(in, out, p, addend);
-  } else {
-#ifdef POSEXT_WITH_CUDA
-    TORCH_CHECK(in.device().is_cuda(), op, ": no kernel for device ", in.device());
-    backward ? resample_backward_cuda(in, out, p) : resample_forward_cuda(in, out, p, addend);
-#else
-    TORCH_CHECK(false, op, ": no kernel for device ", in.device());
-#endif
-  }
-}
-
-template <bool kBackward>
-at::Tensor run(const at::Tensor& tokens, int64_t old_h, int64_t old_w, int64_t new_h, int64_t new_w,
-               int64_t num_prefix_tokens, int64_t mode, bool antialias, bool align_corners, double scale_h,
-               double scale_w) {
-  ResampleParams p = make_params(tokens, kBackward, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
-                                 align_corners, scale_h, scale_w);
-  const at::Tensor in = unit_channel_stride(tokens);
-  const int64_t out_tokens = num_prefix_tokens + (kBackward ? old_h * old_w : new_h * new_w);
-  at::Tensor out = at::empty({p.batch, out_tokens, p.channels}, in.options());
-  set_strides(p, in, out);
-  if (out.numel() > 0) launch("posext.resample", kBackward, in, out, p);
-  return out;
-}
-
-// x [Bx, P + new_h*new_w, C] + resample(pos_embed [1 or Bx, P + old_h*old_w, C]) in one pass: the resized table
-// is never stored; each of its rows is added to every batch entry of x it feeds.
-at::Tensor resample_add(const at::Tensor& x_in, const at::Tensor& pos_embed, int64_t old_h, int64_t old_w,
-                        int64_t new_h, int64_t new_w, int64_t num_prefix_tokens, int64_t mode, bool antialias,
-                        bool align_corners, double scale_h, double scale_w) {
-  const char* op = "posext.resample_add";
-  ResampleParams p = make_params(pos_embed, false, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
-                                 align_corners, scale_h, scale_w);
-  TORCH_CHECK(x_in.dim() == 3 && x_in.size(1) == num_prefix_tokens + new_h * new_w && x_in.size(2) == p.channels, op,
-              ": x must be [B, ", num_prefix_tokens, " + ", new_h, "*", new_w, ", C=", p.channels, "], got ",
-              x_in.sizes());
-  TORCH_CHECK(x_in.scalar_type() == pos_embed.scalar_type(), op, ": x dtype ", x_in.scalar_type(),
-              " differs from pos_embed dtype ", pos_embed.scalar_type());
-  TORCH_CHECK(x_in.device() == pos_embed.device(), op, ": x and pos_embed must be on one device, got ",
-              x_in.device(), " and ", pos_embed.device());
-  TORCH_CHECK(p.batch == 1 || p.batch == x_in.size(0), op, ": pos_embed batch must be 1 or x's batch ",
-              x_in.size(0), ", got ", p.batch);
-  const at::Tensor in = unit_channel_stride(pos_embed), x = unit_channel_stride(x_in);
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  set_strides(p, in, out);
-  p.add_batch = x.size(0);
-  p.add_batch_stride = x.stride(0);
-  p.add_token_stride = x.stride(1);
-  if (out.numel() > 0) launch(op, false, in, out, p, x);
-  return out;
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(posext, CPU, m) {
-  m.impl("resample", &run<false>);
-  m.impl("resample_backward", &run<true>);
-  m.impl("resample_add", &resample_add);
+ResampleCall prepare_resample(const at::Tensor& tokens, bool backward, int64_t old_h, int64_t old_w, int64_t new_h,
+                              int64_t new_w, int64_t num_prefix_tokens, int64_t mode, bool antialias,
+                              bool align_corners, double scale_h, double scale_w) {
+  const char* op = backward ? "posext.resample_backward" : "posext.resample";
+  ResampleCall c;
+  c.p = make_params(op, tokens, backward, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
+                    align_corners, scale_h, scale_w);
+  c.in = unit_channel_stride(tokens);
+  const int64_t out_tokens = num_prefix_tokens + (backward ? old_h * old_w : new_h * new_w);
+  const std::vector<int64_t> sizes{c.p.batch, out_tokens, c.p.channels};
+  checked_numel(sizes, op);
+  c.out = at::empty(sizes, c.in.options());
+  set_strides(c.p, c.in, c.out);
+  return c;
 }
-#ifdef POSEXT_WITH_CUDA
-TORCH_LIBRARY_IMPL(posext, CUDA, m) {
-  m.impl("resample", &run<false>);
-  m.impl("resample_backward", &run<true>);
-  m.impl("resample_add", &resample_add);
+
+// x [Bx, P + new_h*new_w, C] + resample(pos_embed [1 or Bx, P + old_h*old_w, C], ...) in one pass: the resized table
+// is never stored; each of its rows is added to every batch entry of x it feeds.
+ResampleCall prepare_resample_add(const at::Tensor& x, const at::Tensor& pos_embed, int64_t old_h, int64_t old_w,
+                                  int64_t new_h, int64_t new_w, int64_t num_prefix_tokens, int64_t mode,
+                                  bool antialias, bool align_corners, double scale_h, double scale_w) {
+  const char* op = "posext.resample_add";
+  check_same_device(op, "x and pos_embed", {x, pos_embed});
+  ResampleCall c;
+  c.p = make_params(op, pos_embed, false, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
+                    align_corners, scale_h, scale_w);
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == num_prefix_tokens + new_h * new_w && x.size(2) == c.p.channels, op,
+              ": x must be [B, ", num_prefix_tokens, " + ", new_h, "*", new_w, ", C=", c.p.channels, "], got ",
+              x.sizes());
+  TORCH_CHECK(x.scalar_type() == pos_embed.scalar_type(), op, ": x dtype ", x.scalar_type(),
+              " differs from pos_embed dtype ", pos_embed.scalar_type());
+  TORCH_CHECK(c.p.batch == 1 || c.p.batch == x.size(0), op, ": pos_embed batch must be 1 or x's batch ", x.size(0),
+              ", got ", c.p.batch);
+  c.in = unit_channel_stride(pos_embed);
+  c.addend = unit_channel_stride(x);
+  c.out = at::empty(c.addend.sizes(), c.addend.options());
+  set_strides(c.p, c.in, c.out);
+  c.p.add_batch = c.addend.size(0);
+  c.p.add_batch_stride = c.addend.stride(0);
+  c.p.add_token_stride = c.addend.stride(1);
+  return c;
 }
-#endif
 
 }  // namespace posext

@@ -31,6 +31,10 @@ struct SinCosParams {
 
 POSEXT_HD int band_of(const SinCosParams& p, int64_t channel) { return static_cast<int>(channel / p.band_width); }
 
+// Band b follows the x (column) coordinate, else y (row); it holds cos, else sin.
+POSEXT_HD bool band_along_x(const SinCosParams& p, int band) { return p.band_axis[band] == kAxisX; }
+POSEXT_HD bool band_is_cos(const SinCosParams& p, int band) { return p.band_cos[band] != 0; }
+
 // omega_k, computed as NumPy does: k / denom, then 1 / T^(that).
 POSEXT_HD double freq_omega(const SinCosParams& p, int64_t k) {
   const double denom = static_cast<double>(p.band_width - p.freq_denominator_offset);
@@ -45,7 +49,7 @@ POSEXT_HD double angle_of(double pos, double omega) { return pos * omega; }
 
 POSEXT_HD double channel_value(const SinCosParams& p, int64_t channel, double omega, double pos) {
   const double angle = angle_of(pos, omega);
-  return p.band_cos[band_of(p, channel)] ? cos(angle) : sin(angle);
+  return band_is_cos(p, band_of(p, channel)) ? cos(angle) : sin(angle);
 }
 
 }  // namespace posext

@@ -1,14 +1,14 @@
 """Factorized absolute position embeddings (NaViT, Pix2struct), added to the tokens in one fused gather-add.
 
-Conventions: a grid token at row y, column x (row-major: grid token i of an (H, W) grid has y = i // W,
-x = i % W) gets
+Conventions (docs/conventions.md): a grid token at row y, column x (row-major: grid token i of an (H, W) grid
+has y = i // W, x = i % W) gets
   combine="sum"    (NaViT default):  x + table_y[y] + table_x[x]           tables [Ly, C], [Lx, C]
   combine="concat":                  x + cat(table_y[y], table_x[x])       tables [Ly, Cy], [Lx, Cx], Cy + Cx = C
   table_x=None, table_y [Ly, Lx, C] (Pix2struct): x + table_y[y, x]
-Fractional ``coords`` (y, x) in [0, 1] address p = coord * (L - 1) table rows, read by linear interpolation
-between rows floor(p) and floor(p) + 1 (bilinear for the 2-D table). Prefix tokens (class, registers) are
-returned unchanged. float16 / bfloat16 are computed in float32. The table gradient is gathered per table row in
-a fixed order: deterministic on CPU and CUDA, no atomics.
+Fractional ``coords`` (x, y) in [0, 1] address p = coord * (L - 1) table rows along each axis, read by linear
+interpolation between rows floor(p) and floor(p) + 1 (bilinear for the 2-D table). Prefix tokens (class,
+registers) are returned unchanged. float16 / bfloat16 are computed in float32. The table gradient is gathered
+per table row in a fixed order: deterministic on CPU and CUDA, no atomics.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -23,7 +23,7 @@ Size = Union[int, Tuple[int, int]]
 
 def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Optional[torch.Tensor] = None, *,
                          grid_size: Optional[Size] = None, grid_sizes: Optional[Sequence[Size]] = None,
-                         coords: Optional[torch.Tensor] = None, num_prefix_tokens: int = 0,
+                         coords: Optional[torch.Tensor] = None, num_prefix_tokens: Optional[int] = None,
                          combine: str = "sum") -> torch.Tensor:
     """``x`` plus its factorized position embedding (see the module docstring for the conventions).
 
@@ -33,52 +33,75 @@ def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Option
         table_y, table_x: the row and column tables, or one 2-D table ``[Ly, Lx, C]`` with ``table_x=None``.
         grid_size: ``(H, W)`` or ``n``; needs H <= Ly, W <= Lx.
         grid_sizes: ``[(H_1, W_1), ...]``: images packed one after the other, each with P prefix tokens.
-        coords: ``[N, 2]`` fractional (y, x) in [0, 1].
-        num_prefix_tokens: P tokens in front of each image's grid, returned unchanged.
+        coords: ``[N, 2]`` fractional (x, y) in [0, 1].
+        num_prefix_tokens: P tokens in front of each image's grid, returned unchanged. Default: what the shapes
+            imply (x's tokens minus the grid tokens, shared out over the images of ``grid_sizes``).
         combine: "sum" or "concat" (ignored for a 2-D table).
 
     Returns:
         A new tensor shaped and typed like ``x``.
     """
-    if not isinstance(x, torch.Tensor) or not isinstance(table_y, torch.Tensor):
-        raise TypeError("x and table_y must be tensors")
+    for name, t in (("x", x), ("table_y", table_y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     _checks.float_dtype("x.dtype", x.dtype)
     for name, t in (("table_y", table_y), ("table_x", table_x)):
-        if t is not None and (t.dtype != x.dtype or t.device != x.device):
-            raise TypeError(f"{name} must have x's dtype and device ({x.dtype}, {x.device}), got ({t.dtype}, "
-                            f"{t.device})")
-    if combine not in COMBINE:
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor or None, got {type(t).__name__}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name}.dtype must be x's dtype {x.dtype}, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+    if not isinstance(combine, str) or combine not in COMBINE:
         raise ValueError(f"combine must be one of {sorted(COMBINE)}, got {combine!r}")
-    prefix = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
-    channels = x.shape[-1] if x.dim() >= 1 else 0
+    if num_prefix_tokens is not None:
+        _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must be [B, S, C] or [S, C], got shape {tuple(x.shape)}")
+    channels = x.shape[-1]
     code = _table_code(table_y, table_x, combine, channels)
     len_y, len_x = (table_y.shape[0], table_y.shape[1]) if code == _TABLE_2D else (table_y.shape[0], table_x.shape[0])
     if sum(a is not None for a in (grid_size, grid_sizes, coords)) != 1:
         raise ValueError("pass exactly one of grid_size, grid_sizes and coords")
-    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if grid_sizes is not None:
-        positions = _packed_positions(grid_sizes, prefix, len_y, len_x, opmath, x.device)
-    elif grid_size is not None:
-        positions = _grid_positions(_checks.grid_pair("grid_size", grid_size), prefix, len_y, len_x, opmath, x.device)
-    else:
-        positions = _coord_positions(coords, prefix, len_y, len_x, opmath, x.device)
-    tokens = positions.shape[0]
-    if x.dim() == 2:
-        x3 = x.unsqueeze(0)
-    elif x.dim() == 3:
-        x3 = x
-    else:
-        raise ValueError(f"x must be [B, S, C] or [S, C], got shape {tuple(x.shape)}")
+    x3 = x.unsqueeze(0) if x.dim() == 2 else x
     if grid_sizes is not None and x3.shape[0] != 1:
         raise ValueError(f"a packed sequence (grid_sizes) must be [T, C] or [1, T, C], got shape {tuple(x.shape)}")
-    if x3.shape[1] != tokens:
-        raise ValueError(f"x has {x3.shape[1]} tokens but the positions describe {tokens} "
-                         f"(num_prefix_tokens={prefix} per image plus the grid tokens)")
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if grid_sizes is not None:
+        grids = _grid_list(grid_sizes, len_y, len_x)
+        prefix = _prefix(num_prefix_tokens, x3.shape[1], [h * w for h, w in grids], "grid_sizes", x.shape)
+        positions = torch.cat([_grid_positions(g, prefix, opmath, x.device) for g in grids])
+    elif grid_size is not None:
+        grid = _checks.grid_pair("grid_size", grid_size)
+        _check_fits(grid, len_y, len_x, "grid_size")
+        prefix = _prefix(num_prefix_tokens, x3.shape[1], [grid[0] * grid[1]], "grid_size", x.shape)
+        positions = _grid_positions(grid, prefix, opmath, x.device)
+    else:
+        coords = _checked_coords(coords, x.device)
+        prefix = _prefix(num_prefix_tokens, x3.shape[1], [coords.shape[0]], "coords", x.shape)
+        positions = _coord_positions(coords, prefix, len_y, len_x, opmath)
     if _backend.use_extension(x.device):
         out = torch.ops.posext.factorized_add(x3, positions, table_y, None if code == _TABLE_2D else table_x, code)
     else:
         out = _factorized_torch(x3, positions, table_y, table_x, code)
     return out.reshape(x.shape)
+
+
+def _prefix(num_prefix_tokens, tokens, grid_tokens, what, x_shape):
+    """P per image: the given one, checked against x's token count, or the one that count implies."""
+    images, grid_total = len(grid_tokens), sum(grid_tokens)
+    if num_prefix_tokens is None:
+        extra = tokens - grid_total
+        if extra < 0 or extra % images:
+            raise ValueError(f"x {tuple(x_shape)} has {tokens} tokens, which is not {images} image(s) x P prefix "
+                             f"tokens + the {grid_total} grid tokens of {what}")
+        return extra // images
+    if num_prefix_tokens * images + grid_total != tokens:
+        raise ValueError(f"x {tuple(x_shape)} has {tokens} tokens but {what} and num_prefix_tokens="
+                         f"{num_prefix_tokens} describe {num_prefix_tokens * images + grid_total}")
+    return num_prefix_tokens
 
 
 def _table_code(table_y, table_x, combine, channels):
@@ -87,13 +110,16 @@ def _table_code(table_y, table_x, combine, channels):
             raise ValueError(f"with table_x=None, table_y must be a 2-D table [Ly, Lx, C={channels}], got "
                              f"{tuple(table_y.shape)}")
         return _TABLE_2D
-    if table_y.dim() != 2 or table_x.dim() != 2:
-        raise ValueError(f"table_y and table_x must be [L, C], got {tuple(table_y.shape)} and {tuple(table_x.shape)}")
+    for name, t in (("table_y", table_y), ("table_x", table_x)):
+        if t.dim() != 2 or t.shape[0] == 0:
+            raise ValueError(f"with a table_x, {name} must be [L, C] with L > 0 rows (a 2-D table [Ly, Lx, C] "
+                             f"takes table_x=None), got table_y {tuple(table_y.shape)}, table_x {tuple(table_x.shape)}")
     cy, cx = table_y.shape[1], table_x.shape[1]
     if combine == "sum" and not (cy == cx == channels):
-        raise ValueError(f"combine='sum' needs table widths equal to C={channels}, got {cy} and {cx}")
+        raise ValueError(f"combine='sum' needs table_y and table_x of width C={channels}, got widths {cy} and {cx}")
     if combine == "concat" and cy + cx != channels:
-        raise ValueError(f"combine='concat' needs table widths adding up to C={channels}, got {cy} + {cx}")
+        raise ValueError(f"combine='concat' needs table_y and table_x widths adding up to C={channels}, got "
+                         f"{cy} + {cx}")
     return COMBINE[combine]
 
 
@@ -102,30 +128,39 @@ def _check_fits(grid, len_y, len_x, name):
         raise ValueError(f"{name} {tuple(grid)} does not fit the tables ({len_y} rows along y, {len_x} along x)")
 
 
-def _grid_positions(grid, prefix, len_y, len_x, dtype, device, name="grid_size"):
-    _check_fits(grid, len_y, len_x, name)
+def _grid_list(grid_sizes, len_y, len_x):
+    if isinstance(grid_sizes, (int, str, torch.SymInt, torch.Tensor)) or not isinstance(grid_sizes, Sequence) \
+            or len(grid_sizes) == 0:
+        raise ValueError(f"grid_sizes must be a non-empty list of (H, W), got {grid_sizes!r}")
+    grids = [_checks.grid_pair(f"grid_sizes[{n}]", g) for n, g in enumerate(grid_sizes)]
+    for n, g in enumerate(grids):
+        _check_fits(g, len_y, len_x, f"grid_sizes[{n}]")
+    return grids
+
+
+def _grid_positions(grid, prefix, dtype, device):
+    """[P + H*W, 2] (x, y) table rows of a row-major grid, prefix rows marked -1."""
     h, w = grid
     i = torch.arange(h * w, device=device)
-    pos = torch.stack([torch.div(i, w, rounding_mode="floor"), i % w], dim=1).to(dtype)
+    pos = torch.stack([i % w, torch.div(i, w, rounding_mode="floor")], dim=1).to(dtype)
     return torch.cat([pos.new_full((prefix, 2), -1.0), pos])
 
 
-def _packed_positions(grid_sizes, prefix, len_y, len_x, dtype, device):
-    if isinstance(grid_sizes, (int, torch.SymInt)) or len(grid_sizes) == 0:
-        raise ValueError(f"grid_sizes must be a non-empty list of (H, W), got {grid_sizes!r}")
-    return torch.cat([_grid_positions(_checks.grid_pair(f"grid_sizes[{n}]", g), prefix, len_y, len_x, dtype, device,
-                                      f"grid_sizes[{n}]") for n, g in enumerate(grid_sizes)])
-
-
-def _coord_positions(coords, prefix, len_y, len_x, dtype, device):
+def _checked_coords(coords, device):
     if not isinstance(coords, torch.Tensor) or coords.dim() != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must be a [N, 2] tensor of (y, x), got {getattr(coords, 'shape', coords)!r}")
+        raise ValueError(f"coords must be a [N, 2] tensor of (x, y), got {getattr(coords, 'shape', coords)!r}")
     if not coords.is_floating_point():
         raise TypeError(f"coords must be floating point, got {coords.dtype}")
-    coords = coords.to(device=device, dtype=torch.float64)
-    if coords.numel() and not bool(((coords >= 0) & (coords <= 1)).all()):
+    if coords.device != device:
+        raise ValueError(f"coords must be on x's device {device}, got {coords.device}")
+    coords = coords.to(dtype=torch.float64)
+    if coords.numel() and coords.device.type != "meta" and not bool(((coords >= 0) & (coords <= 1)).all()):
         raise ValueError(f"coords must lie in [0, 1], got values in [{coords.min().item()}, {coords.max().item()}]")
-    scale = torch.tensor([len_y - 1, len_x - 1], dtype=torch.float64, device=device)
+    return coords
+
+
+def _coord_positions(coords, prefix, len_y, len_x, dtype):
+    scale = torch.tensor([len_x - 1, len_y - 1], dtype=torch.float64, device=coords.device)
     pos = (coords * scale).to(dtype)
     return torch.cat([pos.new_full((prefix, 2), -1.0), pos])
 
@@ -142,7 +177,7 @@ def _factorized_torch(x3, positions, table_y, table_x, code):
     """The op's contract in plain PyTorch (opmath float32/float64, same summation order as the kernels)."""
     opmath = positions.dtype
     valid = positions[:, 0] >= 0
-    py, px = positions[:, 0].clamp(min=0), positions[:, 1].clamp(min=0)
+    px, py = positions[:, 0].clamp(min=0), positions[:, 1].clamp(min=0)
     ty = table_y.to(opmath)
     if code == _TABLE_2D:
         len_y, len_x = ty.shape[0], ty.shape[1]

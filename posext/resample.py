@@ -32,8 +32,10 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
     Args:
         pos_embed: ``[P + N, C]``, ``[B, P + N, C]`` or NHWC ``[B, H, W, C]``, floating point; any strides.
         new_size: ``n`` or ``(H, W)`` of the new grid. Exactly one of ``new_size`` / ``scale_factor``.
-        old_size: ``(H, W)`` of the stored grid; default: square, ``N`` must then be a perfect square.
-        num_prefix_tokens: P rows in front of the grid (default 1 for token layouts, 0 for NHWC).
+        old_size: ``(H, W)`` of the stored grid; default: square.
+        num_prefix_tokens: P rows in front of the grid (class, distillation, register tokens). Default: what the
+            shape implies: ``P + H*W`` tokens minus the ``old_size`` grid; without ``old_size``, 0 when the token
+            count is a perfect square and 1 when it is one more than a square (a class token); 0 for NHWC.
         mode: "bicubic", "bilinear" or "nearest".
         antialias: PIL-style antialiasing (bilinear / bicubic), as ``F.interpolate(antialias=True)``.
         align_corners: as in ``F.interpolate`` (not for nearest; None means False).
@@ -43,10 +45,13 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
     Returns:
         A new tensor in the input's layout and dtype with ``P + H_new * W_new`` tokens (NHWC: ``H_new x W_new``).
     """
-    align_corners = _check_inputs(mode, antialias, align_corners, pos_embed=pos_embed)
+    antialias, align_corners = _check_inputs(mode, antialias, align_corners, pos_embed=pos_embed)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     new_hw, scales = _target(new_size, scale_factor, old_hw)
-    out = _resample_tokens(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
+    _checks.result_size(lambda: f"new_size={new_size!r}" if scale_factor is None else f"scale_factor={scale_factor!r}",
+                        (tokens.shape[0], prefix + new_hw[0] * new_hw[1], tokens.shape[2]), tokens.dtype,
+                        tokens.device)
+    out = _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales)
     if layout == "nhwc":
         return out.reshape(out.shape[0], new_hw[0], new_hw[1], out.shape[-1])
     return out[0] if layout == "unbatched" else out
@@ -70,7 +75,7 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
     ``pos_embed`` (the transposed resampling of the batch-summed gradient). When x and ``pos_embed`` differ in
     dtype it falls back to ``x + resample(...)`` with PyTorch's type promotion.
     """
-    align_corners = _check_inputs(mode, antialias, align_corners, x=x, pos_embed=pos_embed)
+    antialias, align_corners = _check_inputs(mode, antialias, align_corners, x=x, pos_embed=pos_embed)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     if layout == "nhwc":
         if x.dim() != 4:
@@ -97,24 +102,25 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
     x3 = x.reshape(x.shape[0], expected[0] if layout != "nhwc" else new_hw[0] * new_hw[1], channels)
     if x.dtype == pos_embed.dtype and _backend.use_extension(x.device):
         out = torch.ops.posext.resample_add(x3, tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix,
-                                            MODES[mode], bool(antialias), align_corners, scales[0], scales[1])
+                                            MODES[mode], antialias, align_corners, scales[0], scales[1])
     else:
-        out = x3 + _resample_tokens(tokens, old_hw, new_hw, prefix, mode, bool(antialias), align_corners, scales)
+        out = x3 + _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales)
     return out.reshape(x.shape)
 
 
-def _check_inputs(mode, antialias, align_corners, **tensors) -> bool:
-    """Tensor and float dtype checks of the named tensors and of the mode flags; returns align_corners as a bool."""
+def _check_inputs(mode, antialias, align_corners, **tensors):
+    """Tensor and float dtype checks of the named tensors and of the mode flags -> (antialias, align_corners)."""
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
         _checks.float_dtype(f"{name}.dtype", t.dtype)
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    align_corners = bool(align_corners) if align_corners is not None else False
+    antialias = _checks.flag("antialias", antialias)
+    align_corners = False if align_corners is None else _checks.flag("align_corners", align_corners)
     if mode == "nearest" and (antialias or align_corners):
         raise ValueError("mode='nearest' takes neither antialias nor align_corners")
-    return align_corners
+    return antialias, align_corners
 
 
 def _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales):
@@ -129,35 +135,49 @@ def _as_tokens(pos_embed, old_size, num_prefix_tokens):
     """-> ([B, P + N, C] view, (H, W), P, layout)."""
     shape = tuple(pos_embed.shape)
     if pos_embed.dim() == 4:
-        if num_prefix_tokens not in (None, 0):
-            raise ValueError(f"NHWC input {shape} has no prefix tokens; got num_prefix_tokens={num_prefix_tokens}")
+        if num_prefix_tokens is not None and not (_checks.is_int(num_prefix_tokens) and num_prefix_tokens == 0):
+            raise ValueError(f"NHWC input {shape} has no prefix tokens; got num_prefix_tokens={num_prefix_tokens!r}")
         b, h, w, c = shape
-        if old_size is not None and _checks.grid_pair("old_size", old_size) != (h, w):
-            raise ValueError(f"old_size {tuple(old_size)} does not match the NHWC grid of pos_embed {shape}")
         _checks.positive_int("pos_embed grid height (dim 1)", h)
         _checks.positive_int("pos_embed grid width (dim 2)", w)
+        if old_size is not None and _checks.grid_pair("old_size", old_size) != (h, w):
+            raise ValueError(f"old_size {old_size!r} does not match the NHWC grid ({h}, {w}) of pos_embed {shape}")
         return pos_embed.reshape(b, h * w, c), (h, w), 0, "nhwc"
     if pos_embed.dim() not in (2, 3):
         raise ValueError(f"pos_embed must be [P+N, C], [B, P+N, C] or NHWC [B, H, W, C]; got shape {shape}")
     layout = "unbatched" if pos_embed.dim() == 2 else "batched"
     tokens = pos_embed.unsqueeze(0) if layout == "unbatched" else pos_embed
-    prefix = 1 if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
     n_total = tokens.shape[1]
-    if prefix > n_total:
-        raise ValueError(f"num_prefix_tokens={prefix} exceeds the {n_total} tokens of pos_embed {shape}")
-    n = n_total - prefix
-    if old_size is None:
-        side = int(round(math.sqrt(n)))  # not math.isqrt: torch.compile cannot trace it
-        if n == 0 or side * side != n:
-            raise ValueError(f"pos_embed {shape} has N = {n_total} - {prefix} = {n} grid tokens, not a square "
-                             "grid: pass old_size=(H, W) (or the right num_prefix_tokens)")
-        old_hw = (side, side)
-    else:
+    if num_prefix_tokens is not None:
+        _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
+        if num_prefix_tokens > n_total:
+            raise ValueError(f"num_prefix_tokens={num_prefix_tokens} exceeds the {n_total} tokens of pos_embed {shape}")
+    if old_size is not None:
         old_hw = _checks.grid_pair("old_size", old_size)
-        if old_hw[0] * old_hw[1] != n:
+        prefix = n_total - old_hw[0] * old_hw[1] if num_prefix_tokens is None else num_prefix_tokens
+        if prefix < 0 or old_hw[0] * old_hw[1] != n_total - prefix:
             raise ValueError(f"old_size {old_hw} has {old_hw[0] * old_hw[1]} tokens but pos_embed {shape} has "
-                             f"N = {n_total} - {prefix} = {n} grid tokens")
-    return tokens, old_hw, prefix, layout
+                             f"{n_total} tokens" + ("" if num_prefix_tokens is None else
+                                                    f", N = {n_total} - {prefix} = {n_total - prefix} grid tokens"))
+        return tokens, old_hw, prefix, layout
+    if num_prefix_tokens is None:  # a square grid, or a class token and a square grid
+        squares = [p for p in (0, 1) if n_total - p > 0 and _square_side(n_total - p) is not None]
+        if not squares:
+            raise ValueError(f"pos_embed {shape} has {n_total} tokens: neither a square grid nor a class token and "
+                             "a square grid; pass old_size=(H, W) and/or num_prefix_tokens")
+        prefix = squares[0]
+    else:
+        prefix = num_prefix_tokens
+    side = _square_side(n_total - prefix)
+    if side is None:
+        raise ValueError(f"pos_embed {shape} has N = {n_total} - {prefix} = {n_total - prefix} grid tokens, not a "
+                         "square grid: pass old_size=(H, W) (or the right num_prefix_tokens)")
+    return tokens, (side, side), prefix, layout
+
+
+def _square_side(n):
+    side = int(round(math.sqrt(n)))  # not math.isqrt: torch.compile cannot trace it
+    return side if n > 0 and side * side == n else None
 
 
 def _target(new_size, scale_factor, old_hw):
@@ -191,17 +211,47 @@ def _resample_torch(tokens, old_hw, new_hw, prefix, mode, antialias, align_corne
         else:
             kwargs["size"] = new_hw
         upcast = grid.dtype in (torch.float16, torch.bfloat16)
-        src = grid.float() if upcast else grid
-        if antialias and new_hw[1] == 1 and new_hw[0] != old_hw[0]:
-            # torch (2.14 CPU) antialias repeats output row 0 when the output width is 1 and the height changes;
-            # the same resampling with the axes swapped is unaffected.
-            swap = {"scale_factor": scales[::-1]} if scales[0] > 0 else {"size": new_hw[::-1]}
-            resized = F.interpolate(src.transpose(2, 3), **{**kwargs, **swap}).transpose(2, 3)
-        else:
-            resized = F.interpolate(src, **kwargs)
+        resized = _Interpolate.apply(grid.float() if upcast else grid, tuple(old_hw), tuple(new_hw), kwargs)
         resized = resized.to(grid.dtype)
     resized = resized.permute(0, 2, 3, 1).reshape(b, new_hw[0] * new_hw[1], c)
     return torch.cat([tokens[:, :prefix], resized], dim=1)
+
+
+def _interpolate(grid, old_hw, new_hw, kwargs):
+    """F.interpolate of [B, C, H, W], with a way around torch (2.14 CPU) antialias repeating output row 0 when
+    the output width is 1 and the height changes: the same resampling with the axes swapped is unaffected."""
+    if kwargs["antialias"] and new_hw[1] == 1 and new_hw[0] != old_hw[0]:
+        scales = kwargs.get("scale_factor")
+        swap = {"scale_factor": scales[::-1]} if scales is not None else {"size": new_hw[::-1]}
+        return F.interpolate(grid.transpose(2, 3), **{**kwargs, **swap}).transpose(2, 3)
+    return F.interpolate(grid, **kwargs)
+
+
+def _axis_weights(old_hw, new_hw, kwargs, dtype, device):
+    """The [out, in] matrices W_y, W_x of one resampling (out = W_y X W_x^T per channel), read off the forward
+    itself: channel k of a one-hot input along one axis (ones along the other, whose weights sum to 1 per row)."""
+    (h, w), (nh, nw) = old_hw, new_hw
+    one_hot_y = torch.eye(h, dtype=dtype, device=device)[None, :, :, None].expand(1, h, h, w)
+    one_hot_x = torch.eye(w, dtype=dtype, device=device)[None, :, None, :].expand(1, w, h, w)
+    wy = _interpolate(one_hot_y.contiguous(), old_hw, new_hw, kwargs)[0, :, :, 0].t()  # [nh, h]
+    wx = _interpolate(one_hot_x.contiguous(), old_hw, new_hw, kwargs)[0, :, 0, :].t()  # [nw, w]
+    return wy, wx
+
+
+class _Interpolate(torch.autograd.Function):
+    """F.interpolate forward; backward W_y^T G W_x from that forward's own weights. torch's backward is not the
+    transpose of its forward for some scale_factor calls (an axis whose size does not change)."""
+
+    @staticmethod
+    def forward(ctx, grid, old_hw, new_hw, kwargs):
+        ctx.resample = (old_hw, new_hw, kwargs)
+        return _interpolate(grid, old_hw, new_hw, kwargs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        old_hw, new_hw, kwargs = ctx.resample
+        wy, wx = _axis_weights(old_hw, new_hw, kwargs, grad.dtype, grad.device)
+        return torch.einsum("bcop,oi,pj->bcij", grad, wy, wx), None, None, None
 
 
 __all__ = ["resample", "add_pos_embed", "MODES"]

@@ -42,7 +42,7 @@ def _head_dim_4(head_dim) -> int:
     return _checks.multiple_of("head_dim", head_dim, 4, "D/4 frequencies per axis, two channels per pair")
 
 
-def rope_axial_freqs(head_dim: int, theta: float = 100.0, *, scale: float = 1.0,
+def rope_axial_freqs(head_dim: int, *, theta: float = 100.0, scale: float = 1.0,
                      dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """Axial RoPE-ViT frequencies ``[2, 1, head_dim/2]``: pair k < D/4 turns by ``t_x * w_k``, pair D/4 + k by
     ``t_y * w_k``, ``w_k = scale * theta^(-k/(D/4))`` (computed in float64, rounded once to ``dtype``).
@@ -61,7 +61,7 @@ def rope_axial_freqs(head_dim: int, theta: float = 100.0, *, scale: float = 1.0,
     return freqs.to(dtype=dtype, device=device)
 
 
-def rope_mixed_freqs(head_dim: int, num_heads: int, theta: float = 10.0, *, generator: Optional[torch.Generator] = None,
+def rope_mixed_freqs(head_dim: int, num_heads: int, *, theta: float = 10.0, generator: Optional[torch.Generator] = None,
                      dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """RoPE-ViT mixed-mode initial frequencies ``[2, num_heads, head_dim/2]`` (one layer).
 
@@ -107,7 +107,7 @@ def rope_positions_2d(grid_size: Size, *, mode: str = "index", ref_grid_size: Op
 
 
 def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tensor, Size], freqs: torch.Tensor, *,
-                  num_prefix_tokens: int = 1, layout: str = "bhnd", pair_layout: str = "interleaved",
+                  num_prefix_tokens: Optional[int] = None, layout: str = "bhnd", pair_layout: str = "interleaved",
                   inplace: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k by 2D RoPE in one fused kernel; returns ``(q_rot, k_rot)``.
 
@@ -118,19 +118,22 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
             ``(H, W)`` / ``n`` meaning integer positions ``rope_positions_2d((H, W))``. Not differentiated.
         freqs: ``[2, 1 or heads, head_dim/2]``: x and y frequency of every rotated pair (``rope_axial_freqs``,
             ``rope_mixed_freqs``); differentiable (mixed RoPE learns them).
-        num_prefix_tokens: P leading tokens passed through unrotated (class token, registers).
+        num_prefix_tokens: P leading tokens passed through unrotated (class token, registers). Default: what the
+            shapes imply, N minus the tokens of ``positions``.
         layout: "bhnd" or "bnhd", see q, k.
         pair_layout: "interleaved" (channels 2p, 2p+1) or "half" (channels p, p + head_dim/2).
-        inplace: rotate q and k in place (inference: no autograd) and return them.
+        inplace: rotate q and k in place (inference: no autograd) and return them; q and k must then not share
+            memory or be expanded / self-overlapping views.
 
     Angles are computed in float32 (float64 for float64 q/k); positions and freqs are cast to that dtype.
     """
     if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor):
         raise TypeError(f"q and k must be tensors, got {type(q).__name__} and {type(k).__name__}")
-    if layout not in LAYOUTS:
+    if not isinstance(layout, str) or layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
-    if pair_layout not in PAIR_LAYOUTS:
+    if not isinstance(pair_layout, str) or pair_layout not in PAIR_LAYOUTS:
         raise ValueError(f"pair_layout must be one of {list(PAIR_LAYOUTS)}, got {pair_layout!r}")
+    inplace = _checks.flag("inplace", inplace)
     names = "[B, heads, N, head_dim]" if layout == "bhnd" else "[B, N, heads, head_dim]"
     if q.dim() != 4:
         raise ValueError(f"q must be 4-D {names} (layout={layout!r}), got shape {tuple(q.shape)}")
@@ -145,25 +148,37 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
     head_dim = q.shape[3]
     if head_dim % 2 or head_dim == 0:
         raise ValueError(f"head_dim (q.shape[3]) must be even and > 0 (two channels per rotated pair), got {head_dim}")
-    prefix = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
-    if prefix > n:
-        raise ValueError(f"num_prefix_tokens={prefix} exceeds the N = {n} tokens of q {tuple(q.shape)}")
     math_dtype = _opmath(q.dtype)
-    pos = _positions(positions, n - prefix, math_dtype, q.device)
+    pos = _positions(positions, math_dtype, q.device)
+    prefix = n - pos.shape[0] if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens",
+                                                                                         num_prefix_tokens)
+    if prefix < 0 or prefix + pos.shape[0] != n:
+        given = f"positions {tuple(positions.shape)}" if isinstance(positions, torch.Tensor) else \
+            f"positions {positions!r}"
+        need = "" if num_prefix_tokens is None else (
+            f"; num_prefix_tokens={prefix} exceeds N" if prefix > n else
+            f"; with num_prefix_tokens={prefix} they must be [{n - prefix}, 2]")
+        raise ValueError(f"{given} give {pos.shape[0]} grid tokens but q {tuple(q.shape)} has N = {n} tokens, "
+                         f"N = num_prefix_tokens + grid tokens{need}")
     if not isinstance(freqs, torch.Tensor):
         raise TypeError(f"freqs must be a tensor [2, 1 or heads, head_dim/2], got {type(freqs).__name__}")
     if freqs.dim() != 3 or freqs.shape[0] != 2 or freqs.shape[1] not in (1, heads) or freqs.shape[2] != head_dim // 2:
         raise ValueError(f"freqs must be [2, 1 or heads ({heads}), head_dim/2 ({head_dim // 2})], got "
                          f"{tuple(freqs.shape)}")
     _checks.float_dtype("freqs.dtype", freqs.dtype)
-    f = freqs.to(device=q.device, dtype=math_dtype)
+    if freqs.device != q.device:
+        raise ValueError(f"freqs must be on q's device {q.device}, got {freqs.device}")
+    f = freqs.to(dtype=math_dtype)
     lay, pairs = LAYOUTS[layout], PAIR_LAYOUTS[pair_layout]
     if inplace:
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or freqs.requires_grad):
             raise ValueError("inplace=True is for inference: q, k and freqs must not require grad "
                              "(use torch.no_grad() or inplace=False)")
-        if q is k:
-            raise ValueError("inplace=True needs q and k in separate memory (got the same tensor twice)")
+        if _checks.may_overlap_itself(q) or _checks.may_overlap_itself(k):
+            raise ValueError(f"inplace=True needs q and k whose elements each have their own memory, got strides "
+                             f"{q.stride()} and {k.stride()} (an expanded or overlapping view: clone it first)")
+        if _checks.may_overlap(q, k):
+            raise ValueError("inplace=True needs q and k in separate memory; they overlap")
         if _backend.use_extension(q.device):
             torch.ops.posext.rope_2d_(q, k, pos, f, prefix, lay, pairs)
         else:
@@ -176,19 +191,17 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
     return _rope_torch(q, k, pos, f, prefix, lay, pairs)
 
 
-def _positions(positions, grid_tokens, dtype, device):
+def _positions(positions, dtype, device):
+    """positions as a [M, 2] (x, y) tensor of `dtype` on `device`: a given tensor, or a grid size's integer grid."""
     if isinstance(positions, torch.Tensor):
-        if positions.dim() != 2 or positions.shape[0] != grid_tokens or positions.shape[1] != 2:
-            raise ValueError(f"positions must be [N - num_prefix_tokens, 2] = [{grid_tokens}, 2] (x, y), got "
-                             f"{tuple(positions.shape)}")
+        if positions.dim() != 2 or positions.shape[1] != 2:
+            raise ValueError(f"positions must be [N - num_prefix_tokens, 2] (x, y), got {tuple(positions.shape)}")
         if not positions.is_floating_point() and positions.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"positions must be a float or integer tensor, got {positions.dtype}")
-        return positions.detach().to(device=device, dtype=dtype)
-    h, w = _checks.grid_pair("positions (grid size)", positions)
-    if h * w != grid_tokens:
-        raise ValueError(f"positions grid ({h}, {w}) has {h * w} tokens but q has N - num_prefix_tokens = "
-                         f"{grid_tokens} grid tokens")
-    return rope_positions_2d((h, w), dtype=dtype, device=device)
+        if positions.device != device:
+            raise ValueError(f"positions must be on q's device {device}, got {positions.device}")
+        return positions.detach().to(dtype)
+    return rope_positions_2d(_checks.grid_pair("positions (grid size)", positions), dtype=dtype, device=device)
 
 
 def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
@@ -224,7 +237,7 @@ class Rope2d(nn.Module):
     """
 
     def __init__(self, head_dim: int, num_heads: int = 1, *, mode: str = "axial", theta: Optional[float] = None,
-                 pair_layout: str = "interleaved", layout: str = "bhnd", num_prefix_tokens: int = 1,
+                 pair_layout: str = "interleaved", layout: str = "bhnd", num_prefix_tokens: Optional[int] = None,
                  positions: str = "index", ref_grid_size: Optional[Size] = None,
                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
@@ -238,15 +251,16 @@ class Rope2d(nn.Module):
             raise ValueError(f"positions must be one of {list(POSITION_MODES)}, got {positions!r}")
         self.head_dim, self.num_heads, self.mode = head_dim, _checks.positive_int("num_heads", num_heads), mode
         self.pair_layout, self.layout, self.position_mode = pair_layout, layout, positions
-        self.num_prefix_tokens = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
+        self.num_prefix_tokens = (None if num_prefix_tokens is None
+                                  else _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens))
         self.ref_grid_size = None if ref_grid_size is None else _checks.grid_pair("ref_grid_size", ref_grid_size)
         if mode == "axial":
             self.theta = 100.0 if theta is None else theta
-            self.register_buffer("freqs", rope_axial_freqs(head_dim, self.theta, dtype=dtype, device=device),
+            self.register_buffer("freqs", rope_axial_freqs(head_dim, theta=self.theta, dtype=dtype, device=device),
                                  persistent=False)
         else:
             self.theta = 10.0 if theta is None else theta
-            self.freqs = nn.Parameter(rope_mixed_freqs(head_dim, num_heads, self.theta, generator=generator,
+            self.freqs = nn.Parameter(rope_mixed_freqs(head_dim, num_heads, theta=self.theta, generator=generator,
                                                        dtype=dtype, device=device))
 
     def positions(self, grid_size: Size, device=None) -> torch.Tensor:

@@ -80,11 +80,17 @@ def sincos_2d(embed_dim: int, grid_size: Union[int, Tuple[int, int]], *, convent
     height, width = _checks.grid_pair("grid_size", grid_size)
     _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
     temperature = _checks.positive_float("temperature", temperature)
+    shape = (num_prefix_tokens + height * width, embed_dim)
+    what = lambda: f"grid_size={grid_size!r}, num_prefix_tokens={num_prefix_tokens}, embed_dim={embed_dim}"  # noqa: E731
     if out is not None:
-        _checks.out_tensor("out", out, (num_prefix_tokens + height * width, embed_dim))
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a tensor, got {type(out).__name__}")
+        _checks.result_size(what, shape, out.dtype, out.device)
+        _checks.out_tensor("out", out, shape, lambda: f" for {what()}")
         dtype, device = out.dtype, out.device
     _checks.float_dtype("dtype", dtype)
     device = torch.device(device) if device is not None else torch.empty(0).device
+    _checks.result_size(what, shape, dtype, device)
     args = (embed_dim, height, width, num_prefix_tokens, temperature, conv.band_codes, conv.freq_denominator_offset)
     if _backend.use_extension(device):
         if out is None:
@@ -107,21 +113,32 @@ def sincos_1d(embed_dim: int, positions, *, temperature: float = 10000.0, dtype:
     _checks.multiple_of("embed_dim", embed_dim, 2, "a sin half and a cos half")
     temperature = _checks.positive_float("temperature", temperature)
     if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a tensor, got {type(out).__name__}")
         device = out.device
     if not isinstance(positions, torch.Tensor):
-        positions = torch.as_tensor(positions, dtype=torch.float64, device=device)
+        if isinstance(positions, (str, bytes)):
+            raise TypeError(f"positions must be a 1-D tensor or a sequence of numbers, got {positions!r}")
+        try:
+            positions = torch.as_tensor(positions, dtype=torch.float64, device=device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"positions must be a 1-D tensor or a sequence of numbers, got {positions!r} "
+                            f"({exc})") from None
     elif device is not None and positions.device != torch.device(device):
-        positions = positions.to(device)
+        raise ValueError(f"positions must be on {'out' if out is not None else 'the given'} device "
+                         f"{torch.device(device)}, got {positions.device}")
     if positions.dim() != 1:
         raise ValueError(f"positions must be 1-D [M], got shape {tuple(positions.shape)}")
     if positions.dtype == torch.bool or positions.is_complex():
         raise TypeError(f"positions must be a real number tensor, got {positions.dtype}")
+    what = lambda: f"{positions.shape[0]} positions and embed_dim={embed_dim}"  # noqa: E731
     if out is not None:
-        _checks.out_tensor("out", out, (positions.shape[0], embed_dim))
+        _checks.out_tensor("out", out, (positions.shape[0], embed_dim), lambda: f" for {what()}")
         dtype = out.dtype
     elif dtype is None:
         dtype = positions.dtype if positions.is_floating_point() else torch.float32
     _checks.float_dtype("dtype", dtype)
+    _checks.result_size(what, (positions.shape[0], embed_dim), dtype, positions.device)
     if _backend.use_extension(positions.device):
         if out is None:
             return torch.ops.posext.sincos_1d(positions, embed_dim, temperature, dtype)

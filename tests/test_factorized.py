@@ -52,7 +52,8 @@ def packed_taps(sizes, prefix):
 
 
 def coord_taps(coords, ly, lx, prefix):
-    return [None] * prefix + [(interp_taps(cy, ly), interp_taps(cx, lx)) for cy, cx in coords]
+    """coords: (x, y) pairs in [0, 1]."""
+    return [None] * prefix + [(interp_taps(cy, ly), interp_taps(cx, lx)) for cx, cy in coords]
 
 
 def weight_matrices(taps, ly, lx):
@@ -125,7 +126,7 @@ def coord_lists(draw, n, ly, lx):
         grid_point = st.integers(0, length - 1).map(lambda k: k / (length - 1) if length > 1 else 0.0)
         return draw(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0]), grid_point))
 
-    return [(one(ly), one(lx)) for _ in range(n)]
+    return [(one(lx), one(ly)) for _ in range(n)]  # (x, y)
 
 
 @st.composite
@@ -271,7 +272,7 @@ def test_coords_on_grid_points_equal_integer_positions(backend, tables):
     x = randn((3, 2 + ly * lx, c), gen, torch.float64, "cpu")
     yy, xx = torch.meshgrid(torch.arange(ly, dtype=torch.float64), torch.arange(lx, dtype=torch.float64),
                             indexing="ij")
-    coords = torch.stack([yy.flatten() / (ly - 1), xx.flatten() / (lx - 1)], dim=-1)
+    coords = torch.stack([xx.flatten() / (lx - 1), yy.flatten() / (ly - 1)], dim=-1)  # (x, y)
     by_coords = call(x, ty, tx, tables, "coords", coords, 2)
     by_grid = call(x, ty, tx, tables, "grid_size", (ly, lx), 2)
     torch.testing.assert_close(by_coords, by_grid, rtol=0, atol=1e-12)
@@ -285,7 +286,7 @@ def test_coords_interpolate_between_rows(backend, tables):
     ly, lx, c = 5, 7, 6
     ty, tx = make_tables(tables, ly, lx, c, 2, gen, torch.float64, "cpu")
     x = torch.zeros(2, c, dtype=torch.float64)
-    coords = torch.tensor([[1.5 / (ly - 1), 2.5 / (lx - 1)], [1.0, 1.0]], dtype=torch.float64)
+    coords = torch.tensor([[2.5 / (lx - 1), 1.5 / (ly - 1)], [1.0, 1.0]], dtype=torch.float64)  # (x, y)
     out = call(x, ty, tx, tables, "coords", coords, 0)
     if tables == "2d":
         mid = (ty[1, 2] + ty[1, 3] + ty[2, 2] + ty[2, 3]) / 4

@@ -240,7 +240,7 @@ def test_mixed_matches_timm_rotary_embedding_mixed(backend):
 
 def test_mixed_init_follows_ropevit():
     d, heads, theta = 32, 6, 10.0
-    f = posext.rope_mixed_freqs(d, heads, theta, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    f = posext.rope_mixed_freqs(d, heads, theta=theta, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert f.shape == (2, heads, d // 2)
     mag = theta ** (-torch.arange(d // 4, dtype=torch.float64) / (d // 4))
     fx, fy = f[0], f[1]
@@ -253,7 +253,7 @@ def test_mixed_init_follows_ropevit():
 
 
 def test_axial_freqs_layout():
-    f = posext.rope_axial_freqs(16, 100.0, dtype=torch.float64)
+    f = posext.rope_axial_freqs(16, theta=100.0, dtype=torch.float64)
     w = 100.0 ** (-torch.arange(4, dtype=torch.float64) / 4)
     assert f.shape == (2, 1, 8)
     assert torch.equal(f[0, 0], torch.cat([w, torch.zeros(4, dtype=torch.float64)]))
@@ -391,8 +391,11 @@ def test_bad_input_messages(backend):
     assert_error_names(lambda: call(q, k[:, :1], (2, 2), f), ValueError, ["k", "(1, 2, 5, 8)", "(1, 1, 5, 8)"])
     assert_error_names(lambda: call(q[..., :7], k[..., :7], (2, 3), f), ValueError, ["head_dim", "even", "7"])
     assert_error_names(lambda: call(q, k, (2, 2), f, num_prefix_tokens=6), ValueError, ["num_prefix_tokens=6", "5"])
-    assert_error_names(lambda: call(q, k, (2, 3), f), ValueError, ["(2, 3)", "6", "4"])
-    assert_error_names(lambda: call(q, k, torch.zeros(3, 2), f), ValueError, ["positions", "[4, 2]", "(3, 2)"])
+    assert_error_names(lambda: call(q, k, (2, 3), f), ValueError, ["(2, 3)", "6", "N = 5"])
+    assert_error_names(lambda: call(q, k, torch.zeros(3, 2), f, num_prefix_tokens=1), ValueError,
+                       ["positions", "[4, 2]", "(3, 2)"])
+    # by default the tokens in front of the grid are what the shapes leave: here 5 - 3 = 2
+    assert call(q, k, torch.zeros(3, 2), f)[0].shape == q.shape
     assert_error_names(lambda: call(q, k, (2, 2), f[:, :, :3]), ValueError, ["freqs", "head_dim/2 (4)", "(2, 1, 3)"])
     assert_error_names(lambda: call(q, k, (2, 2), torch.zeros(2, 3, 4)), ValueError, ["freqs", "heads (2)"])
     assert_error_names(lambda: call(q, k, (2, 2), f, layout="nhd"), ValueError, ["layout", "'nhd'"])

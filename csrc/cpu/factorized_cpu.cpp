@@ -9,23 +9,22 @@
 #include <vector>
 
 #include "cpu_isa.h"
-#include "ops.h"
+#include "factorized_op.h"
 
 namespace posext {
 namespace {
 
 constexpr int64_t kBlockTokens = 16;
 
-// Channel loops, written with row pointers so they carry no branches and vectorise (POSEXT_CPU_CLONES: also for
-// AVX2). An axis whose position is an integer has weights (1, 0): it reads one row, and 1 * r + 0 * r' == r, so
-// these shortcuts give exactly the sums of factorized_term() in factorized.h.
+// Channel loops of factorized.h's formulas, written with row pointers so that they vectorise (POSEXT_CPU_CLONES:
+// also for AVX2); the tests for integer positions (weights (1, 0): one row read as it is) are made once per row.
 template <typename scalar_t, typename T>
 POSEXT_CPU_CLONES void lerp_rows(T* __restrict__ term, const scalar_t* r0, const scalar_t* r1, T w0, T w1,
                                  int64_t C) {
   if (w1 == T(0)) {
     for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(r0[c]);
   } else {
-    for (int64_t c = 0; c < C; ++c) term[c] = w0 * static_cast<T>(r0[c]) + w1 * static_cast<T>(r1[c]);
+    for (int64_t c = 0; c < C; ++c) term[c] = lerp_at<T>(r0, r1, w0, w1, c);
   }
 }
 
@@ -35,24 +34,19 @@ POSEXT_CPU_CLONES void sum_rows(T* __restrict__ term, const scalar_t* y0, const 
   if (ly.w1 == T(0) && lx.w1 == T(0)) {
     for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(y0[c]) + static_cast<T>(x0[c]);
   } else {
-    for (int64_t c = 0; c < C; ++c)
-      term[c] = (ly.w0 * static_cast<T>(y0[c]) + ly.w1 * static_cast<T>(y1[c])) +
-                (lx.w0 * static_cast<T>(x0[c]) + lx.w1 * static_cast<T>(x1[c]));
+    for (int64_t c = 0; c < C; ++c) term[c] = lerp_at<T>(y0, y1, ly.w0, ly.w1, c) + lerp_at<T>(x0, x1, lx.w0, lx.w1, c);
   }
 }
 
 template <typename scalar_t, typename T>
-POSEXT_CPU_CLONES void bilerp_rows(T* __restrict__ term, const scalar_t* a, const scalar_t* b, const scalar_t* c0,
-                                   const scalar_t* d, const LerpTaps<T>& ly, const LerpTaps<T>& lx, int64_t C) {
+POSEXT_CPU_CLONES void bilerp_rows(T* __restrict__ term, const scalar_t* r00, const scalar_t* r01,
+                                   const scalar_t* r10, const scalar_t* r11, const LerpTaps<T>& ly,
+                                   const LerpTaps<T>& lx, int64_t C) {
   if (ly.w1 == T(0) && lx.w1 == T(0)) {
-    for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(a[c]);
+    for (int64_t c = 0; c < C; ++c) term[c] = static_cast<T>(r00[c]);
     return;
   }
-  for (int64_t c = 0; c < C; ++c) {
-    const T top = lx.w0 * static_cast<T>(a[c]) + lx.w1 * static_cast<T>(b[c]);
-    const T bottom = lx.w0 * static_cast<T>(c0[c]) + lx.w1 * static_cast<T>(d[c]);
-    term[c] = ly.w0 * top + ly.w1 * bottom;
-  }
+  for (int64_t c = 0; c < C; ++c) term[c] = bilerp_at<T>(r00, r01, r10, r11, ly, lx, c);
 }
 
 template <typename scalar_t, typename T>
@@ -107,7 +101,7 @@ void factorized_add_cpu(const at::Tensor& x, const at::Tensor& positions, const 
       for (int64_t blk = begin; blk < end; ++blk) {
         const int64_t s0 = blk * kBlockTokens, count = std::min(kBlockTokens, S - s0);
         for (int64_t i = 0; i < count; ++i) {
-          const T py = pos[2 * (s0 + i)], px = pos[2 * (s0 + i) + 1];
+          const T px = pos[2 * (s0 + i)], py = pos[2 * (s0 + i) + 1];
           prefix[i] = py < T(0) || px < T(0);
           if (!prefix[i])
             position_term<scalar_t, T>(terms.data() + i * C, ty, tx, lerp_taps<T>(py, p.len_y),
@@ -156,5 +150,7 @@ void factorized_table_grad_cpu(const at::Tensor& grad, const at::Tensor& offsets
     });
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CPU, m) { FactorizedOps<factorized_add_cpu, factorized_table_grad_cpu>::register_kernels(m); }
 
 }  // namespace posext

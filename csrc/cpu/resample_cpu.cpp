@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "cpu_isa.h"
-#include "ops.h"
+#include "resample_op.h"
 
 namespace posext {
 namespace {
@@ -203,5 +203,7 @@ void resample_backward_cpu(const at::Tensor& grad_out, at::Tensor& grad_in, cons
                            backward_rows<T>(p.y, p), backward_rows<T>(p.x, p), p);
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CPU, m) { ResampleOps<resample_forward_cpu, resample_backward_cpu>::register_kernels(m); }
 
 }  // namespace posext

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cpu_isa.h"
-#include "ops.h"
+#include "rope_op.h"
 
 namespace posext {
 namespace {
@@ -224,5 +224,7 @@ void rope_2d_freqs_backward_cpu(const at::Tensor& grad_q, const at::Tensor& grad
     dispatch_rows<FreqsBackwardRows, scalar_t>(p, unit, grad_q, grad_k, q, k, positions, freqs, grad_freqs);
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CPU, m) { RopeOps<rope_2d_cpu, rope_2d_freqs_backward_cpu>::register_kernels(m); }
 
 }  // namespace posext

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "ops.h"
+#include "sincos_op.h"
 
 namespace posext {
 namespace {
@@ -39,8 +39,8 @@ void fill_2d(scalar_t* out, const scalar_t* sin_table, const scalar_t* cos_table
       const int64_t y = t / W, x = t - y * W;
       scalar_t* row = grid + t * D;
       for (int b = 0; b < p.num_bands; ++b) {
-        const scalar_t* table = p.band_cos[b] ? cos_table : sin_table;
-        const scalar_t* src = table + (p.band_axis[b] == kAxisX ? x : W + y) * F;
+        const scalar_t* table = band_is_cos(p, b) ? cos_table : sin_table;
+        const scalar_t* src = table + (band_along_x(p, b) ? x : W + y) * F;
         std::copy(src, src + F, row + b * F);
       }
     }
@@ -61,10 +61,11 @@ void sincos_2d_cpu(at::Tensor& out, const SinCosParams& p) {
 }
 
 void sincos_1d_cpu(at::Tensor& out, const at::Tensor& positions, const SinCosParams& p) {
-  if (out.numel() == 0) return;
   const at::Tensor angles = angle_table(positions, p);
   out.narrow(1, 0, p.band_width).copy_(angles.sin());
   out.narrow(1, p.band_width, p.band_width).copy_(angles.cos());
 }
+
+TORCH_LIBRARY_IMPL(posext, CPU, m) { SinCosOps<sincos_2d_cpu, sincos_1d_cpu>::register_kernels(m); }
 
 }  // namespace posext

@@ -8,7 +8,7 @@
 
 #include <algorithm>
 
-#include "ops.h"
+#include "factorized_op.h"
 
 namespace posext {
 namespace {
@@ -24,7 +24,7 @@ __global__ void factorized_add_kernel(const scalar_t* __restrict__ x, const T* _
   const int64_t r = blockIdx.x, b = r / p.tokens, s = r - b * p.tokens;
   const scalar_t* xr = x + b * p.x_batch_stride + s * p.x_token_stride;
   scalar_t* o = out + r * p.channels;
-  const T py = pos[2 * s], px = pos[2 * s + 1];
+  const T px = pos[2 * s], py = pos[2 * s + 1];
   if (py < T(0) || px < T(0)) {
     for (int64_t c = threadIdx.x; c < p.channels; c += blockDim.x) o[c] = xr[c];
     return;
@@ -79,5 +79,7 @@ void factorized_table_grad_cuda(const at::Tensor& grad, const at::Tensor& offset
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CUDA, m) { FactorizedOps<factorized_add_cuda, factorized_table_grad_cuda>::register_kernels(m); }
 
 }  // namespace posext

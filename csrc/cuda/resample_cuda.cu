@@ -10,7 +10,7 @@
 
 #include <algorithm>
 
-#include "ops.h"
+#include "resample_op.h"
 
 namespace posext {
 namespace {
@@ -172,5 +172,7 @@ void resample_backward_cuda(const at::Tensor& grad_out, at::Tensor& grad_in, con
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CUDA, m) { ResampleOps<resample_forward_cuda, resample_backward_cuda>::register_kernels(m); }
 
 }  // namespace posext

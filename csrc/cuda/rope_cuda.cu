@@ -11,7 +11,7 @@
 
 #include <algorithm>
 
-#include "ops.h"
+#include "rope_op.h"
 
 namespace posext {
 namespace {
@@ -142,5 +142,7 @@ void rope_2d_freqs_backward_cuda(const at::Tensor& grad_q, const at::Tensor& gra
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CUDA, m) { RopeOps<rope_2d_cuda, rope_2d_freqs_backward_cuda>::register_kernels(m); }
 
 }  // namespace posext

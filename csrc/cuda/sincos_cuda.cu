@@ -8,7 +8,7 @@
 
 #include <algorithm>
 
-#include "ops.h"
+#include "sincos_op.h"
 
 namespace posext {
 namespace {
@@ -22,7 +22,7 @@ __global__ void sincos_2d_kernel(scalar_t* __restrict__ out, const SinCosParams 
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= p.embed_dim) return;
   const int64_t D = p.embed_dim, H = p.height, W = p.width;
-  const bool along_x = p.band_axis[band_of(p, c)] == kAxisX;
+  const bool along_x = band_along_x(p, band_of(p, c));
   const double omega = channel_omega(p, c);
   scalar_t* grid = out + p.num_prefix_tokens * D + c;
   for (int64_t q = blockIdx.y; q < lines; q += gridDim.y) {
@@ -85,5 +85,7 @@ void sincos_1d_cuda(at::Tensor& out, const at::Tensor& positions, const SinCosPa
     });
   });
 }
+
+TORCH_LIBRARY_IMPL(posext, CUDA, m) { SinCosOps<sincos_2d_cuda, sincos_1d_cuda>::register_kernels(m); }
 
 }  // namespace posext

@@ -110,7 +110,7 @@ def _sincos_cases(device, quick):
 
 def _rope_cases(device, quick):
     for name, batch, heads, side, head_dim, size in ROPE[:1] if quick else ROPE:
-        freqs = posext_rope.rope_axial_freqs(head_dim, 100.0, device=device)
+        freqs = posext_rope.rope_axial_freqs(head_dim, theta=100.0, device=device)
         pos = posext_rope.rope_positions_2d((side, side), device=device)
         timm_fn = _timm_rope_fns("axial", heads, side, head_dim, freqs, device)
         for dtype in DTYPES[:1] if quick else DTYPES:

@@ -45,9 +45,9 @@ def run(devices, quick=False):
             n = 1 + side * side
             for mode in ("axial", "mixed"):
                 if mode == "axial":
-                    freqs = posext_rope.rope_axial_freqs(head_dim, 100.0, device=device)
+                    freqs = posext_rope.rope_axial_freqs(head_dim, theta=100.0, device=device)
                 else:
-                    freqs = posext_rope.rope_mixed_freqs(head_dim, heads, 10.0, device=device).requires_grad_()
+                    freqs = posext_rope.rope_mixed_freqs(head_dim, heads, theta=10.0, device=device).requires_grad_()
                 timm_fn = _timm_fns(mode, heads, side, head_dim, freqs, device)
                 for dtype in (torch.float32, torch.bfloat16):
                     # q, k as a ViT makes them: slices of the fused qkv projection, [B, H, N, D] views
