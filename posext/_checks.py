@@ -104,8 +104,8 @@ def result_size(what: Callable[[], str], shape, dtype: torch.dtype, device) -> N
     if torch.compiler.is_compiling() or not all(isinstance(s, int) for s in shape):  # traced: sizes are symbolic
         return
     numel = math.prod(shape)
-    if numel >= 2**63:
-        raise ValueError(f"{what()} asks for a result of shape {tuple(shape)}: {numel} elements overflow int64")
+    if math.prod(max(s, 1) for s in shape) >= 2**63:  # even with an empty batch, strides would overflow
+        raise ValueError(f"{what()} asks for a result of shape {tuple(shape)}: its size overflows int64")
     device = torch.device(device) if device is not None else torch.device("cpu")
     nbytes = numel * torch.empty((), dtype=dtype, device="meta").element_size()
     limit = _memory_bytes(device)

@@ -3,6 +3,15 @@ compiled ops without running them, and the autograd formulas of the differentiab
 import torch
 
 
+def _one_device(op, what, *tensors):
+    """The device rule of the C++ ops (csrc/checks.h), for calls that reach these fakes: a meta tensor among CPU
+    ones dispatches here, and must be refused as the real kernel would refuse it."""
+    devices = [t.device for t in tensors if t is not None]
+    if any(d != devices[0] for d in devices):
+        raise RuntimeError(f"posext.{op}: {what} must be on one device, got {devices[0]} and "
+                           f"{next(d for d in devices if d != devices[0])}")
+
+
 @torch.library.register_fake("posext::sincos_2d")
 def _sincos_2d_fake(embed_dim, height, width, num_prefix_tokens, temperature, bands, freq_denominator_offset,
                     dtype, device):
@@ -22,6 +31,7 @@ def _sincos_2d_out_fake(embed_dim, height, width, num_prefix_tokens, temperature
 
 @torch.library.register_fake("posext::sincos_1d_out")
 def _sincos_1d_out_fake(positions, embed_dim, temperature, *, out):
+    _one_device("sincos_1d", "positions and out", positions, out)
     return None
 
 
@@ -59,6 +69,7 @@ torch.library.register_autograd("posext::resample_backward", _resample_backward_
 @torch.library.register_fake("posext::resample_add")
 def _resample_add_fake(x, pos_embed, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias, align_corners,
                        scale_h, scale_w):
+    _one_device("resample_add", "x and pos_embed", x, pos_embed)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -83,16 +94,20 @@ torch.library.register_autograd("posext::resample_add", _resample_add_grad, setu
 
 @torch.library.register_fake("posext::rope_2d")
 def _rope_2d_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
+    _one_device("rope_2d", "q, k, positions and freqs", q, k, positions, freqs)
     return q.new_empty(q.shape), k.new_empty(k.shape)
 
 
 @torch.library.register_fake("posext::rope_2d_")
 def _rope_2d_inplace_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
+    _one_device("rope_2d_", "q, k, positions and freqs", q, k, positions, freqs)
     return None
 
 
 @torch.library.register_fake("posext::rope_2d_freqs_backward")
 def _rope_2d_freqs_backward_fake(grad_q, grad_k, q, k, positions, freqs, num_prefix_tokens, layout, pairs):
+    _one_device("rope_2d_freqs_backward", "gradients, q, k, positions and freqs", q, grad_q, grad_k, k, positions,
+                freqs)
     return freqs.new_empty(freqs.shape)
 
 
@@ -123,11 +138,13 @@ torch.library.register_autograd("posext::rope_2d", _rope_2d_grad, setup_context=
 
 @torch.library.register_fake("posext::factorized_add")
 def _factorized_add_fake(x, positions, table_y, table_x, combine):
+    _one_device("factorized_add", "x, positions and tables", x, positions, table_y, table_x)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("posext::factorized_table_grads")
 def _factorized_table_grads_fake(grad, positions, table_y, table_x, combine, need_y, need_x):
+    _one_device("factorized_table_grads", "x, positions and tables", grad, positions, table_y, table_x)
     grad_y = grad.new_empty(table_y.shape) if need_y else grad.new_empty((0,))
     grad_x = grad.new_empty(table_x.shape) if need_x and table_x is not None else grad.new_empty((0,))
     return grad_y, grad_x

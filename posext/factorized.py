@@ -79,9 +79,9 @@ def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Option
         prefix = _prefix(num_prefix_tokens, x3.shape[1], [grid[0] * grid[1]], "grid_size", x.shape)
         positions = _grid_positions(grid, prefix, opmath, x.device)
     else:
-        coords = _checked_coords(coords, x.device)
+        _check_coords_tensor(coords, x.device)
         prefix = _prefix(num_prefix_tokens, x3.shape[1], [coords.shape[0]], "coords", x.shape)
-        positions = _coord_positions(coords, prefix, len_y, len_x, opmath)
+        positions = _coord_positions(_checked_coords(coords), prefix, len_y, len_x, opmath)
     if _backend.use_extension(x.device):
         out = torch.ops.posext.factorized_add(x3, positions, table_y, None if code == _TABLE_2D else table_x, code)
     else:
@@ -146,16 +146,21 @@ def _grid_positions(grid, prefix, dtype, device):
     return torch.cat([pos.new_full((prefix, 2), -1.0), pos])
 
 
-def _checked_coords(coords, device):
+def _check_coords_tensor(coords, device):
     if not isinstance(coords, torch.Tensor) or coords.dim() != 2 or coords.shape[1] != 2:
         raise ValueError(f"coords must be a [N, 2] tensor of (x, y), got {getattr(coords, 'shape', coords)!r}")
     if not coords.is_floating_point():
         raise TypeError(f"coords must be floating point, got {coords.dtype}")
     if coords.device != device:
         raise ValueError(f"coords must be on x's device {device}, got {coords.device}")
+
+
+def _checked_coords(coords):
+    """coords in float64, every value in [0, 1] (meta tensors carry no values to check)."""
     coords = coords.to(dtype=torch.float64)
     if coords.numel() and coords.device.type != "meta" and not bool(((coords >= 0) & (coords <= 1)).all()):
-        raise ValueError(f"coords must lie in [0, 1], got values in [{coords.min().item()}, {coords.max().item()}]")
+        raise ValueError(f"coords must lie in [0, 1] (no NaN), got values in [{coords.min().item()}, "
+                         f"{coords.max().item()}]")
     return coords
 
 
@@ -173,6 +178,12 @@ def _lerp_taps(p, length):
     return i0, (i0 + 1).clamp(max=length - 1), 1 - f, f
 
 
+def _lerp(row0, row1, w0, w1):
+    """factorized.h's lerp_at for every token at once: an integer position (w1 == 0) reads its one row as it is."""
+    w0, w1 = w0[:, None], w1[:, None]
+    return torch.where(w1 == 0, row0, w0 * row0 + w1 * row1)
+
+
 def _factorized_torch(x3, positions, table_y, table_x, code):
     """The op's contract in plain PyTorch (opmath float32/float64, same summation order as the kernels)."""
     opmath = positions.dtype
@@ -183,20 +194,15 @@ def _factorized_torch(x3, positions, table_y, table_x, code):
         len_y, len_x = ty.shape[0], ty.shape[1]
         y0, y1, wy0, wy1 = _lerp_taps(py, len_y)
         x0, x1, wx0, wx1 = _lerp_taps(px, len_x)
-        top = wx0[:, None] * ty[y0, x0] + wx1[:, None] * ty[y0, x1]
-        bottom = wx0[:, None] * ty[y1, x0] + wx1[:, None] * ty[y1, x1]
-        term = wy0[:, None] * top + wy1[:, None] * bottom
+        term = _lerp(_lerp(ty[y0, x0], ty[y0, x1], wx0, wx1), _lerp(ty[y1, x0], ty[y1, x1], wx0, wx1), wy0, wy1)
     else:
         tx = table_x.to(opmath)
         y0, y1, wy0, wy1 = _lerp_taps(py, ty.shape[0])
         x0, x1, wx0, wx1 = _lerp_taps(px, tx.shape[0])
-        ypart = wy0[:, None] * ty[y0] + wy1[:, None] * ty[y1]
-        xpart = wx0[:, None] * tx[x0] + wx1[:, None] * tx[x1]
+        ypart, xpart = _lerp(ty[y0], ty[y1], wy0, wy1), _lerp(tx[x0], tx[x1], wx0, wx1)
         term = ypart + xpart if code == COMBINE["sum"] else torch.cat([ypart, xpart], dim=1)
     out = x3.to(opmath) + term
     return torch.where(valid[None, :, None], out.to(x3.dtype), x3)
 
-
-# ------------------------------------------------------------------- backward: deterministic table gradients
 
 __all__ = ["factorized_pos_embed"]

@@ -92,8 +92,9 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
     else:
         expected = (prefix + new_hw[0] * new_hw[1], channels)
     if tuple(x.shape[1:]) != expected:
-        raise ValueError(f"x must be [B, {', '.join(map(str, expected))}] for a {new_hw[0]}x{new_hw[1]} grid with "
-                         f"{prefix} prefix tokens and C = {channels}, got shape {tuple(x.shape)}")
+        grid = f"new_size {new_hw}" if scale_factor is None else f"scale_factor {scale_factor!r} (grid {new_hw})"
+        raise ValueError(f"x must be [B, {', '.join(map(str, expected))}] for {grid} with {prefix} prefix tokens "
+                         f"and the C = {channels} of pos_embed {tuple(pos_embed.shape)}, got shape {tuple(x.shape)}")
     if tokens.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"pos_embed batch must be 1 or x's batch {x.shape[0]}, got {tokens.shape[0]} "
                          f"(pos_embed shape {tuple(pos_embed.shape)})")
@@ -190,6 +191,8 @@ def _target(new_size, scale_factor, old_hw):
     if len(pair) != 2:
         raise ValueError(f"scale_factor must be a float or an (sy, sx) pair, got {scale_factor!r}")
     scales = tuple(_checks.positive_float(f"scale_factor[{i}]", s) for i, s in enumerate(pair))
+    if not all(math.isfinite(float(n) * s) for n, s in zip(old_hw, scales)):
+        raise ValueError(f"scale_factor {scale_factor!r} maps the grid {old_hw} past any size")
     new_hw = tuple(int(math.floor(float(n) * s)) for n, s in zip(old_hw, scales))
     if min(new_hw) < 1:
         raise ValueError(f"scale_factor {scale_factor!r} maps the grid {old_hw} to {new_hw}: sizes must be >= 1")

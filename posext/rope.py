@@ -90,7 +90,8 @@ def rope_positions_2d(grid_size: Size, *, mode: str = "index", ref_grid_size: Op
     (DINOv3 ``normalize_coords='separate'``).
     """
     h, w = _checks.grid_pair("grid_size", grid_size)
-    if mode not in POSITION_MODES:
+    _checks.result_size(lambda: f"grid_size={grid_size!r}", (h * w, 2), torch.float64, device)
+    if not isinstance(mode, str) or mode not in POSITION_MODES:
         raise ValueError(f"mode must be one of {list(POSITION_MODES)}, got {mode!r}")
     _checks.float_dtype("dtype", dtype)
     ys = torch.arange(h, dtype=torch.float64, device=device)

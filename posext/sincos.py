@@ -18,6 +18,7 @@ convention          channel order (4 bands of D/4)            notes
 
 All values are computed in float64 and rounded once to `dtype`.
 """
+import math
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -77,6 +78,7 @@ def sincos_2d(embed_dim: int, grid_size: Union[int, Tuple[int, int]], *, convent
     if conv.freq_denominator_offset and embed_dim < 8:
         raise ValueError(f"embed_dim must be >= 8 for convention={convention!r} (frequency denominator "
                          f"embed_dim/4 - 1 must be > 0), got {embed_dim}")
+    _checks.result_size(lambda: f"embed_dim={embed_dim}", (embed_dim,), torch.float64, device)  # frequencies
     height, width = _checks.grid_pair("grid_size", grid_size)
     _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
     temperature = _checks.positive_float("temperature", temperature)
@@ -111,6 +113,7 @@ def sincos_1d(embed_dim: int, positions, *, temperature: float = 10000.0, dtype:
     ``out``: optional contiguous ``[M, embed_dim]`` float tensor to write into (its dtype and device win).
     """
     _checks.multiple_of("embed_dim", embed_dim, 2, "a sin half and a cos half")
+    _checks.result_size(lambda: f"embed_dim={embed_dim}", (embed_dim,), torch.float64, device)  # frequencies
     temperature = _checks.positive_float("temperature", temperature)
     if out is not None:
         if not isinstance(out, torch.Tensor):
@@ -151,8 +154,10 @@ def sincos_1d(embed_dim: int, positions, *, temperature: float = 10000.0, dtype:
 # ---------------------------------------------------------------- pure-PyTorch fallback (float64 math)
 
 def _omega(band_width: int, denominator: int, temperature: float, device) -> torch.Tensor:
-    k = torch.arange(band_width, dtype=torch.float64, device=device)
-    return 1.0 / torch.pow(torch.tensor(temperature, dtype=torch.float64, device=device), k / denominator)
+    """omega_k = 1 / T^(k / denominator), each through the C library's pow exactly as csrc/sincos.h computes it
+    (a vectorised pow can be an ulp off, which moves the angle of a large position)."""
+    omega = [1.0 / math.pow(temperature, k / denominator) for k in range(band_width)]
+    return torch.tensor(omega, dtype=torch.float64, device=device)
 
 
 def _sincos_2d_torch(embed_dim, height, width, num_prefix_tokens, temperature, band_codes, freq_denominator_offset,
