@@ -77,6 +77,15 @@ class TensorSpec:
 
 
 @dataclass
+class GeneratorSpec:
+    """A torch.Generator made fresh for each call, so both backends draw the same numbers."""
+    seed: int
+
+    def build(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+
+@dataclass
 class Case:
     """fn(*args, **kwargs) with TensorSpecs built fresh per call; `raw`: a torch.ops.posext op (no fallback)."""
     name: str
@@ -89,7 +98,7 @@ class Case:
 
     def build(self):
         def make(v):
-            if isinstance(v, TensorSpec):
+            if isinstance(v, (TensorSpec, GeneratorSpec)):
                 return v.build()
             if isinstance(v, (list, tuple)) and any(isinstance(x, TensorSpec) for x in v):
                 return type(v)(make(x) for x in v)
@@ -197,7 +206,8 @@ def resample_case(g: Gen, fused: bool = False) -> Case:
             choices["x@0"] = [g.t((1, 3, 4)), g.t((2, 5)), g.t(x_shape, g.pick(NOT_FLOATS)), 3.0,
                               g.t(x_shape, layout="contig", device="meta")]
         case = _mutate(g, case, choices)
-        if case.mutated == "new_size" and "scale_factor" not in kwargs and g.maybe(0.2):
+        new_arg = case.args[1 + table] if len(case.args) > 1 + table else None
+        if case.mutated == "new_size" and new_arg is not None and "scale_factor" not in kwargs and g.maybe(0.2):
             case.kwargs["scale_factor"] = 2.0  # both given
     return case
 
@@ -343,7 +353,7 @@ def freqs_case(g: Gen) -> Case:
                    "dtype": NOT_FLOATS}
     elif which == "mixed":
         case = Case("posext.rope_mixed_freqs", posext.rope_mixed_freqs, [4 * g.size(1, 8), g.size(1, 4)],
-                    dict(generator=torch.Generator().manual_seed(g.r.randrange(1000))))
+                    dict(generator=GeneratorSpec(g.r.randrange(1000))))
         choices = {"head_dim@0": [0, 6, 4.5], "num_heads@1": [0, -1, 2.5, "2"], "theta": BAD_FLOATS}
     else:
         case = Case("posext.rope_positions_2d", posext.rope_positions_2d, [(g.size(), g.size())],

@@ -5,8 +5,9 @@ per-case timeout, one verdict per case.
     python -m tests.fuzz_harness show --seed 0 --case 17          # the case as code, and its verdict
 
 Verdicts. A public function: the extension and the pure-PyTorch fallback (each on fresh inputs, outputs
-poisoned with NaN by torch's deterministic mode) both return equal results and gradients, or both raise the
-same ValueError/TypeError with the same message, which names the argument the case made wrong. A raw op:
+poisoned with NaN by torch's deterministic mode) both return equal results and gradients (where inputs hold
+NaN or inf: equal wherever both are finite), or both raise the same ValueError/TypeError with the same
+message, which names the argument the case made wrong. A raw op:
 returns the same bits with and without poisoned outputs, or raises RuntimeError/TypeError/ValueError (no
 internal assert), and never accepts tensors on two devices. Any case: no signal death, no hang.
 """
@@ -63,8 +64,12 @@ def _tensors(value):
 
 
 def attempt(case, backend="extension", poison=True):
-    """-> ("ok", outputs, gradients) or ("error", exception type name, message)."""
+    """-> ("ok", outputs, gradients, inputs_finite) or ("error", exception type, message)."""
     args, kwargs = case.build()
+    floats = [t for t in _tensors((args, kwargs)) if t.is_floating_point() and t.device.type != "meta"]
+    finite = all(bool(t.isfinite().all()) for t in floats)
+    # results are as precise as the least precise input they were computed from
+    precision = max((TOL.get(t.dtype, 0.0) for t in floats), default=0.0)
     grad_ctx = torch.no_grad() if case.no_grad else contextlib.nullcontext()
     with _backend_forced(backend), _poisoned(poison), grad_ctx:
         try:
@@ -82,10 +87,11 @@ def attempt(case, backend="extension", poison=True):
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             except Exception as exc:  # noqa: BLE001
                 return "error", type(exc), f"backward: {exc}"
-    return "ok", [o.detach() for o in outs], grads
+    return "ok", [o.detach() for o in outs], grads, (finite, precision)
 
 
-def _same(a, b, what):
+def _same(a, b, what, inputs=(True, 0.0)):
+    finite_inputs, input_tol = inputs
     if (a is None) != (b is None):
         return f"{what}: one side is None"
     if a is None:
@@ -95,12 +101,15 @@ def _same(a, b, what):
     if a.device.type == "meta" or not a.is_floating_point():
         return None if a.device.type == "meta" or torch.equal(a, b) else f"{what}: values differ"
     x, y = a.double(), b.double()
+    if not finite_inputs:  # NaN and inf propagate by IEEE rules that the backends need not share: finite places
+        both = x.isfinite() & y.isfinite()
+        x, y = x[both], y[both]
     if not torch.equal(x.isnan(), y.isnan()):
         return f"{what}: NaN in {int(x.isnan().sum())} vs {int(y.isnan().sum())} places"
     finite = x.isfinite() & y.isfinite()
     if not torch.equal(x[~finite].nan_to_num(), y[~finite].nan_to_num()):
         return f"{what}: infinities differ"
-    tol = TOL.get(a.dtype, 1e-9)
+    tol = max(TOL.get(a.dtype, 1e-9), input_tol)
     diff = (x[finite] - y[finite]).abs()
     if diff.numel() and bool((diff > tol + tol * y[finite].abs()).any()):
         return f"{what}: max difference {diff.max().item():.3g} (tolerance {tol})"
@@ -143,11 +152,11 @@ def verdict(case):
     if len(ext[1]) != len(fb[1]):
         return f"{len(ext[1])} outputs vs {len(fb[1])}"
     for i, (a, b) in enumerate(zip(ext[1], fb[1])):
-        problem = _same(a, b, f"output {i}")
+        problem = _same(a, b, f"output {i}", ext[3])
         if problem:
             return f"extension vs fallback, {problem}"
     for i, (a, b) in enumerate(zip(ext[2] or (), fb[2] or ())):
-        problem = _same(a, b, f"gradient {i}")
+        problem = _same(a, b, f"gradient {i}", ext[3])
         if problem:
             return f"extension vs fallback, {problem}"
     return None
@@ -172,22 +181,28 @@ def raw_verdict(case):
 def worker(seed, start, stop):
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     torch.set_num_threads(1)
+    probes = json.loads(os.environ.get("POSEXT_FUZZ_PROBES", "{}"))  # index -> a statement run instead (tests)
     for i in range(start, stop):
         print(f"start {i}", flush=True)
         try:
-            problem = verdict(make_case(seed, i))
+            if str(i) in probes:
+                exec(probes[str(i)], {"os": os, "time": time})
+                problem = None
+            else:
+                problem = verdict(make_case(seed, i))
         except Exception as exc:  # noqa: BLE001 - a harness error is a finding too
             problem = f"harness: {type(exc).__name__}: {exc}"
         print("done " + json.dumps([i, problem]), flush=True)
 
 
-def run(seed, cases, workers=2, timeout=30.0):
-    """-> {case index: problem} over `cases` cases, in `workers` processes."""
+def run(seed, cases, workers=2, timeout=30.0, probes=None):
+    """-> {case index: problem} over `cases` cases, in `workers` processes. `probes` ({index: statement}) replace
+    cases by statements, to show that crashes and hangs are caught."""
     chunks = [(seed, w * cases // workers, (w + 1) * cases // workers) for w in range(workers)]
     problems = {}
     pending = [c for c in chunks if c[1] < c[2]]
     running = {}
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "POSEXT_FUZZ_PROBES": json.dumps(probes or {})}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     while pending or running:
         while pending and len(running) < workers:

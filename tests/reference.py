@@ -1,4 +1,5 @@
-"""NumPy float64 references, written from the published formulas (see ../shared/docs/conventions.md).
+"""NumPy float64 references of the sin-cos tables, written from the published formulas (the conventions table
+of posext/sincos.py; grid and token order as docs/conventions.md says).
 
 Tokens are row-major (y slow, x fast); each reference returns [H*W, D] float64.
 """

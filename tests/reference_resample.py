@@ -1,6 +1,6 @@
 """NumPy float64 reference for ``torch.nn.functional.interpolate`` on 4-D NCHW input.
 
-Written from the formulas in ``/work/shared/docs/bicubic.md`` (sections 1-5), not from torch's code.
+Written from the formulas of ``docs/resampling.md``, not from torch's code.
 It is the independent reference for the fused resampling kernel.
 
 Conventions

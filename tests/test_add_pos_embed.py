@@ -143,7 +143,7 @@ def test_empty_batch(device, backend):
 def test_bad_input_names_the_argument(backend):
     pe = torch.randn(1, 1 + 16, 4)
     assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 1 + 20, 4), pe, (5, 5)), ValueError,
-                       ["x must be", "5x5", "(2, 21, 4)", "26"])
+                       ["x must be", "new_size (5, 5)", "(2, 21, 4)", "26"])
     assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 1 + 25, 4), pe.expand(3, -1, -1), (5, 5)),
                        ValueError, ["pos_embed batch", "1 or x's batch 2", "3"])
     assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 26, 4), pe), ValueError, ["new_size"])
