@@ -153,14 +153,20 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path, capsys):
     report = tmp_path / "report.json"
     code = main(["resize", str(tmp_path), "missing-*.pth", "--grid", "6", "--out", str(out), "--json", str(report)])
     assert code == 1
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
     rows = {os.path.basename(r["input"]): r for r in json.load(open(report))["files"]}
     assert rows["good.pth"]["status"] == "ok" and (out / "good.pth").is_file()
+    failure_lines = captured.err.splitlines()  # one line on stderr for each failure
     for name in ("corrupt.pth", "truncated.pth", "notckpt.pth", "ambiguous.pth", "blocked.pth", "missing-*.pth"):
         assert rows[name]["status"] == "failed" and rows[name]["reason"], name
-        assert name in printed.split("failures:")[1]
+        assert f"[failed] {rows[name]['input']}" in captured.out
+        assert sum(line.startswith("posext resize: failed: ") and name in line for line in failure_lines) == 1
+    assert len(failure_lines) == 6 and "Traceback" not in captured.err
     assert "not a checkpoint" in rows["notckpt.pth"]["reason"]
-    assert "pos_embed" in rows["ambiguous.pth"]["reason"] and "13" in rows["ambiguous.pth"]["reason"]
+    ambiguous = rows["ambiguous.pth"]["reason"]
+    assert "pos_embed" in ambiguous and "13" in ambiguous
+    # from the command line the message names the flags that settle it, not the library's keywords
+    assert "--old-size" in ambiguous and "--prefix-tokens" in ambiguous and "old_size=" not in ambiguous
     assert sorted(os.listdir(out)) == ["blocked.pth", "good.pth"] and no_temp_files(out)
     assert (out / "blocked.pth").is_dir()
 

@@ -88,6 +88,7 @@ def load_and_run(model, state, img):
     ("vit_tiny_patch16_224", 16, 64, (96, 80), "timm-vit", 1),                 # cls row, non-square new grid
     ("deit_tiny_distilled_patch16_224", 16, 64, 80, "deit-distilled", 2),      # cls + dist rows
     ("vit_base_patch16_reg4_gap_256", 16, 64, 96, "timm-vit", 0),               # reg_token, no_embed_class
+    ("vit_so150m_patch16_reg4_gap_256", 16, 64, 96, "timm-vit", 4),             # reg rows stored, no cls
     ("vit_small_patch14_reg4_dinov2", 14, 56, 70, "timm-vit", 0),               # cls + reg keys, yet P=0
     ("deit3_small_patch16_224", 16, 64, 48, "timm-vit", 0),                     # cls key, no_embed_class
     ("eva02_tiny_patch14_224", 14, 56, 84, "eva", 1),                           # EVA-02 (RoPE rebuilt)
@@ -500,6 +501,7 @@ def test_never_touched_keys():
         ("txt/pos_embedding", r(1, 16, 8)),
         ("embeddings.position_embedding.weight", r(16, 8)), ("embeddings.token_embedding.weight", r(9, 8)),
         ("blocks.0.attn.relative_position_bias_table", r(52, 2)),
+        ("layers.0.blocks.0.attn.relative_position_bias_table", r(169, 1)),  # Swin
         ("rel_pos_bias.relative_position_bias_table", r(52, 2)),
         ("visual.attnpool.positional_embedding", r(5, 8)),
         ("some.other.tensor", r(17, 8)), ("step", torch.tensor(3)),
@@ -507,5 +509,7 @@ def test_never_touched_keys():
     found = findings_by_key(sd)
     assert all(f.action == "skip" and f.reason for f in found.values())
     assert set(found) <= set(sd) - {"some.other.tensor", "step"}
+    assert found["layers.0.blocks.0.attn.relative_position_bias_table"].family == "swin"
+    assert found["blocks.0.attn.relative_position_bias_table"].family == "beit"
     out, applied = resize_state_dict(sd, (6, 6))
     assert applied == [] and all(out[k] is v for k, v in sd.items())

@@ -1,19 +1,31 @@
-"""`posext inspect` and `posext resize`: many checkpoint files at once, each failure reported, none fatal."""
+"""`posext inspect` and `posext resize`: many checkpoint files at once, each failure reported, none fatal.
+
+Exit codes: 0 all files fine; 1 a file failed or the command line cannot be run safely (each reason one line
+on stderr); 2 a malformed command line (argparse); 130 / 143 stopped by SIGINT / SIGTERM.
+"""
 import argparse
-import glob
-import json
 import os
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
-from multiprocessing import get_context
 
 import torch
 
-from .io import (CHECKPOINT_SUFFIXES, CheckpointError, atomic_write, drop_grid_dependent_optimizer_state,
-                 load_checkpoint, replace_state_dicts, save_checkpoint)
+from .inputs import collect_inputs, output_path, target_conflicts
+from .inspection import run_inspect
+from .io import (CheckpointError, drop_grid_dependent_optimizer_state, load_checkpoint, replace_state_dicts,
+                 save_checkpoint)
+from .reporting import check_report_path, failure_reason, write_report
+from .signals import Interrupted, raise_if_stopping, stop_on_signals
+from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
+
+# The largest grid accepted (H*W tokens): 4096 x 4096. One such table is already 48 GiB at C = 768 in fp32;
+# the bound keeps absurd sizes (2**32 x 2**32) from reaching the resampler and its int64 index arithmetic.
+MAX_GRID_TOKENS = 2 ** 24
+# The resized tables of one file may use at most this share of physical memory: the resampling holds the new
+# table and an intermediate about as large.
+MEMORY_SHARE = 0.5
 
 
 def size_pair(text: str):
@@ -30,11 +42,34 @@ def size_pair(text: str):
     return values
 
 
+def check_grid_size(grid, what: str):
+    tokens = grid[0] * grid[1]
+    if tokens > MAX_GRID_TOKENS:
+        raise argparse.ArgumentTypeError(f"{what} {grid[0]}x{grid[1]} has H*W = {tokens} tokens, more than the "
+                                         f"{MAX_GRID_TOKENS} (4096x4096) a position table can have here")
+    return grid
+
+
+def grid_size(text: str):
+    """A patch grid: N or HxW with H*W <= MAX_GRID_TOKENS."""
+    return check_grid_size(size_pair(text), "grid")
+
+
+def prefix_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of prefix rows, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more prefix rows, got {value}")
+    return value
+
+
 def add_parsers(sub) -> None:
     inspect = sub.add_parser("inspect", help="list the position embeddings found in checkpoint files")
     inspect.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
-    inspect.add_argument("--old-size", type=size_pair, help="stored grid HxW when it is not square")
-    inspect.add_argument("--prefix-tokens", type=int, help="prefix rows stored in the table (class, dist, ...)")
+    inspect.add_argument("--old-size", type=grid_size, help="stored grid HxW when it is not square")
+    inspect.add_argument("--prefix-tokens", type=prefix_count, help="prefix rows stored in the table (class, ...)")
     inspect.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickles (trusted files!)")
     inspect.add_argument("--json", metavar="REPORT", help="also write the findings as JSON")
     inspect.set_defaults(func=run_inspect)
@@ -42,14 +77,14 @@ def add_parsers(sub) -> None:
     resize = sub.add_parser("resize", help="resize the position embeddings of checkpoint files to a new grid")
     resize.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
     target = resize.add_mutually_exclusive_group(required=True)
-    target.add_argument("--grid", type=size_pair, help="new patch grid, N or HxW")
+    target.add_argument("--grid", type=grid_size, help="new patch grid, N or HxW (H*W at most 4096*4096)")
     target.add_argument("--image-size", type=size_pair, help="new image size S or HxW (with --patch-size)")
     resize.add_argument("--patch-size", type=size_pair, help="patch size P or HxW (with --image-size)")
     resize.add_argument("--mode", default="bicubic", choices=["bicubic", "bilinear", "nearest"])
     resize.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
                         help="antialiased resampling, as timm (default: on)")
-    resize.add_argument("--old-size", type=size_pair, help="stored grid HxW when it is not square")
-    resize.add_argument("--prefix-tokens", type=int, help="prefix rows stored in the table (class, dist, ...)")
+    resize.add_argument("--old-size", type=grid_size, help="stored grid HxW when it is not square")
+    resize.add_argument("--prefix-tokens", type=prefix_count, help="prefix rows stored in the table (class, ...)")
     resize.add_argument("--sincos", choices=["auto", "interpolate"], default="auto",
                         help="auto: regenerate fixed sin-cos tables (MAE) exactly; interpolate: resample them")
     where = resize.add_mutually_exclusive_group()
@@ -66,47 +101,36 @@ def add_parsers(sub) -> None:
     resize.set_defaults(func=run_resize)
 
 
-def collect_inputs(items):
-    """-> (sorted unique files, [(item, reason)] for items that matched nothing)."""
-    files, missing = [], []
-
-    def add_dir(folder):
-        for root, _, names in os.walk(folder):
-            files.extend(os.path.join(root, n) for n in names if n.lower().endswith(CHECKPOINT_SUFFIXES)
-                         and not n.startswith("."))
-
-    for item in items:
-        if os.path.isdir(item):
-            add_dir(item)
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            matches = glob.glob(item, recursive=True)
-            if not matches:
-                missing.append((item, "no such file, folder or glob match"))
-            for m in matches:
-                add_dir(m) if os.path.isdir(m) else files.append(m)
-    return sorted(set(os.path.normpath(f) for f in files)), missing
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
-def output_path(path, grid, out_dir=None, in_place=False, suffix=None):
-    if in_place:
-        return path
-    if out_dir:
-        return os.path.join(out_dir, os.path.basename(path))
-    stem, ext = os.path.splitext(path)
-    return f"{stem}{suffix if suffix is not None else f'_{grid[0]}x{grid[1]}'}{ext}"
+def check_memory(state, findings, grid) -> None:
+    """Refuse a file whose resized tables would not fit (MEMORY_SHARE of physical memory) before resampling."""
+    memory = _physical_memory()
+    if not memory:
+        return
+    need, largest = 0, None
+    for f in findings:
+        if f.action not in ("resample", "regenerate_sincos") or f.old_grid == tuple(grid):
+            continue
+        t = state[f.key]
+        rows = grid[0] * grid[1] + (0 if f.layout == "nhwc" else f.num_prefix_tokens)
+        nbytes = rows * t.shape[-1] * t.element_size()
+        need += nbytes
+        largest = largest if largest and largest[1] >= nbytes else (f.key, nbytes)
+    if need > MEMORY_SHARE * memory:
+        raise CheckpointError(f"the resized tables need {need / 2 ** 30:.1f} GiB ({largest[0]}: "
+                              f"{largest[1] / 2 ** 30:.1f} GiB at grid {grid[0]}x{grid[1]}), more than half of "
+                              f"this machine's {memory / 2 ** 30:.1f} GiB of memory")
 
 
-def _findings_rows(ckpt, options):
-    from . import find_position_embeddings
-
-    rows = []
-    for wrapper, state in ckpt.state_dicts.items():
-        for f in find_position_embeddings(state, old_size=options.get("old_size"),
-                                          num_prefix_tokens=options.get("num_prefix_tokens")):
-            rows.append({"wrapper": wrapper, "shape": list(state[f.key].shape), **asdict(f)})
-    return rows
+def _empty_report(path, output, status="ok", reason=""):
+    return {"input": path, "output": output, "status": status, "reason": reason, "findings": [], "removed": [],
+            "bytes": 0, "seconds": 0.0}
 
 
 def resize_file(path, output, grid, options):
@@ -114,8 +138,7 @@ def resize_file(path, output, grid, options):
     from . import find_position_embeddings, resize_state_dict
 
     start = time.perf_counter()
-    report = {"input": path, "output": output, "status": "ok", "reason": "", "findings": [], "removed": [],
-              "bytes": 0}
+    report = _empty_report(path, output)
     try:
         if not options["in_place"] and os.path.abspath(output) == os.path.abspath(path):
             raise CheckpointError("the output would overwrite the input; pass --in-place to allow that")
@@ -123,8 +146,10 @@ def resize_file(path, output, grid, options):
         device = torch.device(options["device"])
         new_states, old_shapes = {}, set()
         for wrapper, state in ckpt.state_dicts.items():
-            keys = {f.key for f in find_position_embeddings(state, old_size=options["old_size"],
-                                                            num_prefix_tokens=options["num_prefix_tokens"])}
+            findings = find_position_embeddings(state, old_size=options["old_size"],
+                                                num_prefix_tokens=options["num_prefix_tokens"])
+            check_memory(state, findings, grid)
+            keys = {f.key for f in findings}
             staged = {k: (v.to(device) if k in keys else v) for k, v in state.items()}
             resized, applied = resize_state_dict(staged, grid, mode=options["mode"], antialias=options["antialias"],
                                                  old_size=options["old_size"],
@@ -150,8 +175,7 @@ def resize_file(path, output, grid, options):
         else:
             report["bytes"] = save_checkpoint(new, output)
     except Exception as exc:  # one bad file never stops the batch
-        report.update(status="failed", reason=f"{type(exc).__name__}: {exc}" if not isinstance(
-            exc, CheckpointError) else str(exc))
+        report.update(status="failed", reason=failure_reason(exc))
     finally:
         report["seconds"] = round(time.perf_counter() - start, 4)
     return report
@@ -165,7 +189,20 @@ def _target_grid(args):
     grid = tuple(s // p for s, p in zip(args.image_size, args.patch_size))
     if min(grid) < 1:
         raise SystemExit(f"posext resize: image size {args.image_size} is smaller than the patch {args.patch_size}")
-    return grid
+    try:
+        return check_grid_size(grid, "--image-size / --patch-size give the grid")
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"posext resize: {exc}") from None
+
+
+def _check_out(out, dry_run):
+    if os.path.isdir(out) and not os.access(out, os.W_OK | os.X_OK):
+        raise SystemExit(f"posext resize: --out {out} is not writable")
+    if not dry_run:
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(f"posext resize: --out {out}: cannot create the folder: {exc.strerror or exc}") from None
 
 
 def _progress(total_files, total_bytes):
@@ -191,58 +228,80 @@ def run_resize(args) -> int:
         raise SystemExit("posext resize: --device cuda but no CUDA device is available")
     if args.workers < 1:
         raise SystemExit(f"posext resize: --workers must be >= 1, got {args.workers}")
+    if args.json:
+        check_report_path("resize", args.json)
+    if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
+        raise SystemExit(f"posext resize: --out {args.out} exists and is not a folder")
+    if args.out and is_temp_path(args.out):
+        raise SystemExit(f"posext resize: --out {args.out} is inside a temp folder of atomic writes "
+                         f"({TEMP_PREFIX}*), which later runs may delete; choose another folder")
+    found = collect_inputs(args.inputs)
+    jobs = [(f, output_path(f, grid, args.out, args.in_place, args.suffix)) for f in found.files]
+    conflicts = target_conflicts(jobs, args.in_place, args.out, args.json)
+    if conflicts:
+        for line in conflicts:
+            print(f"posext resize: refused, nothing written: {line}", file=sys.stderr)
+        return 1
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-    files, missing = collect_inputs(args.inputs)
+        _check_out(args.out, args.dry_run)
     options = dict(mode=args.mode, antialias=args.antialias, old_size=args.old_size,
                    num_prefix_tokens=args.prefix_tokens, sincos=args.sincos, device=args.device,
                    unsafe_pickle=args.unsafe_pickle, dry_run=args.dry_run, drop_optimizer=args.drop_optimizer,
                    in_place=args.in_place)
-    jobs = [(f, output_path(f, grid, args.out, args.in_place, args.suffix)) for f in files]
-    reports = {f: None for f in files}
-    sizes = {f: os.path.getsize(f) for f in files}
-    progress = _progress(len(files), sum(sizes.values()))
-    try:
-        if args.workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(resize_file, f, out, grid, options): f for f, out in jobs}
-                try:
-                    for fut in as_completed(futures):
-                        reports[futures[fut]] = fut.result()
-                        _advance(progress, sizes[futures[fut]])
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
-        else:
-            for f, out in jobs:
-                reports[f] = resize_file(f, out, grid, options)
-                _advance(progress, sizes[f])
-    except KeyboardInterrupt:
-        if progress:
-            progress.stop()
-        print("posext resize: interrupted; files already written are complete, no partial file was left",
-              file=sys.stderr)
-        return 130
+    reports = {f: None for f in found.files}
+    folders = sorted({os.path.dirname(os.path.abspath(t)) for _, t in jobs} | found.folders)
+    progress = _progress(len(jobs), sum(found.sizes.values()))
+
+    def take(report):
+        reports[report["input"]] = report
+        _advance(progress, found.sizes.get(report["input"], 0))
+
+    with stop_on_signals():
+        try:
+            if not args.dry_run:
+                for folder in folders:  # temp folders of killed runs, never anything else
+                    remove_leftovers(folder)
+            if args.workers > 1 and len(jobs) > 1:
+                from .workers import run_jobs
+
+                run_jobs(jobs, args.workers, grid, options, take,
+                         lambda path, out, reason: _empty_report(path, out, "failed", reason))
+                for folder in folders:  # what a worker that died mid-file (OOM killer) left
+                    remove_leftovers(folder)
+            else:
+                for f, out in jobs:
+                    raise_if_stopping()
+                    take(resize_file(f, out, grid, options))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if progress:
+                progress.stop()
+            return _stopped(exc, folders, sum(r is not None and r["status"] == "ok" for r in reports.values()),
+                            len(jobs))
     if progress:
         progress.stop()
-    ordered = [reports[f] for f in files] + [
-        {"input": item, "output": None, "status": "failed", "reason": reason, "findings": [], "removed": [],
-         "bytes": 0, "seconds": 0.0} for item, reason in missing]
+    ordered = [reports[f] for f in found.files] + [
+        _empty_report(item, None, "failed", reason) for item, reason in found.problems]
     _print_summary(ordered, grid, args.dry_run)
-    if args.json:
-        atomic_write(args.json, lambda tmp: _dump_json(tmp, {"grid": list(grid), "files": ordered}))
-    return 1 if any(r["status"] == "failed" for r in ordered) else 0
+    written = not args.json or write_report("resize", args.json, {"grid": list(grid), "files": ordered})
+    return 1 if not written or any(r["status"] == "failed" for r in ordered) else 0
+
+
+def _stopped(exc, folders, done, total) -> int:
+    """After a stop signal: remove what killed workers left, say honestly what is left, exit 128 + signal."""
+    for folder in folders:
+        remove_leftovers(folder)
+    left = [path for folder in folders for path in leftovers(folder)]
+    what = str(exc) if isinstance(exc, Interrupted) else "interrupted"
+    state = f"these temp folders could not be removed: {', '.join(left)}" if left else "no partial file was left"
+    print(f"posext resize: {what} after {done} of {total} files; files already written are complete, {state}",
+          file=sys.stderr)
+    return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 def _advance(progress, nbytes):
     if progress:
         progress.advance(0)
         progress.advance(1, nbytes)
-
-
-def _dump_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
 
 
 def _print_summary(reports, grid, dry_run):
@@ -254,38 +313,9 @@ def _print_summary(reports, grid, dry_run):
         print(f"  [{r['status']}] {r['input']}{dest}: {what}")
     counts = {s: sum(r["status"] == s for r in reports) for s in ("ok", "dry-run", "skipped", "failed")}
     print("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    failures = [r for r in reports if r["status"] == "failed"]
-    if failures:
-        print("failures:")
-        for r in failures:
-            print(f"  {r['input']}: {r['reason']}")
+    sys.stdout.flush()
+    for r in reports:
+        if r["status"] == "failed":
+            print(f"posext resize: failed: {r['input']}: {r['reason']}", file=sys.stderr)
 
 
-def run_inspect(args) -> int:
-    files, missing = collect_inputs(args.inputs)
-    options = dict(old_size=args.old_size, num_prefix_tokens=args.prefix_tokens)
-    report, failed = [], False
-    header = f"{'file':<40} {'wrapper':<10} {'key':<55} {'family':<14} {'layout':<16} {'grid':<7} {'P':>2} action"
-    print(header)
-    for path in files:
-        try:
-            ckpt = load_checkpoint(path, unsafe_pickle=args.unsafe_pickle)
-            rows = _findings_rows(ckpt, options)
-        except Exception as exc:
-            failed = True
-            print(f"{path:<40} ERROR {exc}")
-            report.append({"input": path, "error": str(exc)})
-            continue
-        if not rows:
-            print(f"{path:<40} (no position embedding found; format {ckpt.format})")
-        for r in rows:
-            grid = "x".join(map(str, r["old_grid"])) if r["old_grid"] else "-"
-            print(f"{path:<40} {r['wrapper'] or '-':<10} {r['key']:<55} {r['family']:<14} {r['layout']:<16} "
-                  f"{grid:<7} {r['num_prefix_tokens']:>2} {r['action']}: {r['reason']}")
-        report.append({"input": path, "format": ckpt.format, "findings": rows})
-    for item, reason in missing:
-        failed = True
-        print(f"{item:<40} ERROR {reason}")
-    if args.json:
-        atomic_write(args.json, lambda tmp: _dump_json(tmp, report))
-    return 1 if failed else 0

@@ -9,13 +9,16 @@ NumPy .npz (big_vision / vision_transformer, '/'-joined keys). Torch pickles are
 import argparse
 import os
 import shutil
-import tempfile
+import stat
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+
+from .signals import critical
+from .tempfiles import lock_folder, make_temp_folder
 
 WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
@@ -50,8 +53,58 @@ def _is_tensor_dict(obj) -> bool:
         sum(isinstance(v, torch.Tensor) for v in obj.values()) >= max(1, len(obj) // 2)
 
 
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def require_regular_file(path: str) -> int:
+    """The file's size; CheckpointError for anything that is not a regular file (a FIFO would block the read
+    forever, a device never ends)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{file_kind(st.st_mode)}, not a regular file: not read")
+    return st.st_size
+
+
+def state_dicts_of(obj, path: str) -> Checkpoint:
+    """The Checkpoint of a loaded torch pickle: the object itself when it is a state dict, else its wrappers."""
+    if _is_tensor_dict(obj):
+        return Checkpoint(path, "torch", obj, {"": obj})
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"not a checkpoint: the pickle holds a {type(obj).__name__}, not a dict of tensors")
+    found = {name: obj[name] for name in WRAPPERS if name in obj and _is_tensor_dict(obj[name])}
+    if not found:
+        raise CheckpointError(f"not a checkpoint: no state dict at the top level or under {list(WRAPPERS)} "
+                              f"(keys: {list(obj)[:8]})")
+    return Checkpoint(path, "torch", obj, found)
+
+
+def torch_load(path: str, unsafe_pickle: bool, mmap: bool = False):
+    """torch.load with the pickle policy: weights_only plus argparse.Namespace unless ``unsafe_pickle``."""
+    if unsafe_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError("the pickle needs globals that weights_only loading refuses "
+                                  f"({str(exc).splitlines()[0][:200]}); pass --unsafe-pickle only if you "
+                                  "trust this file") from exc
+        raise
+
+
 def load_checkpoint(path: str, *, unsafe_pickle: bool = False) -> Checkpoint:
     fmt = file_format(path)
+    require_regular_file(path)
     try:
         if fmt == "safetensors":
             return _load_safetensors(path)
@@ -65,27 +118,7 @@ def load_checkpoint(path: str, *, unsafe_pickle: bool = False) -> Checkpoint:
 
 
 def _load_torch(path, unsafe_pickle):
-    if unsafe_pickle:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    else:
-        try:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-                raise CheckpointError("the pickle needs globals that weights_only loading refuses "
-                                      f"({str(exc).splitlines()[0][:200]}); pass --unsafe-pickle only if you "
-                                      "trust this file") from exc
-            raise
-    if _is_tensor_dict(obj):
-        return Checkpoint(path, "torch", obj, {"": obj})
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"not a checkpoint: the pickle holds a {type(obj).__name__}, not a dict of tensors")
-    found = {name: obj[name] for name in WRAPPERS if name in obj and _is_tensor_dict(obj[name])}
-    if not found:
-        raise CheckpointError(f"not a checkpoint: no state dict at the top level or under {list(WRAPPERS)} "
-                              f"(keys: {list(obj)[:8]})")
-    return Checkpoint(path, "torch", obj, found)
+    return state_dicts_of(torch_load(path, unsafe_pickle), path)
 
 
 def _load_safetensors(path):
@@ -173,22 +206,32 @@ def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
 
 def atomic_write(path: str, write: Callable[[str], None]) -> int:
     """Write `path` through a temp folder beside it, fsync, then rename into place: readers see the old file or
-    the whole new one, never a part; the temp folder is removed on any error, Ctrl-C included. The temp file
-    keeps the final base name, so formats that record it (torch.save's zip records) come out identical."""
+    the whole new one, never a part. The temp folder (``tempfiles``: owner PID in its name, locked while in
+    use) is removed on any error and on a stop signal (``signals``); creating it and the rename are critical
+    sections, so a signal either discards the write or lets the rename finish. The temp file keeps the final
+    base name, so formats that record it (torch.save's zip records) come out identical."""
     folder = os.path.dirname(os.path.abspath(path))
+    tmp_dir = lock_fd = None
     try:
-        tmp_dir = tempfile.mkdtemp(prefix=".posext-tmp-", dir=folder)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
-    tmp = os.path.join(tmp_dir, os.path.basename(path))
-    try:
+        with critical():
+            try:
+                tmp_dir = make_temp_folder(folder)
+                lock_fd = lock_folder(tmp_dir)
+            except OSError as exc:
+                raise CheckpointError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+        tmp = os.path.join(tmp_dir, os.path.basename(path))
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         size = os.path.getsize(tmp)
-        os.replace(tmp, path)
+        with critical():
+            os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        with critical():
+            if tmp_dir is not None:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+            if lock_fd is not None:
+                os.close(lock_fd)
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)
         try:

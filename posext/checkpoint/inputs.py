@@ -1,0 +1,138 @@
+"""The files a command works on and where `posext resize` writes each result.
+
+Arguments are files, folders (searched recursively) or glob patterns. Only regular files are read: a FIFO,
+socket or device would block or never end, a dangling symlink or a symlink loop has nothing to read; each is
+reported on its own line and the rest of the batch goes on. Temp folders of atomic writes are never searched.
+
+Two paths are the same directory entry when their folders resolve (realpath) to the same folder and their
+names are equal: ``os.replace`` onto a path replaces that entry (a symlink there, not the file it points
+to). Targets are compared with inputs that way, so an ``--out`` that is a symlink to an input's folder is
+caught, and a result is never written over an input.
+"""
+import errno
+import glob
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set, Tuple
+
+from .io import CHECKPOINT_SUFFIXES, file_kind
+from .tempfiles import TEMP_PREFIX, is_temp_path
+
+
+@dataclass
+class Inputs:
+    files: List[str] = field(default_factory=list)                   # sorted, one spelling per entry
+    sizes: Dict[str, int] = field(default_factory=dict)              # file -> bytes
+    problems: List[Tuple[str, str]] = field(default_factory=list)    # (argument or path, one-line reason)
+    folders: Set[str] = field(default_factory=set)                   # folders searched
+
+
+def entry_id(path: str) -> Tuple[str, str]:
+    """The directory entry ``path`` names: (its folder, resolved; its name)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.realpath(folder), name
+
+
+def _unreadable(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop: the link resolves to itself, there is no file to read"
+    if os.path.islink(path) and exc.errno == errno.ENOENT:
+        return f"dangling symlink: its target {os.readlink(path)!r} does not exist"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def collect_inputs(items) -> Inputs:
+    found = Inputs()
+    seen: Dict[Tuple[str, str], str] = {}
+
+    def add_file(path, st):
+        path = os.path.normpath(path)
+        if entry_id(path) not in seen:
+            seen[entry_id(path)] = path
+            found.sizes[path] = st.st_size
+
+    def add(path, named):
+        """``named``: given as an argument (a folder is then searched); else found while searching."""
+        if is_temp_path(path):
+            found.problems.append((path, "inside a temp folder of an interrupted posext write: not read"))
+            return
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            found.problems.append((os.path.normpath(path), _unreadable(path, exc)))
+            return
+        if stat.S_ISDIR(st.st_mode) and named:
+            add_folder(path)
+        elif stat.S_ISREG(st.st_mode):
+            add_file(path, st)
+        elif not stat.S_ISDIR(st.st_mode):
+            found.problems.append((os.path.normpath(path), f"{file_kind(st.st_mode)}, not a regular file: not read"))
+
+    def add_folder(folder):
+        def unlistable(exc):
+            found.problems.append((exc.filename or folder, f"cannot list the folder: {exc.strerror or exc}"))
+
+        for root, dirs, names in os.walk(folder, onerror=unlistable):
+            found.folders.add(os.path.normpath(root))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(TEMP_PREFIX))
+            for name in sorted(names):
+                if name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith("."):
+                    add(os.path.join(root, name), named=False)
+
+    for item in items:
+        if os.path.lexists(item):
+            add(item, named=True)
+            continue
+        matches = sorted(glob.glob(item, recursive=True))
+        if not matches:
+            found.problems.append((item, "no such file, folder or glob match"))
+        for match in matches:
+            add(match, named=True)
+    found.files = sorted(seen.values())
+    return found
+
+
+def output_path(path, grid, out_dir=None, in_place=False, suffix=None) -> str:
+    if in_place:
+        return path
+    if out_dir:
+        return os.path.join(out_dir, os.path.basename(path))
+    stem, ext = os.path.splitext(path)
+    return f"{stem}{suffix if suffix is not None else f'_{grid[0]}x{grid[1]}'}{ext}"
+
+
+def target_conflicts(jobs: List[Tuple[str, str]], in_place: bool, out_dir: Optional[str],
+                     report: Optional[str] = None) -> List[str]:
+    """One line for each target two inputs share, each target that is an input (its own only with
+    ``in_place``), and a report path that is an input or a target. Empty when the batch is safe to run."""
+    inputs = {entry_id(src): src for src, _ in jobs}
+    writers: Dict[Tuple[str, str], List[str]] = {}
+    problems = []
+    for src, target in jobs:
+        writers.setdefault(entry_id(target), []).append(src)
+        owner = inputs.get(entry_id(target))
+        if owner is None or (owner == src and in_place):
+            continue
+        if owner != src:
+            problems.append(f"the result of {src} would overwrite {owner}, another input of this batch; choose "
+                            f"another --suffix or --out")
+        elif out_dir is not None:
+            problems.append(f"the result of {src} would overwrite that input ({target}: --out {out_dir} is its "
+                            f"folder); choose another --out, or replace inputs with --in-place and no --out")
+        else:
+            problems.append(f"the result of {src} would overwrite that input; choose another --suffix, or pass "
+                            f"--in-place to replace inputs")
+    for target_id, sources in writers.items():
+        if len(sources) > 1:
+            target = os.path.join(*target_id)
+            others = f" (and {len(sources) - 2} more)" if len(sources) > 2 else ""
+            problems.append(f"{sources[0]} and {sources[1]}{others} would {'all' if others else 'both'} be written "
+                            f"to {target}; resize them to different --out folders or in separate runs")
+    if report is not None:
+        report_id = entry_id(report)
+        if report_id in inputs:
+            problems.append(f"--json {report} would overwrite the input {inputs[report_id]}")
+        elif report_id in writers:
+            problems.append(f"--json {report} would overwrite the result of {writers[report_id][0]}")
+    return problems

@@ -1,0 +1,67 @@
+"""`posext inspect`: the position embeddings of checkpoint files, read from their shapes (see ``shapes.py``)."""
+import sys
+from dataclasses import asdict
+
+from .inputs import collect_inputs, target_conflicts
+from .reporting import check_report_path, failure_reason, write_report
+from .shapes import load_shapes
+from .signals import Interrupted, stop_on_signals
+
+
+def findings_rows(ckpt, options):
+    from . import find_position_embeddings
+
+    rows = []
+    for wrapper, state in ckpt.state_dicts.items():
+        for f in find_position_embeddings(state, old_size=options.get("old_size"),
+                                          num_prefix_tokens=options.get("num_prefix_tokens")):
+            rows.append({"wrapper": wrapper, "shape": list(state[f.key].shape), **asdict(f)})
+    return rows
+
+
+def run_inspect(args) -> int:
+    if args.json:
+        check_report_path("inspect", args.json)
+    found = collect_inputs(args.inputs)
+    conflicts = target_conflicts([(f, f) for f in found.files], True, None, args.json)
+    if conflicts:
+        for line in conflicts:
+            print(f"posext inspect: refused: {line}", file=sys.stderr)
+        return 1
+    options = dict(old_size=args.old_size, num_prefix_tokens=args.prefix_tokens)
+    report, errors = [], []
+    header = f"{'file':<40} {'wrapper':<10} {'key':<55} {'family':<14} {'layout':<16} {'grid':<7} {'P':>2} action"
+    print(header)
+    with stop_on_signals():
+        try:
+            for path in found.files:
+                try:
+                    ckpt = load_shapes(path, unsafe_pickle=args.unsafe_pickle)
+                    rows = findings_rows(ckpt, options)
+                except Exception as exc:
+                    reason = failure_reason(exc)
+                    errors.append((path, reason))
+                    print(f"{path:<40} ERROR {reason}")
+                    report.append({"input": path, "error": reason})
+                    continue
+                if not rows:
+                    print(f"{path:<40} (no position embedding found; format {ckpt.format})")
+                for r in rows:
+                    grid = "x".join(map(str, r["old_grid"])) if r["old_grid"] else "-"
+                    print(f"{path:<40} {r['wrapper'] or '-':<10} {r['key']:<55} {r['family']:<14} "
+                          f"{r['layout']:<16} {grid:<7} {r['num_prefix_tokens']:>2} {r['action']}: {r['reason']}")
+                report.append({"input": path, "format": ckpt.format, "findings": rows})
+                del ckpt  # release the file's memory map before the next one
+        except (Interrupted, KeyboardInterrupt) as exc:
+            print(f"posext inspect: {exc if isinstance(exc, Interrupted) else 'interrupted'}",
+                  file=sys.stderr)
+            return exc.exit_code if isinstance(exc, Interrupted) else 130
+    for item, reason in found.problems:
+        errors.append((item, reason))
+        print(f"{item:<40} ERROR {reason}")
+        report.append({"input": item, "error": reason})
+    sys.stdout.flush()
+    for item, reason in errors:
+        print(f"posext inspect: {item}: {reason}", file=sys.stderr)
+    written = not args.json or write_report("inspect", args.json, report)
+    return 1 if errors or not written else 0

@@ -1,0 +1,44 @@
+"""What `posext inspect` and `posext resize` say: one-line reasons and the --json report."""
+import json
+import os
+import sys
+
+from .grid import GridArgumentError
+from .io import CheckpointError, atomic_write
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def failure_reason(exc: Exception) -> str:
+    if isinstance(exc, GridArgumentError):
+        return one_line(exc.render("cli"))  # name the flags that settle it, not the library's keywords
+    if isinstance(exc, CheckpointError):
+        return one_line(exc)
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def check_report_path(command, path):
+    """Refuse an unusable --json before any work, so the report cannot fail after a long run."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise SystemExit(f"posext {command}: --json {path} is a folder; give the report's file name")
+    if not os.path.isdir(folder):
+        raise SystemExit(f"posext {command}: --json {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SystemExit(f"posext {command}: --json {path}: the folder {folder} is not writable")
+
+
+def write_report(command, path, obj) -> bool:
+    try:
+        atomic_write(path, lambda tmp: dump_json(tmp, obj))
+        return True
+    except (CheckpointError, OSError) as exc:
+        print(f"posext {command}: cannot write the --json report {path}: {failure_reason(exc)}", file=sys.stderr)
+        return False
+
+
+def dump_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
