@@ -113,7 +113,7 @@ def _wheel_cuda_includes():
 def extensions(plan):
     cxx = ["-O3"]  # the C++ standard comes from torch (C++17 before 2.10, C++20 after)
     if not _flag("POSEXT_DEBUG_INFO"):
-        # Python's CFLAGS usually carry -g: debug info for torch's templates more than doubles each object's
+        # Python's CFLAGS usually carry -g: debug info for torch's templates roughly doubles each object's
         # compile time.
         cxx.append("-g0")
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")])
