@@ -1,12 +1,21 @@
 # Quickstart: `make bench` (benchmark vs the usual PyTorch / timm / NumPy paths: table + JSON + PNG in
-# benchmarks/out/) and `make test` (the whole suite). Both do all set-up first (scripts/bootstrap.sh).
+# benchmarks/out/) and `make test` (the whole suite). Both do all set-up first (scripts/bootstrap.sh): the
+# project virtualenv .venv, its dependencies, and posext installed into it in editable mode (posext._C built).
+# PYTHON is the interpreter .venv is made from; everything then runs in .venv.
 PYTHON ?= python3
-export PYTHON
+VENV ?= .venv
+export PYTHON VENV
 
-.PHONY: setup bench test
+.PHONY: setup bench test sdist check-sdist
 setup:
 	bash scripts/bootstrap.sh
 bench: setup
-	$(PYTHON) -m posext.cli bench
+	$(VENV)/bin/posext bench
 test: setup
-	$(PYTHON) -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests
+# dist/posext-<version>.tar.gz
+sdist: setup
+	$(VENV)/bin/python -m build --sdist --no-isolation
+# minutes: a CPU-only wheel built from a fresh sdist, installed and imported outside the tree
+check-sdist: setup
+	POSEXT_TEST_WHEEL_FROM_SDIST=1 $(VENV)/bin/python -m pytest -q tests/test_packaging_wheel.py
