@@ -24,6 +24,10 @@ def _bench(args) -> int:
 
     from .bench import common, plots
 
+    if args.readme:
+        from .bench import readme
+
+        return readme.main([])
     devices = common.devices(args.device)
     jobs = DEFAULT_JOBS if args.jobs == "all" else tuple(j.strip() for j in args.jobs.split(","))
     unknown = [j for j in jobs if j not in JOBS]
@@ -70,6 +74,8 @@ def main(argv=None) -> int:
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"), help="folder for JSON and PNG results")
     bench.add_argument("--quick", action="store_true", help="short timing runs (smoke test)")
+    bench.add_argument("--readme", action="store_true",
+                       help="time nothing: rewrite README.md's benchmark blocks from benchmarks/results/*.json")
     bench.set_defaults(func=_bench)
     from .checkpoint.commands import add_parsers
 
