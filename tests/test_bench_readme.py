@@ -108,3 +108,9 @@ def test_the_summary_states_what_the_rows_hold():
     assert "at the ViT-L cases 7.6x-9.9x" in text
     assert ">= 10x holds in 0 of 2 rows" in text
     assert "7.6x-20.0x over all 3 rows" in text
+
+
+def test_a_missing_readme_is_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="README.md not found: run from the repository root"):
+        readme.main(["--check"])

@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=RESULTS_DIR, help="folder of the results files the blocks name")
     parser.add_argument("--check", action="store_true", help="compare only: exit 1 when a block is stale")
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.readme):
+        raise SystemExit(f"{args.readme} not found: run from the repository root or pass --readme PATH")
     with open(args.readme) as f:
         text = f.read()
     names = [m.group("name") for m in BLOCK.finditer(text)]
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     if args.check:
         for name in stale:
             print(f"{args.readme}: block {name} differs from {args.results}/{name}.json")
+        if not stale:
+            print(f"{args.readme}: all {len(names)} benchmark blocks match {args.results}")
         return 1 if stale else 0
     if new != text:
         with open(args.readme, "w") as f:
