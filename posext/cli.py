@@ -10,11 +10,24 @@ JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kern
 DEFAULT_JOBS = JOBS[:-2]
 
 
+NO_MATPLOTLIB = ("posext bench: matplotlib is not installed, so no plots (pip install matplotlib, or "
+                 "pip install 'posext[bench]'); tables and JSON are written")
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def _bench(args) -> int:
     import importlib
+    import time
 
-    from .bench import common
+    from .bench import common, plots
 
+    if args.readme:
+        from .bench import readme
+
+        return readme.main([])
     devices = common.devices(args.device)
     jobs = DEFAULT_JOBS if args.jobs == "all" else tuple(j.strip() for j in args.jobs.split(","))
     unknown = [j for j in jobs if j not in JOBS]
@@ -23,20 +36,31 @@ def _bench(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     machine = common.machine()
     print(f"posext bench on {machine['cpu']} ({machine['num_threads']} threads), torch {machine['torch']}, "
-          f"backend {machine['backend']}, CUDA kernels built: {machine['cuda_kernels_built']}")
-    for job in jobs:
+          f"backend {machine['backend']}, CUDA kernels built: {machine['cuda_kernels_built']}; "
+          f"devices {', '.join(devices)}; jobs {', '.join(jobs)}")
+    can_plot = plots.pyplot() is not None
+    if not can_plot:
+        print(NO_MATPLOTLIB)
+    for number, job in enumerate(jobs, 1):
         module = importlib.import_module(f".bench.{job}", __package__)
+        planned, floor_s = module.plan(devices, quick=args.quick)
+        estimate = f", timed calls alone >= {floor_s:.0f} s (slow calls and imports add more)" if floor_s else ""
+        print(f"\n[{number}/{len(jobs)}] {job}: {module.WHAT}; {_rows(planned)}{estimate}", flush=True)
+        start = time.perf_counter()
         rows = module.run(devices, quick=args.quick)
-        print(f"\n== {job} ==\n{common.format_table(rows, module.COLUMNS)}")
+        elapsed = time.perf_counter() - start
+        print(common.format_table(rows, module.COLUMNS))
+        print("\n".join(f"  {line}" for line in common.legend_lines(module.LEGEND, rows)))
         json_path = os.path.join(args.out, f"{job}.json")
-        png_path = os.path.join(args.out, f"{job}.png")
         common.write_json(json_path, job, rows)
-        if any(key for key, _ in module.PLOT["speedup_keys"]):
+        written = [json_path]
+        if module.plot is not None and can_plot:
+            png_path = os.path.join(args.out, f"{job}.png")
             where = machine["device_name"] if "cuda" in devices and machine["device_name"] else machine["cpu"]
-            common.plot_speedups(png_path, f"posext {job} speedup ({where})", rows, **module.PLOT)
-            print(f"wrote {json_path} and {png_path}")
-        else:
-            print(f"wrote {json_path}")
+            module.plot(rows, png_path, f"posext {job} ({where})")
+            written.append(png_path)
+        print(f"[{number}/{len(jobs)}] {job} done: {_rows(len(rows))} in {elapsed:.1f} s; wrote "
+              f"{' and '.join(written)}", flush=True)
     return 0
 
 
@@ -50,6 +74,8 @@ def main(argv=None) -> int:
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"), help="folder for JSON and PNG results")
     bench.add_argument("--quick", action="store_true", help="short timing runs (smoke test)")
+    bench.add_argument("--readme", action="store_true",
+                       help="time nothing: rewrite README.md's benchmark blocks from benchmarks/results/*.json")
     bench.set_defaults(func=_bench)
     from .checkpoint.commands import add_parsers
 

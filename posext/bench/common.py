@@ -1,5 +1,13 @@
-"""Timing, tables, JSON and plots shared by the benchmark jobs."""
+"""Timing, tables, legends and JSON shared by the benchmark jobs (plots: plots.py; README tables: readme.py).
+
+A job module exposes: ``WHAT`` (one line: what it times), ``plan(devices, quick) -> (rows, seconds or None)``
+(the row count it will produce and a lower bound of its run time, when one is cheap to know), ``run(devices,
+quick) -> rows``, ``COLUMNS`` (key, header, format) shared by its stdout and README tables, ``LEGEND`` ((row
+key(s) or None, text): what each column and baseline is, printed under the table and in the README) and
+``plot(rows, path, title)`` (or ``plot = None``); for the README, optionally ``summary(rows) -> sentences``
+(its claims, computed from the rows) and ``readme_table(rows)`` (a shorter table than the rows)."""
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -39,49 +47,69 @@ def machine() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def cell(row, key, fmt) -> str:
+    return "" if row.get(key) is None else fmt.format(row[key])
+
+
+def shown_columns(rows, columns, drop_constant=()):
+    """The columns with a value in some row (a baseline that is not installed leaves its column empty), less
+    those named in ``drop_constant`` that hold one value in every row (the README names that value once)."""
+    shown = []
+    for key, header, fmt in columns:
+        values = {str(row.get(key)) for row in rows if row.get(key) is not None}
+        if values and not (key in drop_constant and len(values) == 1 and all(key in row for row in rows)):
+            shown.append((key, header, fmt))
+    return shown
+
+
 def format_table(rows, columns) -> str:
     """Fixed-width text table; columns = [(key, header, format)]."""
-    cells = [[header for _, header, _ in columns]]
-    for row in rows:
-        cells.append([("" if row.get(key) is None else fmt.format(row[key])) for key, _, fmt in columns])
+    columns = shown_columns(rows, columns)
+    cells = [[header for _, header, _ in columns]] + [[cell(row, key, fmt) for key, _, fmt in columns]
+                                                       for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def legend_lines(legend, rows):
+    """The legend entries that describe something the rows hold: entries are (row key, tuple of row keys
+    (any of them) or None (always), text)."""
+    def held(keys):
+        keys = (keys,) if isinstance(keys, str) else keys
+        return keys is None or any(row.get(key) is not None for row in rows for key in keys)
+
+    return [text for keys, text in legend if held(keys)]
+
+
+def span(values, fmt: str) -> str:
+    """'lo-hi' of the values in ``fmt`` (one value when both ends print alike)."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+# Shared legend lines: what the ratio columns and the ms figures of the torch.utils.benchmark jobs are.
+SPEEDUP_MS = "vs X = X ms / posext ms: higher is faster for posext, 1.0x = the same time"
+MEDIAN_MS = "ms = median of torch.utils.benchmark blocked runs (3 warm-up calls first)"
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (for plans made before a job runs)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (blocked)
+        return False
+
+
+def timing_floor_s(measurements: int, min_time: float) -> float:
+    """A lower bound of a job's run time: blocked_autorange runs each measurement for at least ``min_time``."""
+    return measurements * min_time
+
+
 def write_json(path: str, job: str, rows) -> None:
     with open(path, "w") as f:
         json.dump({"job": job, "machine": machine(), "rows": rows}, f, indent=1)
-
-
-def plot_speedups(path: str, title: str, rows, x_key: str, x_label: str, series_key: str, speedup_keys,
-                  connect: bool = True, log_x: bool = False) -> None:
-    """One line (or marker set) per (series, baseline): speedup of posext over that baseline against x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for series in sorted({r[series_key] for r in rows}, key=str):
-        sub = sorted((r for r in rows if r[series_key] == series), key=lambda r: r[x_key])
-        for key, label in speedup_keys:
-            pts = [(r[x_key], r[key]) for r in sub if r.get(key)]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", linestyle="-" if connect else "none", label=f"{series}: {label}")
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_yscale("log")
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel("speedup of posext (x, log)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def devices(requested: str):

@@ -12,15 +12,19 @@ factorized_pos_embed (sum) vs eager indexing. Sizes: the position-embedding tabl
 """
 import torch
 
-from .. import add_pos_embed, apply_rope_2d, factorized_pos_embed, resample, sincos_2d
+from .. import add_pos_embed, apply_rope_2d, resample, sincos_2d
 from .. import rope as posext_rope
 from ..sincos import CONVENTIONS, _sincos_2d_torch
 from . import device_timing as dt
+from . import plots
 from .factorized import _impls as _factorized_impls
 from .factorized import _indices, _tables
 from .resample import _timm_fn as _timm_resample
 from .resample import _torch_path as _torch_resample
 from .rope import _timm_fns as _timm_rope_fns
+
+WHAT = ("every posext op vs the path it replaces, device time per call over cache-rotated inputs, eager time, "
+        "launches and bytes moved against the copy bandwidth")
 
 # (name, shape, layout, prefix tokens, new grid side, size class)
 RESAMPLE = [
@@ -145,6 +149,12 @@ def _factorized_cases(device, quick):
 CASES = (_resample_cases, _add_cases, _sincos_cases, _rope_cases, _factorized_cases)
 
 
+def plan(devices, quick=False):
+    # Walking the case generators builds only small index and frequency tensors, never the timed inputs.
+    rows = sum(1 + sum(1 for cases in CASES for _ in cases(torch.device(name), quick)) for name in devices)
+    return rows, None  # the number of rotated input sets, hence the time, depends on each device's cache
+
+
 def _measure(row, make, impls, device, ceiling, quick):
     first = make()
     forward = row["pass"] == "fwd"
@@ -214,5 +224,21 @@ COLUMNS = [("op", "op", "{}"), ("case", "case", "{}"), ("dtype", "dtype", "{}"),
            ("posext_launches", "launches", "{:g}"), ("torch_us", "torch us", "{:.1f}"),
            ("timm_us", "timm us", "{:.1f}"), ("x_torch", "vs torch", "{:.1f}x"), ("x_timm", "vs timm", "{:.1f}x"),
            ("posext_GBps", "GB/s", "{:.0f}"), ("frac_dram", "of copy", "{:.0%}"), ("copy_GBps", "copy GB/s", "{:.0f}")]
-PLOT = dict(x_key="mbytes", x_label="MB moved per call (inputs read + outputs written)", series_key="series",
-            speedup_keys=[("x_torch", "vs the PyTorch path"), ("x_timm", "vs timm")], connect=False, log_x=True)
+LEGEND = [
+    ("posext_us", ("posext us = device time per call: CUDA graph replays over input sets rotated out of the "
+                   "cache (CPU: wall time of a loop over them); eager us = a plain loop, Python dispatch included")),
+    ("posext_launches", "launches = CUDA kernels per call (torch.profiler)"),
+    ("torch_us", ("torch = split -> permute -> F.interpolate -> permute -> cat for resample (x + that for "
+                  "add_pos_embed), eager indexing for factorized; timm = resample_abs_pos_embed, "
+                  "build_sincos2d_pos_embed, its eager RoPE rotation")),
+    (("x_torch", "x_timm"), "vs X = X us / posext us: higher is faster for posext, 1.0x = the same time"),
+    ("posext_GBps", ("GB/s = bytes read and written once / posext us; of copy = that / the measured copy "
+                     "bandwidth (copy GB/s, the copy row)")),
+]
+
+
+def plot(rows, path, title):
+    return plots.speedups(path, title, [r for r in rows if r["op"] != "copy"], x="mbytes",
+                          x_label="MB moved per call (inputs read + outputs written)", series_key="series",
+                          speedup_keys=[("x_torch", "vs torch"), ("x_timm", "vs timm")], connect=False,
+                          log_x=True)

@@ -4,7 +4,11 @@ import torch
 
 from .. import resample
 from ..resample import _resample_torch
-from .common import timed_ms
+from . import plots
+from .common import MEDIAN_MS, SPEEDUP_MS, installed, span, timed_ms, timing_floor_s
+
+WHAT = "posext.resample vs the torch path and timm: fp32/bf16, antialias off/on, forward and forward+backward"
+DTYPES = (torch.float32, torch.bfloat16)
 
 # (name, input shape, layout, new grid side). Token layouts have one class token.
 CASES = [
@@ -39,13 +43,24 @@ def _timm_fn(layout, batch, prefix=1):
     return lambda x, side, aa: resample_abs_pos_embed(x, [side, side], num_prefix_tokens=prefix, antialias=aa)
 
 
+def _min_time(quick):
+    return 0.02 if quick else 0.25
+
+
+def plan(devices, quick=False):
+    rows = len(devices) * len(CASES) * len(DTYPES) * 2 * 2
+    has_timm = installed("timm")
+    impls = sum(2 + (has_timm and shape[0] == 1) for _, shape, _, _ in CASES) * len(DTYPES) * 2 * 2
+    return rows, timing_floor_s(len(devices) * impls, _min_time(quick))
+
+
 def run(devices, quick=False):
-    min_time = 0.02 if quick else 0.25
+    min_time = _min_time(quick)
     rows = []
     for device in devices:
         for name, shape, layout, side in CASES:
             timm_fn = _timm_fn(layout, shape[0])
-            for dtype in (torch.float32, torch.bfloat16):
+            for dtype in DTYPES:
                 x = torch.randn(shape, device=device).to(dtype)
                 out_shape = resample(x, side).shape
                 grad = torch.randn(out_shape, device=device).to(dtype)
@@ -71,5 +86,37 @@ def run(devices, quick=False):
 COLUMNS = [("device", "device", "{}"), ("case", "case", "{}"), ("dtype", "dtype", "{}"), ("aa", "AA", "{}"),
            ("pass", "pass", "{}"), ("posext_ms", "posext ms", "{:.3f}"), ("torch_ms", "torch ms", "{:.3f}"),
            ("timm_ms", "timm ms", "{:.3f}"), ("x_torch", "vs torch", "{:.1f}x"), ("x_timm", "vs timm", "{:.1f}x")]
-PLOT = dict(x_key="out_side", x_label="output grid side (tokens per side)", series_key="series",
-            speedup_keys=[("x_torch", "vs permute+F.interpolate")], connect=False)
+LEGEND = [
+    ("posext_ms", "posext = posext.resample, bicubic, align_corners=False, the class token passed through"),
+    ("torch_ms", ("torch = split -> permute -> F.interpolate -> permute -> cat, float32 upcast for bfloat16 "
+                  "(as timm and DINOv2 do)")),
+    ("timm_ms", ("timm = timm.layers.resample_abs_pos_embed (_nhwc for the NHWC case); one table per call, so "
+                 "no batched rows")),
+    ("aa", "AA = antialias; pass: fwd = forward, fwd+bwd = forward + backward to the input"),
+    ("x_torch", SPEEDUP_MS),
+    (None, MEDIAN_MS),
+]
+TARGET_VIT_L = {"x_torch": 10.0, "x_timm": 4.0}  # the speedups posext aims for at ViT-L table sizes
+
+
+def summary(rows):
+    """The README's claims: ratio ranges overall and at the ViT-L cases, and how many rows meet the target."""
+    out = []
+    for key, name in (("x_torch", "the torch path"), ("x_timm", "timm")):
+        measured = [r for r in rows if r.get(key)]
+        if not measured:
+            continue
+        slowest = min(measured, key=lambda r: r[key])
+        vit_l = [r for r in measured if r["case"].startswith("ViT-L")]
+        met = sum(r[key] >= TARGET_VIT_L[key] for r in vit_l)
+        out.append(f"vs {name}: {span([r[key] for r in measured], '{:.1f}x')} over all {len(measured)} rows "
+                   f"(lowest: {slowest['case']}, {slowest['dtype']}, AA {slowest['aa']}, {slowest['pass']}); "
+                   f"at the ViT-L cases {span([r[key] for r in vit_l], '{:.1f}x')}, and the target of >= "
+                   f"{TARGET_VIT_L[key]:g}x holds in {met} of {len(vit_l)} rows.")
+    return out
+
+
+def plot(rows, path, title):
+    return plots.speedups(path, title, rows, x="case", x_label="case (input table -> output grid)",
+                          series_key="series", speedup_keys=[("x_torch", "vs torch"), ("x_timm", "vs timm")],
+                          categorical=True)
