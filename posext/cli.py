@@ -10,8 +10,8 @@ JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kern
 DEFAULT_JOBS = JOBS[:-2]
 
 
-NO_MATPLOTLIB = ("posext bench: matplotlib is not installed, so no plots (pip install matplotlib, or "
-                 "pip install 'posext[bench]'); tables and JSON are written")
+NO_MATPLOTLIB = ("posext bench: matplotlib is not installed, so no plots (pip install 'posext[plot]', or "
+                 "'posext[bench]' for the timm and open_clip baselines too); tables and JSON are written")
 
 
 def _rows(n: int) -> str:

@@ -11,7 +11,8 @@
 #
 # Exit status: 0 every check passed, 1 something failed (build, a test, a skip, a sanitizer finding in posext's
 # kernels), 2 a check could not run (compute-sanitizer missing or refused, time budget spent).
-# Environment: OUT, PYTHON (python3), KIT_BUDGET_S (whole run, default 510 s), POSEXT_COMMIT (recorded),
+# Environment: OUT, PYTHON (python3), KIT_BUDGET_S (whole run, default 510 s), KIT_BUILD_S (the build's share,
+# default 300 s), POSEXT_COMMIT (recorded),
 # KIT_KEEP_WORK=1 (keep the scratch folder: per-tool sanitizer logs, junit XML, driver JSON).
 # The build uses the machine's own torch and nvcc; TORCH_CUDA_ARCH_LIST defaults to the visible GPU's arch.
 set -uo pipefail
@@ -34,8 +35,10 @@ SITE=$WORK/site
 DRYFLAG=$([ "$DRY" = 1 ] && echo --dry-run || true)
 export ROOT OUT PYTHON WORK SITE DRY DRYFLAG
 export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-if [ -z "${CUDA_HOME:-}" ]; then
-  if command -v nvcc >/dev/null 2>&1; then CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")"); else CUDA_HOME=/usr/local/cuda; fi
+if [ -z "${CUDA_HOME:-}" ]; then  # the toolkit folder: bin/nvcc's parent, links resolved (/usr/local/bin/nvcc -> ...)
+  if [ -x /usr/local/cuda/bin/nvcc ]; then CUDA_HOME=/usr/local/cuda
+  elif command -v nvcc >/dev/null 2>&1; then CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  else CUDA_HOME=/usr/local/cuda; fi
 fi
 export CUDA_HOME PATH="$PATH:$CUDA_HOME/bin"
 rm -f "$OUT"/{gpu_results.json,setup.log,build.log,tests.log,sanitizer.log,bench.log,kernels.png}
@@ -77,8 +80,8 @@ wheels_stage() {
   "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target "$SITE" --find-links "$ROOT/.whl" -r "$ROOT/scripts/gpu_wheels.txt" || {
     echo "wheels missing from .whl/: run scripts/gpu_wheels.sh where PyPI is reachable and carry .whl"; return 1; }
-  "$PYTHON" -c "import timm, open_clip, hypothesis; print('carried: timm', timm.__version__, 'open_clip',
-open_clip.__version__, 'hypothesis', hypothesis.__version__)"
+  "$PYTHON" -c "import timm, open_clip, hypothesis, setuptools; print('carried: timm', timm.__version__, 'open_clip',
+open_clip.__version__, 'hypothesis', hypothesis.__version__, 'setuptools', setuptools.__version__)"
 }
 
 build_stage() {
@@ -90,7 +93,8 @@ build_stage() {
     command -v nvcc >/dev/null && nvcc --version | tail -2
   else
     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')} || return 1
-    export TORCH_CUDA_ARCH_LIST POSEXT_FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
+    # -lineinfo: compute-sanitizer then names the source line of each finding
+    export TORCH_CUDA_ARCH_LIST POSEXT_FORCE_CUDA=1 POSEXT_CUDA_LINEINFO=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
     echo "building for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST with CUDA_HOME=$CUDA_HOME, MAX_JOBS=$MAX_JOBS"
     nvcc --version | tail -2
     "${cmd[@]}" || return 1
@@ -165,14 +169,15 @@ bench_stage() {
   local device=cuda quick=()
   [ "$DRY" = 1 ] && device=cpu quick=(--quick)
   "$PYTHON" -m posext.cli bench --jobs kernels --device "$device" "${quick[@]}" --out "$WORK/bench" || return 1
-  cp "$WORK/bench/kernels.png" "$OUT/kernels.png"
+  [ -f "$WORK/bench/kernels.png" ] && cp "$WORK/bench/kernels.png" "$OUT/kernels.png"  # no plot without matplotlib
+  return 0
 }
 
 export -f env_stage wheels_stage build_stage tests_stage sanitize_one sanitizer_stage bench_stage
 
 stage env setup.log 90 env_stage
 stage wheels setup.log 90 wheels_stage
-stage build build.log 300 build_stage
+stage build build.log ${KIT_BUILD_S:-300} build_stage
 if awk -F'\t' '$1 == "build" && $2 == "ok"' "$WORK/stages.tsv" | grep -q .; then
   # correctness checks side by side (neither is timed); the benchmark runs alone afterwards
   stage tests tests.log 240 tests_stage &
