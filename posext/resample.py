@@ -233,7 +233,7 @@ def _interpolate(grid, old_hw, new_hw, kwargs):
 def _axis_weights(old_hw, new_hw, kwargs, dtype, device):
     """The [out, in] matrices W_y, W_x of one resampling (out = W_y X W_x^T per channel), read off the forward
     itself: channel k of a one-hot input along one axis (ones along the other, whose weights sum to 1 per row)."""
-    (h, w), (nh, nw) = old_hw, new_hw
+    h, w = old_hw
     one_hot_y = torch.eye(h, dtype=dtype, device=device)[None, :, :, None].expand(1, h, h, w)
     one_hot_x = torch.eye(w, dtype=dtype, device=device)[None, :, None, :].expand(1, w, h, w)
     wy = _interpolate(one_hot_y.contiguous(), old_hw, new_hw, kwargs)[0, :, :, 0].t()  # [nh, h]

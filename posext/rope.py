@@ -21,7 +21,7 @@ rotates the gradients by the negative angle and, for learnable frequencies, sums
 fixed order (deterministic, no atomics).
 """
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn

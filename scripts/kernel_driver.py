@@ -24,7 +24,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import posext  # noqa: E402
 from posext import _backend  # noqa: E402
-from posext.resample import MODES  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 1e-2}
 COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True), ("bilinear", False, False),

@@ -6,14 +6,14 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # The `backend` fixture only monkeypatches a dispatch switch, which is the same for every generated input.
 settings.register_profile("posext", suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 settings.load_profile("posext")
 
-import posext
-from posext import _backend
+import posext  # noqa: E402
+from posext import _backend  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.cuda)]

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from posext import _backend
 from posext.compat import dino as cdino
 from posext.compat import hf as chf
 from posext.compat import mae as cmae
@@ -418,7 +417,8 @@ def hf_modules():
     from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
     from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
     from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
-        Dinov2WithRegistersEmbeddings)
+        Dinov2WithRegistersEmbeddings,
+    )
     from transformers.models.vit.modeling_vit import ViTEmbeddings
     common = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                   intermediate_size=32)

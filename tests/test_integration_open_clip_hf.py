@@ -22,7 +22,7 @@ def pixels(seed=0):
 
 # ------------------------------------------------------------------------------------------------ open_clip
 
-open_clip = pytest.importorskip("open_clip")
+pytest.importorskip("open_clip")
 import open_clip.model  # noqa: E402
 from open_clip.transformer import VisionTransformer  # noqa: E402
 
@@ -114,8 +114,16 @@ SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, interme
 
 
 def hf_models():
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, SiglipVisionConfig,
-                              SiglipVisionModel, ViTConfig, ViTModel)
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        ViTConfig,
+        ViTModel,
+    )
 
     models = [("vit", ViTModel, ViTConfig(**SMALL)), ("clip", CLIPVisionModel, CLIPVisionConfig(**SMALL)),
               ("siglip", SiglipVisionModel, SiglipVisionConfig(**SMALL)), ("dinov2", Dinov2Model, Dinov2Config(**SMALL))]

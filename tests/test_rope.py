@@ -270,7 +270,7 @@ def test_inplace_equals_out_of_place(device, backend, layout, pair_layout, dtype
     q, k = make_qk(2, 3, 1 + 4 * 5, 8, layout, dtype, strided=True, seed=7, device=device)
     freqs = posext.rope_mixed_freqs(8, 3, generator=torch.Generator().manual_seed(2)).to(device)
     eq, ek = posext.apply_rope_2d(q, k, (4, 5), freqs, layout=layout, pair_layout=pair_layout)
-    q2, k2 = q.clone(), k.clone()
+    q2 = q.clone()
     rq, rk = posext.apply_rope_2d(q, k, (4, 5), freqs, layout=layout, pair_layout=pair_layout, inplace=True)
     assert rq is q and rk is k
     assert torch.equal(q, eq) and torch.equal(k, ek)

@@ -14,8 +14,13 @@ import torch
 
 from .inputs import collect_inputs, output_path, target_conflicts
 from .inspection import run_inspect
-from .io import (CheckpointError, drop_grid_dependent_optimizer_state, load_checkpoint, replace_state_dicts,
-                 save_checkpoint)
+from .io import (
+    CheckpointError,
+    drop_grid_dependent_optimizer_state,
+    load_checkpoint,
+    replace_state_dicts,
+    save_checkpoint,
+)
 from .reporting import check_report_path, failure_reason, write_report
 from .signals import Interrupted, raise_if_stopping, stop_on_signals
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers

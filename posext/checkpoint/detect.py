@@ -18,10 +18,27 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from .. import _checks
-from .families import (POSITION_TABLE_NAMES, Key, StateView, big_vision_family, hf_vision_family, hf_vit_family,
-                       never_resized, text_family, timm_family)
-from .findings import (ACTIONS, GRID_ACTIONS, LAYOUTS, Finding, grid_finding, position_ids_finding, rope_finding,
-                       skip)
+from .families import (
+    POSITION_TABLE_NAMES,
+    Key,
+    StateView,
+    big_vision_family,
+    hf_vision_family,
+    hf_vit_family,
+    never_resized,
+    text_family,
+    timm_family,
+)
+from .findings import (
+    ACTIONS,
+    GRID_ACTIONS,
+    LAYOUTS,
+    Finding,
+    grid_finding,
+    position_ids_finding,
+    rope_finding,
+    skip,
+)
 from .grid import AmbiguousGridError, GridArgumentError
 
 

@@ -6,8 +6,16 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from .families import Key, StateView
-from .grid import (GridArgumentError, decide_grid, fmt_grid, is_square, mae_sincos_match, old_size_arg, prefix_arg,
-                   table_layout)
+from .grid import (
+    GridArgumentError,
+    decide_grid,
+    fmt_grid,
+    is_square,
+    mae_sincos_match,
+    old_size_arg,
+    prefix_arg,
+    table_layout,
+)
 
 ACTIONS = ("resample", "regenerate_sincos", "regenerate_position_ids", "drop", "skip")
 LAYOUTS = ("tokens", "tokens_unbatched", "nhwc", "other")

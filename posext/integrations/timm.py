@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..cache import PosEmbedCache
-from ..resample import add_pos_embed
 from ..compat.timm import resample_abs_pos_embed
+from ..resample import add_pos_embed
 from ._patching import cache_of, patch_all, unpatch_modules
 
 
