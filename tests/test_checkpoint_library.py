@@ -192,7 +192,8 @@ def test_samvit_nhwc_and_rel_pos_untouched():
 
 
 def test_naflexvit_nhwc():
-    make = lambda grid: timm.create_model("naflexvit_base_patch16_gap", **TINY, pos_embed_grid_size=grid)
+    def make(grid):
+        return timm.create_model("naflexvit_base_patch16_gap", **TINY, pos_embed_grid_size=grid)
     torch.manual_seed(0)
     old, new = make((4, 4)), make((6, 5))
     sd = old.state_dict()
@@ -226,7 +227,8 @@ def test_eva_rope_buffers_dropped():
 
 def mae_state(grid=4, dim=32, dec=16, dtype=torch.float32, prefix=""):
     gen = torch.Generator().manual_seed(0)
-    table = lambda c: torch.from_numpy(get_2d_sincos_pos_embed(c, grid, cls_token=True)).float()[None].to(dtype)
+    def table(c):
+        return torch.from_numpy(get_2d_sincos_pos_embed(c, grid, cls_token=True)).float()[None].to(dtype)
     return OrderedDict([(prefix + "cls_token", torch.randn(1, 1, dim, generator=gen).to(dtype)),
                         (prefix + "pos_embed", table(dim)),
                         (prefix + "patch_embed.proj.weight", torch.randn(dim, 3, 4, 4, generator=gen).to(dtype)),
@@ -307,8 +309,9 @@ def test_open_clip_vit():
 
 def test_open_clip_timm_tower():
     open_clip = pytest.importorskip("open_clip")
-    make = lambda name: open_clip.CLIP(embed_dim=16, vision_cfg=dict(timm_model_name=name, image_size=224),
-                                       text_cfg=dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1))
+    def make(name):
+        return open_clip.CLIP(embed_dim=16, vision_cfg=dict(timm_model_name=name, image_size=224),
+                              text_cfg=dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1))
     torch.manual_seed(0)
     old, new = make("vit_tiny_patch16_224"), make("vit_tiny_patch16_384")  # 14x14 -> 24x24 grid
     sd = old.state_dict()
@@ -346,7 +349,8 @@ def hf_models():
 ])
 def test_hf_vit_like(model, config, key, family, extra):
     T = hf_models()
-    build = lambda size: getattr(T, model)(getattr(T, config)(**hf_vision(size, **extra)))
+    def build(size):
+        return getattr(T, model)(getattr(T, config)(**hf_vision(size, **extra)))
     torch.manual_seed(0)
     old, new = build(32), build(48)
     sd = old.state_dict()
@@ -359,9 +363,11 @@ def test_hf_vit_like(model, config, key, family, extra):
 
 def test_hf_clip_and_siglip_with_stale_position_ids():
     T = hf_models()
-    clip = lambda size: T.CLIPModel(T.CLIPConfig(vision_config=hf_vision(size), text_config=HF_TEXT,
-                                                 projection_dim=16))
-    siglip = lambda size: T.SiglipModel(T.SiglipConfig(vision_config=hf_vision(size), text_config=HF_TEXT))
+    def clip(size):
+        return T.CLIPModel(T.CLIPConfig(vision_config=hf_vision(size), text_config=HF_TEXT,
+                                        projection_dim=16))
+    def siglip(size):
+        return T.SiglipModel(T.SiglipConfig(vision_config=hf_vision(size), text_config=HF_TEXT))
     for build, family, p in ((clip, "hf-clip", 1), (siglip, "hf-siglip", 0)):
         torch.manual_seed(0)
         old, new = build(32), build(48)
@@ -392,9 +398,10 @@ def test_hf_clip_and_siglip_with_stale_position_ids():
 
 def test_hf_sam_vision_encoder_nhwc():
     T = hf_models()
-    build = lambda size: T.SamVisionModel(T.SamVisionConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=size, patch_size=16, window_size=2,
-        global_attn_indexes=[], output_channels=16, mlp_dim=64))
+    def build(size):
+        return T.SamVisionModel(T.SamVisionConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=size, patch_size=16,
+            window_size=2, global_attn_indexes=[], output_channels=16, mlp_dim=64))
     torch.manual_seed(0)
     old, new = build(64), build(96)
     sd = old.state_dict()
@@ -411,9 +418,10 @@ def test_hf_sam_vision_encoder_nhwc():
 
 def test_hf_vit_mae_sincos_by_values():
     T = hf_models()
-    build = lambda size: T.ViTMAEForPreTraining(T.ViTMAEConfig(
-        **hf_vision(size), decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=32))
+    def build(size):
+        return T.ViTMAEForPreTraining(T.ViTMAEConfig(
+            **hf_vision(size), decoder_hidden_size=16, decoder_num_hidden_layers=1,
+            decoder_num_attention_heads=2, decoder_intermediate_size=32))
     torch.manual_seed(0)
     old, new = build(32), build(48)
     sd = old.state_dict()
@@ -436,7 +444,8 @@ def test_hf_vit_mae_sincos_by_values():
 
 def test_big_vision_npz_keys():
     gen = torch.Generator().manual_seed(0)
-    r = lambda *shape: torch.randn(*shape, generator=gen)
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
     siglip = OrderedDict([("params/img/embedding/kernel", r(8, 8, 3, 32)), ("params/img/pos_embedding", r(1, 16, 32)),
                           ("params/img/MAPHead_0/probe", r(1, 1, 32)), ("params/txt/pos_embedding", r(1, 16, 32)),
                           ("params/txt/Embed_0/embedding", r(64, 32)), ("params/t", r(1))])
@@ -466,7 +475,8 @@ def test_big_vision_npz_keys():
 
 
 def test_generalised_square_rule_and_explicit_arguments():
-    r = lambda rows: torch.randn(1, rows, 8)
+    def r(rows):
+        return torch.randn(1, rows, 8)
     for rows, p in ((16, 0), (17, 1), (18, 2)):
         f = findings_by_key({"pos_embed": r(rows)})["pos_embed"]
         assert (f.num_prefix_tokens, f.old_grid) == (p, (4, 4)) and "square rule" in f.reason
@@ -492,7 +502,8 @@ def test_generalised_square_rule_and_explicit_arguments():
 
 
 def test_never_touched_keys():
-    r = lambda *shape: torch.randn(*shape)
+    def r(*shape):
+        return torch.randn(*shape)
     sd = OrderedDict([
         ("positional_embedding", r(17, 8)),                              # open_clip text, 1 + 4x4 rows
         ("text.positional_embedding", r(16, 8)),                         # CustomTextCLIP
