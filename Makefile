@@ -6,13 +6,17 @@ PYTHON ?= python3
 VENV ?= .venv
 export PYTHON VENV
 
-.PHONY: setup bench test sdist check-sdist
+.PHONY: setup bench test lint sdist check-sdist
 setup:
 	bash scripts/bootstrap.sh
 bench: setup
 	$(VENV)/bin/posext bench
 test: setup
 	$(VENV)/bin/python -m pytest -q tests
+# ruff (pinned in requirements-dev.txt) with the rules and line length of pyproject.toml; `python -m ruff`, as
+# .venv/bin/ruff exists only where pip installed ruff into .venv rather than reusing the interpreter's
+lint: setup
+	$(VENV)/bin/python -m ruff check .
 # dist/posext-<version>.tar.gz
 sdist: setup
 	$(VENV)/bin/python -m build --sdist --no-isolation

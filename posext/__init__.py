@@ -7,5 +7,6 @@ from .rope import Rope2d, apply_rope_2d, rope_axial_freqs, rope_mixed_freqs, rop
 from .sincos import CONVENTIONS, sincos_1d, sincos_2d
 
 __version__ = "0.1.0"
-__all__ = ["backend", "info", "PosEmbedCache", "CacheStats", "factorized_pos_embed", "resample", "add_pos_embed", "sincos_1d", "sincos_2d", "CONVENTIONS", "apply_rope_2d", "Rope2d",
+__all__ = ["backend", "info", "PosEmbedCache", "CacheStats", "factorized_pos_embed", "resample",
+           "add_pos_embed", "sincos_1d", "sincos_2d", "CONVENTIONS", "apply_rope_2d", "Rope2d",
            "rope_axial_freqs", "rope_mixed_freqs", "rope_positions_2d"]

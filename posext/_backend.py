@@ -40,8 +40,8 @@ def use_extension(device) -> bool:
             return True
         if not _warned_cuda:
             _warned_cuda = True
-            warnings.warn("posext: extension was built without CUDA kernels; CUDA tensors use the pure-PyTorch "
-                          "fallback.", RuntimeWarning, stacklevel=3)
+            warnings.warn("posext: extension was built without CUDA kernels; CUDA tensors use the "
+                          "pure-PyTorch fallback.", RuntimeWarning, stacklevel=3)
     return False
 
 

@@ -1,7 +1,7 @@
 """Argument checks shared by the Python wrappers: each error names the argument, what came and the rule.
 
-The vocabulary of every op (docs/conventions.md): a wrong type or dtype is a TypeError, a wrong value, shape or
-device a ValueError; both backends run these same checks, so they accept and refuse the same inputs alike.
+The vocabulary of every op (docs/conventions.md): a wrong type or dtype is a TypeError, a wrong value, shape
+or device a ValueError; both backends run these same checks, so they accept and refuse the same inputs alike.
 """
 import math
 import os
@@ -101,7 +101,8 @@ def result_size(what: Callable[[], str], shape, dtype: torch.dtype, device) -> N
     """Refuses a result whose element count overflows int64 or whose bytes exceed the device's memory, naming
     the arguments that asked for it (`what()`, e.g. "new_size=(64, 64)"; made only on error, so that tracing
     never formats a symbolic size), instead of wrapping around or allocating for minutes before failing."""
-    if torch.compiler.is_compiling() or not all(isinstance(s, int) for s in shape):  # traced: sizes are symbolic
+    # traced: sizes are symbolic
+    if torch.compiler.is_compiling() or not all(isinstance(s, int) for s in shape):
         return
     numel = math.prod(shape)
     if math.prod(max(s, 1) for s in shape) >= 2**63:  # even with an empty batch, strides would overflow
@@ -110,8 +111,8 @@ def result_size(what: Callable[[], str], shape, dtype: torch.dtype, device) -> N
     nbytes = numel * torch.empty((), dtype=dtype, device="meta").element_size()
     limit = _memory_bytes(device)
     if limit is not None and nbytes > limit:
-        raise ValueError(f"{what()} asks for a result of shape {tuple(shape)} ({nbytes} bytes), more than the "
-                         f"{limit} bytes of memory of {device}")
+        raise ValueError(f"{what()} asks for a result of shape {tuple(shape)} ({nbytes} bytes), more than "
+                         f"the {limit} bytes of memory of {device}")
 
 
 def may_overlap_itself(t: torch.Tensor) -> bool:
@@ -127,8 +128,8 @@ def may_overlap_itself(t: torch.Tensor) -> bool:
 
 def may_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     """An element of `a` and one of `b` may be the same memory (the rule of csrc/checks.h: one storage,
-    intersecting ranges and, for views of one shape and strides, an offset difference sum_d c_d * stride_d with
-    |c_d| < size_d; views of other strides are assumed to overlap)."""
+    intersecting ranges and, for views of one shape and strides, an offset difference sum_d c_d * stride_d
+    with |c_d| < size_d; views of other strides are assumed to overlap)."""
     if torch.compiler.is_compiling():  # storages cannot be traced; the compiled op checks again when it runs
         return False
     if a.numel() == 0 or b.numel() == 0 or a.device.type == "meta" or b.device.type == "meta":
@@ -155,7 +156,9 @@ def may_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
         if i == len(dims):
             return delta == 0
         stride, size = dims[i]
-        lo, hi = max(-(size - 1), (delta - below[i + 1]) // stride - 1), min(size - 1, (delta + below[i + 1]) // stride + 1)
-        return any(abs(delta - c * stride) <= below[i + 1] and reach(delta - c * stride, i + 1) for c in range(lo, hi + 1))
+        lo, hi = (max(-(size - 1), (delta - below[i + 1]) // stride - 1),
+                  min(size - 1, (delta + below[i + 1]) // stride + 1))
+        return any(abs(delta - c * stride) <= below[i + 1] and reach(delta - c * stride, i + 1)
+                   for c in range(lo, hi + 1))
 
     return reach(abs(b.storage_offset() - a.storage_offset()), 0)

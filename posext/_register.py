@@ -4,8 +4,8 @@ import torch
 
 
 def _one_device(op, what, *tensors):
-    """The device rule of the C++ ops (csrc/checks.h), for calls that reach these fakes: a meta tensor among CPU
-    ones dispatches here, and must be refused as the real kernel would refuse it."""
+    """The device rule of the C++ ops (csrc/checks.h), for calls that reach these fakes: a meta tensor among
+    CPU ones dispatches here, and must be refused as the real kernel would refuse it."""
     devices = [t.device for t in tensors if t is not None]
     if any(d != devices[0] for d in devices):
         raise RuntimeError(f"posext.{op}: {what} must be on one device, got {devices[0]} and "
@@ -24,8 +24,8 @@ def _sincos_1d_fake(positions, embed_dim, temperature, dtype):
 
 
 @torch.library.register_fake("posext::sincos_2d_out")
-def _sincos_2d_out_fake(embed_dim, height, width, num_prefix_tokens, temperature, bands, freq_denominator_offset,
-                        *, out):
+def _sincos_2d_out_fake(embed_dim, height, width, num_prefix_tokens, temperature, bands,
+                        freq_denominator_offset, *, out):
     return None
 
 
@@ -67,8 +67,8 @@ torch.library.register_autograd("posext::resample_backward", _resample_backward_
 
 
 @torch.library.register_fake("posext::resample_add")
-def _resample_add_fake(x, pos_embed, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias, align_corners,
-                       scale_h, scale_w):
+def _resample_add_fake(x, pos_embed, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
+                       align_corners, scale_h, scale_w):
     _one_device("resample_add", "x and pos_embed", x, pos_embed)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
@@ -89,7 +89,8 @@ def _resample_add_grad(ctx, grad):
     return (grad if ctx.needs_input_grad[0] else None, grad_pe) + (None,) * 10
 
 
-torch.library.register_autograd("posext::resample_add", _resample_add_grad, setup_context=_save_resample_add_args)
+torch.library.register_autograd("posext::resample_add", _resample_add_grad,
+                                setup_context=_save_resample_add_args)
 
 
 @torch.library.register_fake("posext::rope_2d")
@@ -106,8 +107,8 @@ def _rope_2d_inplace_fake(q, k, positions, freqs, num_prefix_tokens, layout, pai
 
 @torch.library.register_fake("posext::rope_2d_freqs_backward")
 def _rope_2d_freqs_backward_fake(grad_q, grad_k, q, k, positions, freqs, num_prefix_tokens, layout, pairs):
-    _one_device("rope_2d_freqs_backward", "gradients, q, k, positions and freqs", q, grad_q, grad_k, k, positions,
-                freqs)
+    _one_device("rope_2d_freqs_backward", "gradients, q, k, positions and freqs", q, grad_q, grad_k, k,
+                positions, freqs)
     return freqs.new_empty(freqs.shape)
 
 
@@ -119,8 +120,8 @@ def _save_rope_args(ctx, inputs, output):
 
 
 def _rope_2d_grad(ctx, grad_q, grad_k):
-    # A rotation: its backward is the rotation by the negative angle (negated frequencies), plus, for learnable
-    # frequencies, dL/dfreqs summed per frequency in a fixed order (deterministic).
+    # A rotation: its backward is the rotation by the negative angle (negated frequencies), plus, for
+    # learnable frequencies, dL/dfreqs summed per frequency in a fixed order (deterministic).
     q, k, positions, freqs = ctx.saved_tensors
     if grad_q is None:
         grad_q = torch.zeros_like(grad_k)
@@ -162,8 +163,8 @@ def _factorized_grad(ctx, grad):
     need_y, need_x = ctx.needs_input_grad[2], ctx.needs_input_grad[3] and table_x is not None
     grad_y = grad_x = None
     if need_y or need_x:
-        grad_y, grad_x = torch.ops.posext.factorized_table_grads(grad, positions, table_y, table_x, ctx.combine,
-                                                                 need_y, need_x)
+        grad_y, grad_x = torch.ops.posext.factorized_table_grads(grad, positions, table_y, table_x,
+                                                                 ctx.combine, need_y, need_x)
     return grad, None, grad_y if need_y else None, grad_x if need_x else None, None
 
 

@@ -3,9 +3,9 @@ resamples its position table once per resolution instead of on every forward.
 
 An entry is keyed by the source tensor (identity and storage), its version counter, dtype, device and the
 caller's key (target grid, prefix tokens, mode, ...). ``Tensor._version`` is PyTorch's in-place counter: an
-optimizer step, ``load_state_dict`` (``copy_``) or any other in-place edit bumps it, so a changed parameter never
-hits a stale entry; assigning a new ``.data`` changes the storage. Entries are detached, and the cache is bounded
-(least recently used first out) by entry count and optionally by bytes.
+optimizer step, ``load_state_dict`` (``copy_``) or any other in-place edit bumps it, so a changed parameter
+never hits a stale entry; assigning a new ``.data`` changes the storage. Entries are detached, and the cache
+is bounded (least recently used first out) by entry count and optionally by bytes.
 
 The cache answers only where no gradient can flow to the source (``torch.no_grad()``, ``inference_mode``, or a
 source that does not require grad) and not while torch.compile traces (a dict lookup keyed on ``_version`` is
@@ -39,12 +39,12 @@ class PosEmbedCache:
 
     Args:
         max_entries: at most this many entries (>= 1); the least recently used goes first.
-        max_bytes: optional bound on the summed size of the cached tensors; an entry larger than it is computed
-            and returned but not kept.
+        max_bytes: optional bound on the summed size of the cached tensors; an entry larger than it is
+            computed and returned but not kept.
 
-    ``get(source, key, compute)`` returns ``compute(source)`` (detached when cached), from the cache when an entry
-    for the same source, source version, dtype, device and ``key`` exists. ``stats()`` counts hits and misses
-    (calls that could not use the cache, e.g. with gradients enabled, count as neither).
+    ``get(source, key, compute)`` returns ``compute(source)`` (detached when cached), from the cache when an
+    entry for the same source, source version, dtype, device and ``key`` exists. ``stats()`` counts hits and
+    misses (calls that could not use the cache, e.g. with gradients enabled, count as neither).
     """
 
     def __init__(self, max_entries: int = 8, max_bytes: Optional[int] = None):
@@ -59,10 +59,12 @@ class PosEmbedCache:
 
     @staticmethod
     def usable(source: torch.Tensor) -> bool:
-        """True where a cached (detached) result is a correct answer: no gradient to ``source``, not tracing."""
+        """True where a cached (detached) result is a correct answer: no gradient to
+        ``source``, not tracing."""
         return not (torch.is_grad_enabled() and source.requires_grad) and not _compiling()
 
-    def get(self, source: torch.Tensor, key: Hashable, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def get(self, source: torch.Tensor, key: Hashable,
+            compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         if not self.usable(source):
             return compute(source)
         full_key = (id(source), source.data_ptr(), source._version, source.dtype, source.device, key)
@@ -74,7 +76,8 @@ class PosEmbedCache:
                 return entry[1]
             self._misses += 1
         value = compute(source)
-        # compute may hand back the source itself (e.g. at the native grid): kept as a detached alias of no size
+        # compute may hand back the source itself (e.g. at the native grid):
+        # kept as a detached alias of no size
         size = 0 if value is source else value.numel() * value.element_size()
         value = value.detach()
         if self.max_bytes is not None and size > self.max_bytes:
@@ -85,7 +88,8 @@ class PosEmbedCache:
                 self._bytes -= old[2]
             self._entries[full_key] = (weakref.ref(source), value, size)
             self._bytes += size
-            while len(self._entries) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
+            while (len(self._entries) > self.max_entries
+                   or (self.max_bytes is not None and self._bytes > self.max_bytes)):
                 self._bytes -= self._entries.popitem(last=False)[1][2]
                 self._evictions += 1
         return value

@@ -1,12 +1,13 @@
-"""The `posext` command: `bench` (benchmarks), `inspect` / `resize` (checkpoint files), `info` (build facts)."""
+"""The `posext` command: `bench` (benchmarks), `inspect` / `resize` (checkpoint files),
+`info` (build facts)."""
 import argparse
 import json
 import os
 import sys
 
 JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels")
-# Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU) and `kernels` (per-op device
-# timing, bandwidth and launches: the GPU proof kit runs it).
+# Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU) and `kernels` (per-op
+# device timing, bandwidth and launches: the GPU proof kit runs it).
 DEFAULT_JOBS = JOBS[:-2]
 
 
@@ -44,7 +45,8 @@ def _bench(args) -> int:
     for number, job in enumerate(jobs, 1):
         module = importlib.import_module(f".bench.{job}", __package__)
         planned, floor_s = module.plan(devices, quick=args.quick)
-        estimate = f", timed calls alone >= {floor_s:.0f} s (slow calls and imports add more)" if floor_s else ""
+        estimate = (f", timed calls alone >= {floor_s:.0f} s (slow calls and imports add more)"
+                    if floor_s else "")
         print(f"\n[{number}/{len(jobs)}] {job}: {module.WHAT}; {_rows(planned)}{estimate}", flush=True)
         start = time.perf_counter()
         rows = module.run(devices, quick=args.quick)
@@ -69,13 +71,16 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmark posext against the usual PyTorch / timm / NumPy paths")
     bench.add_argument("--jobs", default="all",
-                       help=f"comma-separated, from {list(JOBS)} (default 'all': all but 'model' and 'kernels')")
+                       help=f"comma-separated, from {list(JOBS)} "
+                            "(default 'all': all but 'model' and 'kernels')")
     bench.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                        help="all = cpu, plus cuda when a GPU is visible")
-    bench.add_argument("--out", default=os.path.join("benchmarks", "out"), help="folder for JSON and PNG results")
+    bench.add_argument("--out", default=os.path.join("benchmarks", "out"),
+                       help="folder for JSON and PNG results")
     bench.add_argument("--quick", action="store_true", help="short timing runs (smoke test)")
     bench.add_argument("--readme", action="store_true",
-                       help="time nothing: rewrite README.md's benchmark blocks from benchmarks/results/*.json")
+                       help="time nothing: rewrite README.md's benchmark blocks from "
+                            "benchmarks/results/*.json")
     bench.set_defaults(func=_bench)
     from .checkpoint.commands import add_parsers
 

@@ -2,8 +2,8 @@
 
 Conventions (docs/conventions.md): a grid token at row y, column x (row-major: grid token i of an (H, W) grid
 has y = i // W, x = i % W) gets
-  combine="sum"    (NaViT default):  x + table_y[y] + table_x[x]           tables [Ly, C], [Lx, C]
-  combine="concat":                  x + cat(table_y[y], table_x[x])       tables [Ly, Cy], [Lx, Cx], Cy + Cx = C
+  combine="sum"    (NaViT default):  x + table_y[y] + table_x[x]       tables [Ly, C], [Lx, C]
+  combine="concat":                  x + cat(table_y[y], table_x[x])   tables [Ly, Cy], [Lx, Cx], Cy + Cx = C
   table_x=None, table_y [Ly, Lx, C] (Pix2struct): x + table_y[y, x]
 Fractional ``coords`` (x, y) in [0, 1] address p = coord * (L - 1) table rows along each axis, read by linear
 interpolation between rows floor(p) and floor(p) + 1 (bilinear for the 2-D table). Prefix tokens (class,
@@ -34,8 +34,8 @@ def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Option
         grid_size: ``(H, W)`` or ``n``; needs H <= Ly, W <= Lx.
         grid_sizes: ``[(H_1, W_1), ...]``: images packed one after the other, each with P prefix tokens.
         coords: ``[N, 2]`` fractional (x, y) in [0, 1].
-        num_prefix_tokens: P tokens in front of each image's grid, returned unchanged. Default: what the shapes
-            imply (x's tokens minus the grid tokens, shared out over the images of ``grid_sizes``).
+        num_prefix_tokens: P tokens in front of each image's grid, returned unchanged. Default: what the
+            shapes imply (x's tokens minus the grid tokens, shared out over the images of ``grid_sizes``).
         combine: "sum" or "concat" (ignored for a 2-D table).
 
     Returns:
@@ -62,12 +62,14 @@ def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Option
         raise ValueError(f"x must be [B, S, C] or [S, C], got shape {tuple(x.shape)}")
     channels = x.shape[-1]
     code = _table_code(table_y, table_x, combine, channels)
-    len_y, len_x = (table_y.shape[0], table_y.shape[1]) if code == _TABLE_2D else (table_y.shape[0], table_x.shape[0])
+    len_y, len_x = ((table_y.shape[0], table_y.shape[1]) if code == _TABLE_2D
+                    else (table_y.shape[0], table_x.shape[0]))
     if sum(a is not None for a in (grid_size, grid_sizes, coords)) != 1:
         raise ValueError("pass exactly one of grid_size, grid_sizes and coords")
     x3 = x.unsqueeze(0) if x.dim() == 2 else x
     if grid_sizes is not None and x3.shape[0] != 1:
-        raise ValueError(f"a packed sequence (grid_sizes) must be [T, C] or [1, T, C], got shape {tuple(x.shape)}")
+        raise ValueError(f"a packed sequence (grid_sizes) must be [T, C] or [1, T, C], got shape "
+                         f"{tuple(x.shape)}")
     opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
     if grid_sizes is not None:
         grids = _grid_list(grid_sizes, len_y, len_x)
@@ -83,7 +85,8 @@ def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Option
         prefix = _prefix(num_prefix_tokens, x3.shape[1], [coords.shape[0]], "coords", x.shape)
         positions = _coord_positions(_checked_coords(coords), prefix, len_y, len_x, opmath)
     if _backend.use_extension(x.device):
-        out = torch.ops.posext.factorized_add(x3, positions, table_y, None if code == _TABLE_2D else table_x, code)
+        out = torch.ops.posext.factorized_add(x3, positions, table_y, None if code == _TABLE_2D else table_x,
+                                              code)
     else:
         out = _factorized_torch(x3, positions, table_y, table_x, code)
     return out.reshape(x.shape)
@@ -95,8 +98,8 @@ def _prefix(num_prefix_tokens, tokens, grid_tokens, what, x_shape):
     if num_prefix_tokens is None:
         extra = tokens - grid_total
         if extra < 0 or extra % images:
-            raise ValueError(f"x {tuple(x_shape)} has {tokens} tokens, which is not {images} image(s) x P prefix "
-                             f"tokens + the {grid_total} grid tokens of {what}")
+            raise ValueError(f"x {tuple(x_shape)} has {tokens} tokens, which is not {images} image(s) x P "
+                             f"prefix tokens + the {grid_total} grid tokens of {what}")
         return extra // images
     if num_prefix_tokens * images + grid_total != tokens:
         raise ValueError(f"x {tuple(x_shape)} has {tokens} tokens but {what} and num_prefix_tokens="
@@ -112,11 +115,13 @@ def _table_code(table_y, table_x, combine, channels):
         return _TABLE_2D
     for name, t in (("table_y", table_y), ("table_x", table_x)):
         if t.dim() != 2 or t.shape[0] == 0:
-            raise ValueError(f"with a table_x, {name} must be [L, C] with L > 0 rows (a 2-D table [Ly, Lx, C] "
-                             f"takes table_x=None), got table_y {tuple(table_y.shape)}, table_x {tuple(table_x.shape)}")
+            raise ValueError(f"with a table_x, {name} must be [L, C] with L > 0 rows (a 2-D table "
+                             f"[Ly, Lx, C] takes table_x=None), got table_y {tuple(table_y.shape)}, "
+                             f"table_x {tuple(table_x.shape)}")
     cy, cx = table_y.shape[1], table_x.shape[1]
     if combine == "sum" and not (cy == cx == channels):
-        raise ValueError(f"combine='sum' needs table_y and table_x of width C={channels}, got widths {cy} and {cx}")
+        raise ValueError(f"combine='sum' needs table_y and table_x of width C={channels}, got widths {cy} "
+                         f"and {cx}")
     if combine == "concat" and cy + cx != channels:
         raise ValueError(f"combine='concat' needs table_y and table_x widths adding up to C={channels}, got "
                          f"{cy} + {cx}")
@@ -125,12 +130,13 @@ def _table_code(table_y, table_x, combine, channels):
 
 def _check_fits(grid, len_y, len_x, name):
     if grid[0] > len_y or grid[1] > len_x:
-        raise ValueError(f"{name} {tuple(grid)} does not fit the tables ({len_y} rows along y, {len_x} along x)")
+        raise ValueError(f"{name} {tuple(grid)} does not fit the tables ({len_y} rows along y, "
+                         f"{len_x} along x)")
 
 
 def _grid_list(grid_sizes, len_y, len_x):
-    if isinstance(grid_sizes, (int, str, torch.SymInt, torch.Tensor)) or not isinstance(grid_sizes, Sequence) \
-            or len(grid_sizes) == 0:
+    if isinstance(grid_sizes, (int, str, torch.SymInt, torch.Tensor)) \
+            or not isinstance(grid_sizes, Sequence) or len(grid_sizes) == 0:
         raise ValueError(f"grid_sizes must be a non-empty list of (H, W), got {grid_sizes!r}")
     grids = [_checks.grid_pair(f"grid_sizes[{n}]", g) for n, g in enumerate(grid_sizes)]
     for n, g in enumerate(grids):
@@ -148,7 +154,8 @@ def _grid_positions(grid, prefix, dtype, device):
 
 def _check_coords_tensor(coords, device):
     if not isinstance(coords, torch.Tensor) or coords.dim() != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must be a [N, 2] tensor of (x, y), got {getattr(coords, 'shape', coords)!r}")
+        raise ValueError(f"coords must be a [N, 2] tensor of (x, y), got "
+                         f"{getattr(coords, 'shape', coords)!r}")
     if not coords.is_floating_point():
         raise TypeError(f"coords must be floating point, got {coords.dtype}")
     if coords.device != device:
@@ -171,7 +178,8 @@ def _coord_positions(coords, prefix, len_y, len_x, dtype):
 
 
 def _lerp_taps(p, length):
-    """The formula of csrc/factorized.h: rows i0 = clamp(floor(p)), i1 = min(i0 + 1, L - 1), weights 1 - f, f."""
+    """The formula of csrc/factorized.h: rows i0 = clamp(floor(p)), i1 = min(i0 + 1, L - 1),
+    weights 1 - f, f."""
     i0 = p.floor().clamp(0, length - 1)
     f = p - i0
     i0 = i0.long()
@@ -179,7 +187,8 @@ def _lerp_taps(p, length):
 
 
 def _lerp(row0, row1, w0, w1):
-    """factorized.h's lerp_at for every token at once: an integer position (w1 == 0) reads its one row as it is."""
+    """factorized.h's lerp_at for every token at once: an integer position (w1 == 0) reads its one row as
+    it is."""
     w0, w1 = w0[:, None], w1[:, None]
     return torch.where(w1 == 0, row0, w0 * row0 + w1 * row1)
 
@@ -194,7 +203,8 @@ def _factorized_torch(x3, positions, table_y, table_x, code):
         len_y, len_x = ty.shape[0], ty.shape[1]
         y0, y1, wy0, wy1 = _lerp_taps(py, len_y)
         x0, x1, wx0, wx1 = _lerp_taps(px, len_x)
-        term = _lerp(_lerp(ty[y0, x0], ty[y0, x1], wx0, wx1), _lerp(ty[y1, x0], ty[y1, x1], wx0, wx1), wy0, wy1)
+        term = _lerp(_lerp(ty[y0, x0], ty[y0, x1], wx0, wx1), _lerp(ty[y1, x0], ty[y1, x1], wx0, wx1),
+                     wy0, wy1)
     else:
         tx = table_x.to(opmath)
         y0, y1, wy0, wy1 = _lerp_taps(py, ty.shape[0])

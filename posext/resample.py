@@ -33,9 +33,10 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
         pos_embed: ``[P + N, C]``, ``[B, P + N, C]`` or NHWC ``[B, H, W, C]``, floating point; any strides.
         new_size: ``n`` or ``(H, W)`` of the new grid. Exactly one of ``new_size`` / ``scale_factor``.
         old_size: ``(H, W)`` of the stored grid; default: square.
-        num_prefix_tokens: P rows in front of the grid (class, distillation, register tokens). Default: what the
-            shape implies: ``P + H*W`` tokens minus the ``old_size`` grid; without ``old_size``, 0 when the token
-            count is a perfect square and 1 when it is one more than a square (a class token); 0 for NHWC.
+        num_prefix_tokens: P rows in front of the grid (class, distillation, register tokens). Default: what
+            the shape implies: ``P + H*W`` tokens minus the ``old_size`` grid; without ``old_size``, 0 when
+            the token count is a perfect square and 1 when it is one more than a square (a class token); 0 for
+            NHWC.
         mode: "bicubic", "bilinear" or "nearest".
         antialias: PIL-style antialiasing (bilinear / bicubic), as ``F.interpolate(antialias=True)``.
         align_corners: as in ``F.interpolate`` (not for nearest; None means False).
@@ -43,12 +44,14 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
             ``F.interpolate(scale_factor=...)`` (which DINO's ``+0.1`` offset relies on).
 
     Returns:
-        A new tensor in the input's layout and dtype with ``P + H_new * W_new`` tokens (NHWC: ``H_new x W_new``).
+        A new tensor in the input's layout and dtype with ``P + H_new * W_new`` tokens
+        (NHWC: ``H_new x W_new``).
     """
     antialias, align_corners = _check_inputs(mode, antialias, align_corners, pos_embed=pos_embed)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     new_hw, scales = _target(new_size, scale_factor, old_hw)
-    _checks.result_size(lambda: f"new_size={new_size!r}" if scale_factor is None else f"scale_factor={scale_factor!r}",
+    _checks.result_size(lambda: (f"new_size={new_size!r}" if scale_factor is None
+                                 else f"scale_factor={scale_factor!r}"),
                         (tokens.shape[0], prefix + new_hw[0] * new_hw[1], tokens.shape[2]), tokens.dtype,
                         tokens.device)
     out = _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales)
@@ -58,29 +61,29 @@ def resample(pos_embed: torch.Tensor, new_size: Optional[Size] = None, *, old_si
 
 
 def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[Size] = None, *,
-                  old_size: Optional[Size] = None, num_prefix_tokens: Optional[int] = None, mode: str = "bicubic",
-                  antialias: bool = False, align_corners: Optional[bool] = False,
+                  old_size: Optional[Size] = None, num_prefix_tokens: Optional[int] = None,
+                  mode: str = "bicubic", antialias: bool = False, align_corners: Optional[bool] = False,
                   scale_factor: Optional[Union[float, Tuple[float, float]]] = None) -> torch.Tensor:
     """``x + resample(pos_embed, new_size, ...)`` in one fused op that never stores the resized table.
 
     Args:
         x: tokens ``[B, P + H_new * W_new, C]``, or NHWC ``[B, H_new, W_new, C]`` when ``pos_embed`` is NHWC.
-        pos_embed: as for ``resample``: ``[P + N, C]``, ``[1 or B, P + N, C]`` or NHWC ``[1 or B, H, W, C]``; a
-            table with batch 1 is shared by every entry of x.
+        pos_embed: as for ``resample``: ``[P + N, C]``, ``[1 or B, P + N, C]`` or NHWC ``[1 or B, H, W, C]``;
+            a table with batch 1 is shared by every entry of x.
         new_size: the grid of x; may be left out for NHWC x (taken from its shape).
         old_size, num_prefix_tokens, mode, antialias, align_corners, scale_factor: as for ``resample``.
 
-    Returns ``x + table`` in x's layout and dtype, where ``table`` is exactly what ``resample`` returns (rounded to
-    the table's dtype before the add, as an unfused caller would add it). Gradients flow to x (unchanged) and to
-    ``pos_embed`` (the transposed resampling of the batch-summed gradient). When x and ``pos_embed`` differ in
-    dtype it falls back to ``x + resample(...)`` with PyTorch's type promotion.
+    Returns ``x + table`` in x's layout and dtype, where ``table`` is exactly what ``resample`` returns
+    (rounded to the table's dtype before the add, as an unfused caller would add it). Gradients flow to x
+    (unchanged) and to ``pos_embed`` (the transposed resampling of the batch-summed gradient). When x and
+    ``pos_embed`` differ in dtype it falls back to ``x + resample(...)`` with PyTorch's type promotion.
     """
     antialias, align_corners = _check_inputs(mode, antialias, align_corners, x=x, pos_embed=pos_embed)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     if layout == "nhwc":
         if x.dim() != 4:
-            raise ValueError(f"x must be NHWC [B, H, W, C] like pos_embed {tuple(pos_embed.shape)}, got shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(f"x must be NHWC [B, H, W, C] like pos_embed {tuple(pos_embed.shape)}, got "
+                             f"shape {tuple(x.shape)}")
         if new_size is None and scale_factor is None:
             new_size = tuple(x.shape[1:3])
     elif x.dim() != 3:
@@ -92,9 +95,11 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
     else:
         expected = (prefix + new_hw[0] * new_hw[1], channels)
     if tuple(x.shape[1:]) != expected:
-        grid = f"new_size {new_hw}" if scale_factor is None else f"scale_factor {scale_factor!r} (grid {new_hw})"
-        raise ValueError(f"x must be [B, {', '.join(map(str, expected))}] for {grid} with {prefix} prefix tokens "
-                         f"and the C = {channels} of pos_embed {tuple(pos_embed.shape)}, got shape {tuple(x.shape)}")
+        grid = (f"new_size {new_hw}" if scale_factor is None
+                else f"scale_factor {scale_factor!r} (grid {new_hw})")
+        raise ValueError(f"x must be [B, {', '.join(map(str, expected))}] for {grid} with {prefix} prefix "
+                         f"tokens and the C = {channels} of pos_embed {tuple(pos_embed.shape)}, got shape "
+                         f"{tuple(x.shape)}")
     if tokens.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"pos_embed batch must be 1 or x's batch {x.shape[0]}, got {tokens.shape[0]} "
                          f"(pos_embed shape {tuple(pos_embed.shape)})")
@@ -110,7 +115,8 @@ def add_pos_embed(x: torch.Tensor, pos_embed: torch.Tensor, new_size: Optional[S
 
 
 def _check_inputs(mode, antialias, align_corners, **tensors):
-    """Tensor and float dtype checks of the named tensors and of the mode flags -> (antialias, align_corners)."""
+    """Tensor and float dtype checks of the named tensors and of the mode flags
+    -> (antialias, align_corners)."""
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
@@ -127,8 +133,8 @@ def _check_inputs(mode, antialias, align_corners, **tensors):
 def _resample_tokens(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales):
     """[B, P + N, C] -> [B, P + N', C] through the op (or its PyTorch contract without the extension)."""
     if _backend.use_extension(tokens.device):
-        return torch.ops.posext.resample(tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix, MODES[mode],
-                                         antialias, align_corners, scales[0], scales[1])
+        return torch.ops.posext.resample(tokens, old_hw[0], old_hw[1], new_hw[0], new_hw[1], prefix,
+                                         MODES[mode], antialias, align_corners, scales[0], scales[1])
     return _resample_torch(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scales)
 
 
@@ -136,13 +142,16 @@ def _as_tokens(pos_embed, old_size, num_prefix_tokens):
     """-> ([B, P + N, C] view, (H, W), P, layout)."""
     shape = tuple(pos_embed.shape)
     if pos_embed.dim() == 4:
-        if num_prefix_tokens is not None and not (_checks.is_int(num_prefix_tokens) and num_prefix_tokens == 0):
-            raise ValueError(f"NHWC input {shape} has no prefix tokens; got num_prefix_tokens={num_prefix_tokens!r}")
+        if num_prefix_tokens is not None and not (_checks.is_int(num_prefix_tokens)
+                                                  and num_prefix_tokens == 0):
+            raise ValueError(f"NHWC input {shape} has no prefix tokens; got "
+                             f"num_prefix_tokens={num_prefix_tokens!r}")
         b, h, w, c = shape
         _checks.positive_int("pos_embed grid height (dim 1)", h)
         _checks.positive_int("pos_embed grid width (dim 2)", w)
         if old_size is not None and _checks.grid_pair("old_size", old_size) != (h, w):
-            raise ValueError(f"old_size {old_size!r} does not match the NHWC grid ({h}, {w}) of pos_embed {shape}")
+            raise ValueError(f"old_size {old_size!r} does not match the NHWC grid ({h}, {w}) of pos_embed "
+                             f"{shape}")
         return pos_embed.reshape(b, h * w, c), (h, w), 0, "nhwc"
     if pos_embed.dim() not in (2, 3):
         raise ValueError(f"pos_embed must be [P+N, C], [B, P+N, C] or NHWC [B, H, W, C]; got shape {shape}")
@@ -152,27 +161,29 @@ def _as_tokens(pos_embed, old_size, num_prefix_tokens):
     if num_prefix_tokens is not None:
         _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
         if num_prefix_tokens > n_total:
-            raise ValueError(f"num_prefix_tokens={num_prefix_tokens} exceeds the {n_total} tokens of pos_embed {shape}")
+            raise ValueError(f"num_prefix_tokens={num_prefix_tokens} exceeds the {n_total} tokens of "
+                             f"pos_embed {shape}")
     if old_size is not None:
         old_hw = _checks.grid_pair("old_size", old_size)
         prefix = n_total - old_hw[0] * old_hw[1] if num_prefix_tokens is None else num_prefix_tokens
         if prefix < 0 or old_hw[0] * old_hw[1] != n_total - prefix:
-            raise ValueError(f"old_size {old_hw} has {old_hw[0] * old_hw[1]} tokens but pos_embed {shape} has "
-                             f"{n_total} tokens" + ("" if num_prefix_tokens is None else
-                                                    f", N = {n_total} - {prefix} = {n_total - prefix} grid tokens"))
+            raise ValueError(f"old_size {old_hw} has {old_hw[0] * old_hw[1]} tokens but pos_embed {shape} "
+                             f"has {n_total} tokens"
+                             + ("" if num_prefix_tokens is None else
+                                f", N = {n_total} - {prefix} = {n_total - prefix} grid tokens"))
         return tokens, old_hw, prefix, layout
     if num_prefix_tokens is None:  # a square grid, or a class token and a square grid
         squares = [p for p in (0, 1) if n_total - p > 0 and _square_side(n_total - p) is not None]
         if not squares:
-            raise ValueError(f"pos_embed {shape} has {n_total} tokens: neither a square grid nor a class token and "
-                             "a square grid; pass old_size=(H, W) and/or num_prefix_tokens")
+            raise ValueError(f"pos_embed {shape} has {n_total} tokens: neither a square grid nor a class "
+                             "token and a square grid; pass old_size=(H, W) and/or num_prefix_tokens")
         prefix = squares[0]
     else:
         prefix = num_prefix_tokens
     side = _square_side(n_total - prefix)
     if side is None:
-        raise ValueError(f"pos_embed {shape} has N = {n_total} - {prefix} = {n_total - prefix} grid tokens, not a "
-                         "square grid: pass old_size=(H, W) (or the right num_prefix_tokens)")
+        raise ValueError(f"pos_embed {shape} has N = {n_total} - {prefix} = {n_total - prefix} grid tokens, "
+                         "not a square grid: pass old_size=(H, W) (or the right num_prefix_tokens)")
     return tokens, (side, side), prefix, layout
 
 
@@ -195,7 +206,8 @@ def _target(new_size, scale_factor, old_hw):
         raise ValueError(f"scale_factor {scale_factor!r} maps the grid {old_hw} past any size")
     new_hw = tuple(int(math.floor(float(n) * s)) for n, s in zip(old_hw, scales))
     if min(new_hw) < 1:
-        raise ValueError(f"scale_factor {scale_factor!r} maps the grid {old_hw} to {new_hw}: sizes must be >= 1")
+        raise ValueError(f"scale_factor {scale_factor!r} maps the grid {old_hw} to {new_hw}: "
+                         "sizes must be >= 1")
     return new_hw, scales
 
 
@@ -232,8 +244,9 @@ def _interpolate(grid, old_hw, new_hw, kwargs):
 
 def _axis_weights(old_hw, new_hw, kwargs, dtype, device):
     """The [out, in] matrices W_y, W_x of one resampling (out = W_y X W_x^T per channel), read off the forward
-    itself: channel k of a one-hot input along one axis (ones along the other, whose weights sum to 1 per row)."""
-    (h, w), (nh, nw) = old_hw, new_hw
+    itself: channel k of a one-hot input along one axis (ones along the other, whose weights sum to 1
+    per row)."""
+    h, w = old_hw
     one_hot_y = torch.eye(h, dtype=dtype, device=device)[None, :, :, None].expand(1, h, h, w)
     one_hot_x = torch.eye(w, dtype=dtype, device=device)[None, :, None, :].expand(1, w, h, w)
     wy = _interpolate(one_hot_y.contiguous(), old_hw, new_hw, kwargs)[0, :, :, 0].t()  # [nh, h]
@@ -242,8 +255,8 @@ def _axis_weights(old_hw, new_hw, kwargs, dtype, device):
 
 
 class _Interpolate(torch.autograd.Function):
-    """F.interpolate forward; backward W_y^T G W_x from that forward's own weights. torch's backward is not the
-    transpose of its forward for some scale_factor calls (an axis whose size does not change)."""
+    """F.interpolate forward; backward W_y^T G W_x from that forward's own weights. torch's backward is not
+    the transpose of its forward for some scale_factor calls (an axis whose size does not change)."""
 
     @staticmethod
     def forward(ctx, grid, old_hw, new_hw, kwargs):

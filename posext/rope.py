@@ -7,21 +7,23 @@ Conventions.
     ``t_x * freqs[0, h, p] + t_y * freqs[1, h, p]`` as the complex multiply (a + ib) * e^(i angle).
     ``freqs`` is ``[2, Hf, D/2]`` (row 0: x frequencies, row 1: y frequencies; Hf = 1 shared by all heads,
     or one row per head), as RoPE-ViT stores its mixed frequencies per layer.
-  * ``pair_layout="interleaved"``: pair p = channels (2p, 2p+1) (RoPE-ViT, timm ``rot`` / ``apply_rot_embed_cat``);
-    ``"half"``: pair p = channels (p, p + D/2) (GPT-NeoX / timm ``rope_rotate_half``).
+  * ``pair_layout="interleaved"``: pair p = channels (2p, 2p+1) (RoPE-ViT, timm ``rot`` /
+    ``apply_rot_embed_cat``); ``"half"``: pair p = channels (p, p + D/2) (GPT-NeoX / timm
+    ``rope_rotate_half``).
   * Axial RoPE (``rope_axial_freqs``): pairs 0..D/4-1 are driven by x, pairs D/4..D/2-1 by y, both with
     w_k = theta^(-k/(D/4)), theta = 100 as in the released RoPE-ViT models (= timm
     ``RotaryEmbeddingCat(D, in_pixels=False, temperature=100, grid_indexing='xy')``).
-  * Mixed RoPE (``rope_mixed_freqs``): learnable per-head (fx, fy) pairs, initialised as RoPE-ViT (theta = 10).
+  * Mixed RoPE (``rope_mixed_freqs``): learnable per-head (fx, fy) pairs, initialised as RoPE-ViT
+    (theta = 10).
   * The first ``num_prefix_tokens`` tokens (class token, registers) pass unrotated.
 
 The op computes each angle on the fly in float32 (float64 for float64 inputs) from positions and frequencies,
-never materialising a cos/sin table; float16/bfloat16 q/k are rotated in float32 and rounded once. Its backward
-rotates the gradients by the negative angle and, for learnable frequencies, sums dL/dfreqs per frequency in a
-fixed order (deterministic, no atomics).
+never materialising a cos/sin table; float16/bfloat16 q/k are rotated in float32 and rounded once. Its
+backward rotates the gradients by the negative angle and, for learnable frequencies, sums dL/dfreqs per
+frequency in a fixed order (deterministic, no atomics).
 """
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -61,8 +63,9 @@ def rope_axial_freqs(head_dim: int, *, theta: float = 100.0, scale: float = 1.0,
     return freqs.to(dtype=dtype, device=device)
 
 
-def rope_mixed_freqs(head_dim: int, num_heads: int, *, theta: float = 10.0, generator: Optional[torch.Generator] = None,
-                     dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+def rope_mixed_freqs(head_dim: int, num_heads: int, *, theta: float = 10.0,
+                     generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
+                     device=None) -> torch.Tensor:
     """RoPE-ViT mixed-mode initial frequencies ``[2, num_heads, head_dim/2]`` (one layer).
 
     Per head a random angle a ~ U[0, 2 pi): with magnitudes ``mag_k = theta^(-k/(D/4))``, k in [0, D/4),
@@ -98,7 +101,8 @@ def rope_positions_2d(grid_size: Size, *, mode: str = "index", ref_grid_size: Op
     xs = torch.arange(w, dtype=torch.float64, device=device)
     if mode == "normalized":
         if ref_grid_size is not None:
-            raise ValueError("ref_grid_size applies to mode='index' only (normalized positions are scale-free)")
+            raise ValueError("ref_grid_size applies to mode='index' only "
+                             "(normalized positions are scale-free)")
         ys, xs = 2 * (ys + 0.5) / h - 1, 2 * (xs + 0.5) / w - 1
     elif ref_grid_size is not None:
         rh, rw = _checks.grid_pair("ref_grid_size", ref_grid_size)
@@ -107,8 +111,9 @@ def rope_positions_2d(grid_size: Size, *, mode: str = "index", ref_grid_size: Op
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1).to(dtype)
 
 
-def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tensor, Size], freqs: torch.Tensor, *,
-                  num_prefix_tokens: Optional[int] = None, layout: str = "bhnd", pair_layout: str = "interleaved",
+def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tensor, Size],
+                  freqs: torch.Tensor, *, num_prefix_tokens: Optional[int] = None, layout: str = "bhnd",
+                  pair_layout: str = "interleaved",
                   inplace: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k by 2D RoPE in one fused kernel; returns ``(q_rot, k_rot)``.
 
@@ -119,8 +124,8 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
             ``(H, W)`` / ``n`` meaning integer positions ``rope_positions_2d((H, W))``. Not differentiated.
         freqs: ``[2, 1 or heads, head_dim/2]``: x and y frequency of every rotated pair (``rope_axial_freqs``,
             ``rope_mixed_freqs``); differentiable (mixed RoPE learns them).
-        num_prefix_tokens: P leading tokens passed through unrotated (class token, registers). Default: what the
-            shapes imply, N minus the tokens of ``positions``.
+        num_prefix_tokens: P leading tokens passed through unrotated (class token, registers). Default: what
+            the shapes imply, N minus the tokens of ``positions``.
         layout: "bhnd" or "bnhd", see q, k.
         pair_layout: "interleaved" (channels 2p, 2p+1) or "half" (channels p, p + head_dim/2).
         inplace: rotate q and k in place (inference: no autograd) and return them; q and k must then not share
@@ -148,7 +153,8 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
     heads, n = (q.shape[1], q.shape[2]) if layout == "bhnd" else (q.shape[2], q.shape[1])
     head_dim = q.shape[3]
     if head_dim % 2 or head_dim == 0:
-        raise ValueError(f"head_dim (q.shape[3]) must be even and > 0 (two channels per rotated pair), got {head_dim}")
+        raise ValueError(f"head_dim (q.shape[3]) must be even and > 0 (two channels per rotated pair), got "
+                         f"{head_dim}")
     math_dtype = _opmath(q.dtype)
     pos = _positions(positions, math_dtype, q.device)
     prefix = n - pos.shape[0] if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens",
@@ -159,11 +165,12 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
         need = "" if num_prefix_tokens is None else (
             f"; num_prefix_tokens={prefix} exceeds N" if prefix > n else
             f"; with num_prefix_tokens={prefix} they must be [{n - prefix}, 2]")
-        raise ValueError(f"{given} give {pos.shape[0]} grid tokens but q {tuple(q.shape)} has N = {n} tokens, "
-                         f"N = num_prefix_tokens + grid tokens{need}")
+        raise ValueError(f"{given} give {pos.shape[0]} grid tokens but q {tuple(q.shape)} has N = {n} "
+                         f"tokens, N = num_prefix_tokens + grid tokens{need}")
     if not isinstance(freqs, torch.Tensor):
         raise TypeError(f"freqs must be a tensor [2, 1 or heads, head_dim/2], got {type(freqs).__name__}")
-    if freqs.dim() != 3 or freqs.shape[0] != 2 or freqs.shape[1] not in (1, heads) or freqs.shape[2] != head_dim // 2:
+    if (freqs.dim() != 3 or freqs.shape[0] != 2 or freqs.shape[1] not in (1, heads)
+            or freqs.shape[2] != head_dim // 2):
         raise ValueError(f"freqs must be [2, 1 or heads ({heads}), head_dim/2 ({head_dim // 2})], got "
                          f"{tuple(freqs.shape)}")
     _checks.float_dtype("freqs.dtype", freqs.dtype)
@@ -176,8 +183,9 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
             raise ValueError("inplace=True is for inference: q, k and freqs must not require grad "
                              "(use torch.no_grad() or inplace=False)")
         if _checks.may_overlap_itself(q) or _checks.may_overlap_itself(k):
-            raise ValueError(f"inplace=True needs q and k whose elements each have their own memory, got strides "
-                             f"{q.stride()} and {k.stride()} (an expanded or overlapping view: clone it first)")
+            raise ValueError(f"inplace=True needs q and k whose elements each have their own memory, got "
+                             f"strides {q.stride()} and {k.stride()} (an expanded or overlapping view: clone "
+                             "it first)")
         if _checks.may_overlap(q, k):
             raise ValueError("inplace=True needs q and k in separate memory; they overlap")
         if _backend.use_extension(q.device):
@@ -193,16 +201,19 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
 
 
 def _positions(positions, dtype, device):
-    """positions as a [M, 2] (x, y) tensor of `dtype` on `device`: a given tensor, or a grid size's integer grid."""
+    """positions as a [M, 2] (x, y) tensor of `dtype` on `device`: a given tensor, or a grid size's integer
+    grid."""
     if isinstance(positions, torch.Tensor):
         if positions.dim() != 2 or positions.shape[1] != 2:
-            raise ValueError(f"positions must be [N - num_prefix_tokens, 2] (x, y), got {tuple(positions.shape)}")
+            raise ValueError(f"positions must be [N - num_prefix_tokens, 2] (x, y), got "
+                             f"{tuple(positions.shape)}")
         if not positions.is_floating_point() and positions.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"positions must be a float or integer tensor, got {positions.dtype}")
         if positions.device != device:
             raise ValueError(f"positions must be on q's device {device}, got {positions.device}")
         return positions.detach().to(dtype)
-    return rope_positions_2d(_checks.grid_pair("positions (grid size)", positions), dtype=dtype, device=device)
+    return rope_positions_2d(_checks.grid_pair("positions (grid size)", positions), dtype=dtype,
+                             device=device)
 
 
 def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
@@ -214,9 +225,10 @@ def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
         xv = x.transpose(1, 2) if layout == LAYOUTS["bnhd"] else x  # [B, H, N, D]
         g = xv[:, :, prefix:].to(cos.dtype)
         half = g.shape[-1] // 2
-        a, b = (g[..., 0::2], g[..., 1::2]) if pairs == PAIR_LAYOUTS["interleaved"] else (g[..., :half], g[..., half:])
+        interleaved = pairs == PAIR_LAYOUTS["interleaved"]
+        a, b = (g[..., 0::2], g[..., 1::2]) if interleaved else (g[..., :half], g[..., half:])
         a2, b2 = a * cos - b * sin, a * sin + b * cos
-        rot = torch.stack([a2, b2], -1).flatten(-2) if pairs == PAIR_LAYOUTS["interleaved"] else torch.cat([a2, b2], -1)
+        rot = torch.stack([a2, b2], -1).flatten(-2) if interleaved else torch.cat([a2, b2], -1)
         out = torch.cat([xv[:, :, :prefix], rot.to(x.dtype)], dim=2)
         return (out.transpose(1, 2) if layout == LAYOUTS["bnhd"] else out).contiguous()
 
@@ -224,8 +236,8 @@ def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
 
 
 class Rope2d(nn.Module):
-    """2D RoPE for one attention layer: owns the frequencies (buffer for axial, parameter for mixed) and builds
-    positions per grid size. ``rope(q, k, (H, W))`` -> ``(q_rot, k_rot)``; see ``apply_rope_2d``.
+    """2D RoPE for one attention layer: owns the frequencies (buffer for axial, parameter for mixed) and
+    builds positions per grid size. ``rope(q, k, (H, W))`` -> ``(q_rot, k_rot)``; see ``apply_rope_2d``.
 
     Args:
         head_dim: channels per head (multiple of 4).
@@ -237,10 +249,11 @@ class Rope2d(nn.Module):
         generator: RNG for the mixed-mode initial angles.
     """
 
-    def __init__(self, head_dim: int, num_heads: int = 1, *, mode: str = "axial", theta: Optional[float] = None,
-                 pair_layout: str = "interleaved", layout: str = "bhnd", num_prefix_tokens: Optional[int] = None,
-                 positions: str = "index", ref_grid_size: Optional[Size] = None,
-                 generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32, device=None):
+    def __init__(self, head_dim: int, num_heads: int = 1, *, mode: str = "axial",
+                 theta: Optional[float] = None, pair_layout: str = "interleaved", layout: str = "bhnd",
+                 num_prefix_tokens: Optional[int] = None, positions: str = "index",
+                 ref_grid_size: Optional[Size] = None, generator: Optional[torch.Generator] = None,
+                 dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
         if mode not in ("axial", "mixed"):
             raise ValueError(f"mode must be 'axial' or 'mixed', got {mode!r}")
@@ -250,19 +263,21 @@ class Rope2d(nn.Module):
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
         if positions not in POSITION_MODES:
             raise ValueError(f"positions must be one of {list(POSITION_MODES)}, got {positions!r}")
-        self.head_dim, self.num_heads, self.mode = head_dim, _checks.positive_int("num_heads", num_heads), mode
+        self.head_dim, self.num_heads = head_dim, _checks.positive_int("num_heads", num_heads)
+        self.mode = mode
         self.pair_layout, self.layout, self.position_mode = pair_layout, layout, positions
         self.num_prefix_tokens = (None if num_prefix_tokens is None
                                   else _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens))
-        self.ref_grid_size = None if ref_grid_size is None else _checks.grid_pair("ref_grid_size", ref_grid_size)
+        self.ref_grid_size = (None if ref_grid_size is None
+                              else _checks.grid_pair("ref_grid_size", ref_grid_size))
         if mode == "axial":
             self.theta = 100.0 if theta is None else theta
-            self.register_buffer("freqs", rope_axial_freqs(head_dim, theta=self.theta, dtype=dtype, device=device),
-                                 persistent=False)
+            self.register_buffer("freqs", rope_axial_freqs(head_dim, theta=self.theta, dtype=dtype,
+                                                           device=device), persistent=False)
         else:
             self.theta = 10.0 if theta is None else theta
-            self.freqs = nn.Parameter(rope_mixed_freqs(head_dim, num_heads, theta=self.theta, generator=generator,
-                                                       dtype=dtype, device=device))
+            self.freqs = nn.Parameter(rope_mixed_freqs(head_dim, num_heads, theta=self.theta,
+                                                       generator=generator, dtype=dtype, device=device))
 
     def positions(self, grid_size: Size, device=None) -> torch.Tensor:
         """[H*W, 2] (x, y) positions of this module's mode for an (H, W) grid."""
@@ -279,11 +294,11 @@ class Rope2d(nn.Module):
                              layout=self.layout, pair_layout=self.pair_layout, inplace=inplace)
 
     def extra_repr(self) -> str:
-        return (f"head_dim={self.head_dim}, num_heads={self.num_heads}, mode={self.mode!r}, theta={self.theta}, "
-                f"pair_layout={self.pair_layout!r}, layout={self.layout!r}, "
+        return (f"head_dim={self.head_dim}, num_heads={self.num_heads}, mode={self.mode!r}, "
+                f"theta={self.theta}, pair_layout={self.pair_layout!r}, layout={self.layout!r}, "
                 f"num_prefix_tokens={self.num_prefix_tokens}, "
                 f"positions={self.position_mode!r}")
 
 
-__all__ = ["apply_rope_2d", "Rope2d", "rope_axial_freqs", "rope_mixed_freqs", "rope_positions_2d", "PAIR_LAYOUTS",
-           "LAYOUTS"]
+__all__ = ["apply_rope_2d", "Rope2d", "rope_axial_freqs", "rope_mixed_freqs", "rope_positions_2d",
+           "PAIR_LAYOUTS", "LAYOUTS"]

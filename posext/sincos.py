@@ -93,7 +93,8 @@ def sincos_2d(embed_dim: int, grid_size: Union[int, Tuple[int, int]], *, convent
     _checks.float_dtype("dtype", dtype)
     device = torch.device(device) if device is not None else torch.empty(0).device
     _checks.result_size(what, shape, dtype, device)
-    args = (embed_dim, height, width, num_prefix_tokens, temperature, conv.band_codes, conv.freq_denominator_offset)
+    args = (embed_dim, height, width, num_prefix_tokens, temperature, conv.band_codes,
+            conv.freq_denominator_offset)
     if _backend.use_extension(device):
         if out is None:
             return torch.ops.posext.sincos_2d(*args, dtype, device)
@@ -154,14 +155,14 @@ def sincos_1d(embed_dim: int, positions, *, temperature: float = 10000.0, dtype:
 # ---------------------------------------------------------------- pure-PyTorch fallback (float64 math)
 
 def _omega(band_width: int, denominator: int, temperature: float, device) -> torch.Tensor:
-    """omega_k = 1 / T^(k / denominator), each through the C library's pow exactly as csrc/sincos.h computes it
-    (a vectorised pow can be an ulp off, which moves the angle of a large position)."""
+    """omega_k = 1 / T^(k / denominator), each through the C library's pow exactly as csrc/sincos.h computes
+    it (a vectorised pow can be an ulp off, which moves the angle of a large position)."""
     omega = [1.0 / math.pow(temperature, k / denominator) for k in range(band_width)]
     return torch.tensor(omega, dtype=torch.float64, device=device)
 
 
-def _sincos_2d_torch(embed_dim, height, width, num_prefix_tokens, temperature, band_codes, freq_denominator_offset,
-                     dtype, device):
+def _sincos_2d_torch(embed_dim, height, width, num_prefix_tokens, temperature, band_codes,
+                     freq_denominator_offset, dtype, device):
     """The op's contract (same arguments as torch.ops.posext.sincos_2d) in float64 PyTorch."""
     band_width = embed_dim // 4
     omega = _omega(band_width, band_width - freq_denominator_offset, temperature, device)

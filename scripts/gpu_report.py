@@ -22,8 +22,8 @@ SCHEMA = "posext-gpu-check/1"
 STAGES = ("env", "wheels", "build", "tests", "sanitizer", "bench")
 TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")
 STAGE_KEYS = {"status", "rc", "seconds", "log"}
-TOP_KEYS = {"schema", "dry_run", "status", "date", "commit", "environment", "stages", "tests", "sanitizer", "bench",
-            "targets"}
+TOP_KEYS = {"schema", "dry_run", "status", "date", "commit", "environment", "stages", "tests", "sanitizer",
+            "bench", "targets"}
 OK_STATUSES = ("ok", "dry-run")
 
 
@@ -41,10 +41,11 @@ def environment(dry_run: bool) -> dict:
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-           "cpu_count": os.cpu_count(), "machine": platform.machine(), "cuda_available": torch.cuda.is_available(),
-           "nvcc": _command(["nvcc", "--version"]), "nvidia_smi": _command(
-               ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,"
-                "temperature.gpu,power.draw", "--format=csv,noheader"])}
+           "cpu_count": os.cpu_count(), "machine": platform.machine(),
+           "cuda_available": torch.cuda.is_available(), "nvcc": _command(["nvcc", "--version"]),
+           "nvidia_smi": _command(
+               ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
+                "clocks.mem,temperature.gpu,power.draw", "--format=csv,noheader"])}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         env["device"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
@@ -61,7 +62,8 @@ def _stages(work: str) -> dict:
     if os.path.exists(path):
         for line in open(path):
             name, status, rc, seconds, log = line.rstrip("\n").split("\t")
-            stages[name] = {"status": status, "rc": int(rc), "seconds": round(float(seconds), 1), "log": log or None}
+            stages[name] = {"status": status, "rc": int(rc), "seconds": round(float(seconds), 1),
+                            "log": log or None}
     return stages
 
 
@@ -90,8 +92,8 @@ def collected_count(text: str):
     return int(match.group(1)) if match else None
 
 
-_NOT_ERRORS = ("COMPUTE-SANITIZER", "ERROR SUMMARY", "RACECHECK SUMMARY", "LEAK SUMMARY", "Target application",
-               "Saved host backtrace", "Warning")
+_NOT_ERRORS = ("COMPUTE-SANITIZER", "ERROR SUMMARY", "RACECHECK SUMMARY", "LEAK SUMMARY",
+               "Target application", "Saved host backtrace", "Warning")
 
 
 def sanitizer_summary(text: str) -> dict:
@@ -106,11 +108,11 @@ def sanitizer_summary(text: str) -> dict:
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^========= (?=\S)", line) and not line[10:].startswith(_NOT_ERRORS):
-            frame = next((lines[j] for j in range(i + 1, min(i + 4, len(lines))) if re.match(r"^=+\s+at ", lines[j])),
-                         line)
+            frame = next((lines[j] for j in range(i + 1, min(i + 4, len(lines)))
+                          if re.match(r"^=+\s+at ", lines[j])), line)
             blocks.append("posext" in frame)
-    unsupported = bool(re.search(r"Device not supported|not supported on this|Unable to find injection library",
-                                 text))
+    unsupported = bool(re.search(r"Device not supported|not supported on this|"
+                                 r"Unable to find injection library", text))
     posext_errors = sum(blocks)
     if total is not None and total > len(blocks):
         posext_errors += total - len(blocks)  # unattributed: assume the worst
@@ -141,8 +143,8 @@ def _tests(work: str) -> dict:
             return junit_summary(junit)
         except ET.ParseError as exc:
             return {"collected": None, "error": f"junit unreadable: {exc}"}
-    return {"collected": collected_count(_read(os.path.join(work, "collect.txt")) or ""), "passed": 0, "failed": 0,
-            "errors": 0, "skipped": 0, "failures": [], "skips": []}
+    return {"collected": collected_count(_read(os.path.join(work, "collect.txt")) or ""), "passed": 0,
+            "failed": 0, "errors": 0, "skipped": 0, "failures": [], "skips": []}
 
 
 def _sanitizer(work: str, dry_run: bool) -> dict:
@@ -150,13 +152,15 @@ def _sanitizer(work: str, dry_run: bool) -> dict:
     for tool in TOOLS:
         driver = _json(os.path.join(work, f"driver_{tool}.json"))
         rc_text = _read(os.path.join(work, f"sanitizer_{tool}.rc"))
-        entry = {"status": "not run", "rc": int(rc_text) if rc_text and rc_text.strip().lstrip("-").isdigit() else None,
+        entry = {"status": "not run",
+                 "rc": int(rc_text) if rc_text and rc_text.strip().lstrip("-").isdigit() else None,
                  "driver_checks": sum(driver["calls"].values()) if driver else None,
                  "driver_failures": driver["failures"] if driver else None}
         log = _read(os.path.join(work, f"sanitizer_{tool}.log"))
         if dry_run:
             entry.update(errors=None, posext_errors=None, foreign_errors=None, unsupported=False)
-            entry["status"] = "dry-run" if driver is not None and not driver["failures"] and entry["rc"] == 0 else "failed"
+            entry["status"] = ("dry-run" if driver is not None and not driver["failures"] and entry["rc"] == 0
+                               else "failed")
         elif log is not None:
             entry.update(sanitizer_summary(log))
             if entry["unsupported"]:
@@ -191,9 +195,12 @@ def targets(rows, dry_run: bool) -> list:
     pe = _pick(rows, op="resample", size="pos-embed", **{"pass": "fwd"})
     large = lambda op: [r.get("frac_dram") for r in _pick(rows, op=op, size="large", **{"pass": "fwd"})]  # noqa: E731
     launches = [r.get("posext_launches") for r in rows if r.get("op") != "copy" and r.get("pass") == "fwd"]
-    return [entry("resample device time per call, pos-embed sizes", [r.get("posext_us") for r in pe], "<=", 5.0, "us"),
-            entry("resample vs the torch path, pos-embed sizes", [r.get("x_torch") for r in pe], ">=", 5.0, "x"),
-            entry("resample at large batched sizes, of copy bandwidth", large("resample"), ">=", 0.7, "fraction"),
+    return [entry("resample device time per call, pos-embed sizes", [r.get("posext_us") for r in pe], "<=",
+                  5.0, "us"),
+            entry("resample vs the torch path, pos-embed sizes", [r.get("x_torch") for r in pe], ">=", 5.0,
+                  "x"),
+            entry("resample at large batched sizes, of copy bandwidth", large("resample"), ">=", 0.7,
+                  "fraction"),
             entry("sincos_2d at large sizes, of copy bandwidth", large("sincos_2d"), ">=", 0.7, "fraction"),
             entry("rope_2d apply at large sizes, of copy bandwidth", large("rope_2d"), ">=", 0.7, "fraction"),
             entry("kernel launches per API call", launches, "<=", 1, "launches")]
@@ -205,7 +212,8 @@ def assemble(work: str, out_dir: str, dry_run: bool) -> dict:
     rows = bench["rows"] if bench else []
     results = {"schema": SCHEMA, "dry_run": dry_run, "status": None,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "commit": os.environ.get("POSEXT_COMMIT") or None, "environment": _json(os.path.join(work, "env.json")),
+               "commit": os.environ.get("POSEXT_COMMIT") or None,
+               "environment": _json(os.path.join(work, "env.json")),
                "stages": stages, "tests": _tests(work), "sanitizer": _sanitizer(work, dry_run),
                "bench": {"copy_GBps": next((r.get("copy_GBps") for r in rows if r.get("op") == "copy"), None),
                          "rows": rows},
@@ -220,7 +228,8 @@ def assemble(work: str, out_dir: str, dry_run: bool) -> dict:
 
 
 def verdict(results: dict) -> str:
-    """'fail' on any failed stage, test, skip or sanitizer finding; 'incomplete' when a check could not run."""
+    """'fail' on any failed stage, test, skip or sanitizer finding; 'incomplete' when a check could not
+    run."""
     stages, tests, tools = results["stages"], results["tests"], results["sanitizer"].values()
     if any(s["status"] in ("failed", "timeout") for s in stages.values()):
         return "fail"
@@ -237,7 +246,8 @@ def verdict(results: dict) -> str:
 
 
 def validate(results: dict) -> None:
-    """Raises ValueError when a results dict does not follow the schema (the dry run and the GPU run share it)."""
+    """Raises ValueError when a results dict does not follow the schema (the dry run and the GPU run share
+    it)."""
     problems = []
     if set(results) != TOP_KEYS:
         problems.append(f"top-level keys {sorted(set(results) ^ TOP_KEYS)}")
@@ -265,7 +275,8 @@ def validate(results: dict) -> None:
 
 
 def summary(results: dict) -> str:
-    lines = [f"posext GPU proof kit: {results['status'].upper()}" + (" (dry run on CPU)" if results["dry_run"] else "")]
+    lines = [f"posext GPU proof kit: {results['status'].upper()}"
+             + (" (dry run on CPU)" if results["dry_run"] else "")]
     env = results.get("environment") or {}
     smi = (env.get("nvidia_smi") or "").split(", ")
     lines.append(f"  device {(env.get('device') or {}).get('name')}, torch {env.get('torch')}, CUDA "
@@ -273,17 +284,18 @@ def summary(results: dict) -> str:
     for name, s in results["stages"].items():
         lines.append(f"  {name:10s} {s['status']:12s} {s['seconds'] if s['seconds'] is not None else '':>6}s")
     t = results["tests"]
-    lines.append(f"  tests: {t.get('collected')} collected, {t.get('passed')} passed, {t.get('failed')} failed, "
-                 f"{t.get('errors')} errors, {t.get('skipped')} skipped")
+    lines.append(f"  tests: {t.get('collected')} collected, {t.get('passed')} passed, {t.get('failed')} "
+                 f"failed, {t.get('errors')} errors, {t.get('skipped')} skipped")
     lines += [f"    FAILED {name}" for name in t.get("failures", [])[:20]]
     lines += [f"    SKIPPED {name}" for name in t.get("skips", [])[:10]]
     for tool, s in results["sanitizer"].items():
-        lines.append(f"  {tool:10s} {s['status']:12s} errors {s.get('errors')} (posext {s.get('posext_errors')}, "
-                     f"other code {s.get('foreign_errors')}), driver checks {s.get('driver_checks')}")
+        lines.append(f"  {tool:10s} {s['status']:12s} errors {s.get('errors')} "
+                     f"(posext {s.get('posext_errors')}, other code {s.get('foreign_errors')}), "
+                     f"driver checks {s.get('driver_checks')}")
         lines += [f"    {f}" for f in (s.get("driver_failures") or [])[:5]]
     copy = results["bench"]["copy_GBps"]
-    lines.append(f"  copy bandwidth {'n/a' if copy is None else f'{copy:.1f}'} GB/s, {len(results['bench']['rows'])} "
-                 "bench rows")
+    lines.append(f"  copy bandwidth {'n/a' if copy is None else f'{copy:.1f}'} GB/s, "
+                 f"{len(results['bench']['rows'])} bench rows")
     for t in results["targets"]:
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
         lines.append(f"  target {t['target']}: {value} {t['unit']} ({t['limit']}) met={t['met']}")
@@ -306,13 +318,15 @@ def split(path: str, dest: str) -> list:
             json.dump({"job": "kernels", "op": op, **meta, "copy_GBps": results["bench"]["copy_GBps"],
                        "rows": _pick(rows, op=op)}, f, indent=1)
         written.append(target)
-        print(f"\n### {op}, {name}\n\n| case | dtype | AA | pass | posext us | eager us | launches | torch us | timm us "
-              "| vs torch | vs timm | of copy bw |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(f"\n### {op}, {name}\n\n| case | dtype | AA | pass | posext us | eager us | launches "
+              "| torch us | timm us | vs torch | vs timm | of copy bw |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in _pick(rows, op=op):
             cells = [r["case"], r["dtype"], r.get("aa"), r["pass"]] + [
                 "" if r.get(k) is None else f"{r[k]:{fmt}}" for k, fmt in (
-                    ("posext_us", ".1f"), ("posext_eager_us", ".1f"), ("posext_launches", "g"), ("torch_us", ".1f"),
-                    ("timm_us", ".1f"), ("x_torch", ".1f"), ("x_timm", ".1f"), ("frac_dram", ".0%"))]
+                    ("posext_us", ".1f"), ("posext_eager_us", ".1f"), ("posext_launches", "g"),
+                    ("torch_us", ".1f"), ("timm_us", ".1f"), ("x_torch", ".1f"), ("x_timm", ".1f"),
+                    ("frac_dram", ".0%"))]
             print("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     return written
 

@@ -24,11 +24,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import posext  # noqa: E402
 from posext import _backend  # noqa: E402
-from posext.resample import MODES  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 1e-2}
-COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True), ("bilinear", False, False),
-          ("bilinear", True, False), ("bilinear", False, True), ("nearest", False, False)]
+COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True),
+          ("bilinear", False, False), ("bilinear", True, False), ("bilinear", False, True),
+          ("nearest", False, False)]
 
 
 class Driver:
@@ -71,7 +71,8 @@ class Driver:
                 if g.is_floating_point() and g.isnan().any():
                     raise AssertionError(f"result {i}: {int(g.isnan().sum())} unwritten (NaN) elements")
                 tol = TOL[dtype]
-                torch.testing.assert_close(g.double(), w.detach().double(), rtol=tol, atol=tol, msg=lambda m: f"result {i}: {m}")
+                torch.testing.assert_close(g.double(), w.detach().double(), rtol=tol, atol=tol,
+                                           msg=lambda m: f"result {i}: {m}")
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the run goes on
             text = f"{op} [{label}]: {type(exc).__name__}: {exc}"
             self.failures.append(" | ".join(line.strip() for line in text.splitlines()[:4])[:500])
@@ -117,9 +118,9 @@ def sincos(d: Driver):
     for conv in sorted(posext.CONVENTIONS):
         for dim, grid, prefix in [(8, (1, 1), 0), (12, (1, 7), 1), (132, (13, 3), 5), (1024, (1, 1), 1)]:
             for dtype in (torch.float32, torch.bfloat16) if dim == 132 else (torch.float32,):
-                d.check("sincos_2d", f"{conv} D={dim} {grid} P={prefix} {dtype}", lambda device, c=conv, g=grid,
-                        p=prefix, dt=dtype, n=dim: posext.sincos_2d(n, g, convention=c, num_prefix_tokens=p,
-                                                                    dtype=dt, device=device), dtype=dtype)
+                d.check("sincos_2d", f"{conv} D={dim} {grid} P={prefix} {dtype}",
+                        lambda device, c=conv, g=grid, p=prefix, dt=dtype, n=dim: posext.sincos_2d(
+                            n, g, convention=c, num_prefix_tokens=p, dtype=dt, device=device), dtype=dtype)
     for grid in [(1, 70000), (300, 2)]:  # more grid lines than one launch grid holds
         d.check("sincos_2d", f"D=4 {grid}", lambda device, g=grid: posext.sincos_2d(4, g, num_prefix_tokens=1,
                                                                                    device=device))
@@ -130,18 +131,21 @@ def sincos(d: Driver):
         return buf[1]
 
     d.check("sincos_2d", "out= slice", into_slice)
-    for m, dim, pdtype, stride in [(0, 6, torch.float32, 1), (1, 2, torch.float64, 1), (37, 130, torch.int64, 2),
-                                   (2_200_000, 2, torch.float32, 1)]:
-        pos = (torch.rand(m * stride, generator=d.gen, dtype=torch.float64) * 300).to(pdtype).to(d.device)[::stride]
+    for m, dim, pdtype, stride in [(0, 6, torch.float32, 1), (1, 2, torch.float64, 1),
+                                   (37, 130, torch.int64, 2), (2_200_000, 2, torch.float32, 1)]:
+        pos = ((torch.rand(m * stride, generator=d.gen, dtype=torch.float64) * 300).to(pdtype)
+               .to(d.device)[::stride])
         for dtype in (torch.float32, torch.bfloat16):
             d.check("sincos_1d", f"M={m} D={dim} {pdtype} stride {stride} {dtype}",
-                    lambda p, device, n=dim, dt=dtype: posext.sincos_1d(n, p.to(device), dtype=dt), pos, dtype=dtype)
+                    lambda p, device, n=dim, dt=dtype: posext.sincos_1d(n, p.to(device), dtype=dt), pos,
+                    dtype=dtype)
 
 
 def resample(d: Driver):
     shapes = [  # batch, prefix, old (h, w), new (h, w), C, channel stride, token stride
         (2, 1, (1, 1), (3, 5), 3, 1, 1), (1, 5, (5, 3), (1, 1), 1, 1, 1), (3, 0, (13, 7), (29, 3), 129, 2, 1),
-        (0, 1, (4, 4), (6, 6), 8, 1, 1), (1, 1, (14, 14), (24, 24), 300, 1, 2), (4000, 1, (2, 2), (3, 3), 3, 1, 1)]
+        (0, 1, (4, 4), (6, 6), 8, 1, 1), (1, 1, (14, 14), (24, 24), 300, 1, 2),
+        (4000, 1, (2, 2), (3, 3), 3, 1, 1)]
     for mode, aa, ac in COMBOS:
         for b, p, old, new, c, sc, st in shapes:
             x = d.randn(b, p + old[0] * old[1], c, stride_c=sc, stride_t=st)
@@ -157,35 +161,41 @@ def resample(d: Driver):
         d.check("resample", f"{mode} aa={aa} NHWC", lambda x, device, m=mode, a=aa, c=ac:
                 posext.resample(x, (4, 7), mode=m, antialias=a, align_corners=c), nhwc, wrt=(0,))
         d.check("resample", f"{mode} aa={aa} scale_factor", lambda x, device, m=mode, a=aa, c=ac:
-                posext.resample(x, scale_factor=(1.7, 0.6), old_size=(13, 7), mode=m, antialias=a, align_corners=c),
-                d.randn(2, 1 + 13 * 7, 5), wrt=(0,))
+                posext.resample(x, scale_factor=(1.7, 0.6), old_size=(13, 7), mode=m, antialias=a,
+                                align_corners=c), d.randn(2, 1 + 13 * 7, 5), wrt=(0,))
         x, pe = d.randn(3, 1 + 2 * 3, 129), d.randn(1, 1 + 4 * 4, 129)
         d.check("add_pos_embed", f"{mode} aa={aa} shared table", lambda x, pe, device, m=mode, a=aa, c=ac:
                 posext.add_pos_embed(x, pe, (2, 3), mode=m, antialias=a, align_corners=c), x, pe, wrt=(0, 1))
         x, pe = d.randn(2, 9, 1, stride_t=2), d.randn(2, 4 * 5, 1)
-        d.check("add_pos_embed", f"{mode} aa={aa} per-entry table C=1", lambda x, pe, device, m=mode, a=aa, c=ac:
+        d.check("add_pos_embed", f"{mode} aa={aa} per-entry table C=1",
+                lambda x, pe, device, m=mode, a=aa, c=ac:
                 posext.add_pos_embed(x, pe, (3, 3), old_size=(4, 5), num_prefix_tokens=0, mode=m, antialias=a,
                                      align_corners=c), x, pe, wrt=(0, 1))
     x, pe = d.randn(0, 1 + 3 * 3, 4), d.randn(1, 1 + 2 * 2, 4)
-    d.check("add_pos_embed", "empty batch", lambda x, pe, device: posext.add_pos_embed(x, pe, 3), x, pe, wrt=(0, 1))
+    d.check("add_pos_embed", "empty batch", lambda x, pe, device: posext.add_pos_embed(x, pe, 3), x, pe,
+            wrt=(0, 1))
     for dtype in (torch.bfloat16, torch.float16):
         x, pe = d.randn(2, 1 + 5 * 5, 70, dtype=dtype), d.randn(1, 1 + 3 * 3, 70, dtype=dtype)
-        d.check("add_pos_embed", f"{dtype}", lambda x, pe, device: posext.add_pos_embed(x, pe, 5, antialias=True),
-                x, pe, wrt=(0, 1), dtype=dtype)
+        d.check("add_pos_embed", f"{dtype}",
+                lambda x, pe, device: posext.add_pos_embed(x, pe, 5, antialias=True), x, pe, wrt=(0, 1),
+                dtype=dtype)
     if d.device.type == "cuda":  # a window too wide for the CUDA kernel's shared memory: refused up front
         wide = d.randn(1, 1 * 20000, 2)
         d.expect_error("resample", "20000 -> 1 antialias", lambda: posext.resample(
-            wide, (1, 1), old_size=(1, 20000), num_prefix_tokens=0, antialias=True), RuntimeError, ["shared memory"])
+            wide, (1, 1), old_size=(1, 20000), num_prefix_tokens=0, antialias=True), RuntimeError,
+            ["shared memory"])
 
 
 def rope(d: Driver):
     cases = [  # batch, heads, prefix, grid (h, w), head_dim, layout, per-head freqs
-        (0, 2, 1, (2, 3), 8, "bhnd", False), (1, 1, 0, (1, 1), 2, "bhnd", False), (3, 3, 5, (4, 5), 6, "bnhd", True),
-        (2, 4, 1, (6, 7), 16, "bnhd", False), (262_150, 1, 1, (1, 1), 4, "bhnd", False)]
+        (0, 2, 1, (2, 3), 8, "bhnd", False), (1, 1, 0, (1, 1), 2, "bhnd", False),
+        (3, 3, 5, (4, 5), 6, "bnhd", True), (2, 4, 1, (6, 7), 16, "bnhd", False),
+        (262_150, 1, 1, (1, 1), 4, "bhnd", False)]
     for b, h, p, grid, hd, layout, per_head in cases:
         n = p + grid[0] * grid[1]
         for pairs in ("interleaved", "half"):
-            for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64) if b == 2 else (torch.float32,):
+            for dtype in ((torch.float32, torch.bfloat16, torch.float16, torch.float64) if b == 2
+                          else (torch.float32,)):
                 shape = (b, h, n, hd) if layout == "bhnd" else (b, n, h, hd)
                 qkv = d.randn(*shape[:-1], 3 * hd, dtype=dtype)  # q, k: channel slices of a fused projection
                 q, k = qkv[..., :hd], qkv[..., hd:2 * hd]
@@ -193,7 +203,8 @@ def rope(d: Driver):
                 label = f"B={b} H={h} P={p} {grid} D={hd} {layout} {pairs} per_head={per_head} {dtype}"
                 kw = dict(num_prefix_tokens=p, layout=layout, pair_layout=pairs)
                 d.check("rope_2d", label, lambda q, k, f, device, g=grid, kw=kw:
-                        posext.apply_rope_2d(q, k, g, f.to(device), **kw), q, k, freqs, wrt=(0, 1, 2), dtype=dtype)
+                        posext.apply_rope_2d(q, k, g, f.to(device), **kw), q, k, freqs, wrt=(0, 1, 2),
+                        dtype=dtype)
 
                 def inplace(q, k, f, device, g=grid, kw=kw):
                     q, k = q.clone(), k.clone()
@@ -209,20 +220,24 @@ def factorized(d: Driver):
                               (3, 0, 300, "coords"), (1, 0, 1, "grid_size")]:
             if combine == "concat" and c < 2:
                 continue
-            for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64) if c == 3 else (torch.float32,):
+            for dtype in ((torch.float32, torch.bfloat16, torch.float16, torch.float64) if c == 3
+                          else (torch.float32,)):
                 if combine == "2d":
                     ty, tx = d.randn(9, 7, c, dtype=dtype), None
                 else:
                     cy = c if combine == "sum" else c // 2
-                    ty, tx = d.randn(9, cy, dtype=dtype), d.randn(7, c if combine == "sum" else c - cy, dtype=dtype)
+                    ty, tx = (d.randn(9, cy, dtype=dtype),
+                              d.randn(7, c if combine == "sum" else c - cy, dtype=dtype))
                 if kind == "grid_size":
                     value, tokens = (5, 4), p + 20
                 elif kind == "grid_sizes":
                     value, tokens = [(5, 4), (1, 1), (9, 7)], 3 * p + 20 + 1 + 63
                 else:
                     value, tokens = torch.rand(11, 2, generator=d.gen, dtype=torch.float64), p + 11
-                x = d.randn(tokens, c, dtype=dtype) if kind == "grid_sizes" else d.randn(b, tokens, c, dtype=dtype)
-                kw = dict(num_prefix_tokens=p) if combine == "2d" else dict(num_prefix_tokens=p, combine=combine)
+                x = (d.randn(tokens, c, dtype=dtype) if kind == "grid_sizes"
+                     else d.randn(b, tokens, c, dtype=dtype))
+                kw = (dict(num_prefix_tokens=p) if combine == "2d"
+                      else dict(num_prefix_tokens=p, combine=combine))
 
                 def fn(x, ty, tx, device, kind=kind, value=value, kw=kw):
                     v = value.to(device) if isinstance(value, torch.Tensor) else value
@@ -239,7 +254,8 @@ OPS = {"sincos": sincos, "resample": resample, "rope": rope, "factorized": facto
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--poison", action="store_true", help="NaN-fill fresh tensors (torch deterministic mode)")
+    parser.add_argument("--poison", action="store_true",
+                        help="NaN-fill fresh tensors (torch deterministic mode)")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from {list(OPS)}")
     parser.add_argument("--json", help="write {calls, failures} here")
     args = parser.parse_args(argv)

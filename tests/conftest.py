@@ -1,19 +1,20 @@
 import os
 
-# Tests run in torch's deterministic mode (poison_outputs); on CUDA its matmuls then need a fixed cuBLAS workspace,
-# set before the first cuBLAS handle exists.
+# Tests run in torch's deterministic mode (poison_outputs); on CUDA its matmuls then need a fixed cuBLAS
+# workspace, set before the first cuBLAS handle exists.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # The `backend` fixture only monkeypatches a dispatch switch, which is the same for every generated input.
-settings.register_profile("posext", suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+settings.register_profile("posext", suppress_health_check=[HealthCheck.function_scoped_fixture],
+                          deadline=None)
 settings.load_profile("posext")
 
-import posext
-from posext import _backend
+import posext  # noqa: E402
+from posext import _backend  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -31,8 +32,9 @@ def backend(request, monkeypatch):
 
 @pytest.fixture
 def poison_outputs():
-    """Deterministic mode: torch fills every at::empty result with NaN (so an element a kernel leaves unwritten
-    fails the comparison), and nondeterministic kernels raise. Modules opt in with pytestmark.usefixtures."""
+    """Deterministic mode: torch fills every at::empty result with NaN (so an element a kernel leaves
+    unwritten fails the comparison), and nondeterministic kernels raise. Modules opt in with
+    pytestmark.usefixtures."""
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     yield
@@ -48,7 +50,8 @@ def assert_error_names(call, exc, words):
 
 
 def pytest_configure(config):
-    """POSEXT_REQUIRE_CUDA=1 (the GPU proof kit) turns a missing GPU into an error instead of skipped tests."""
+    """POSEXT_REQUIRE_CUDA=1 (the GPU proof kit) turns a missing GPU into an error instead of skipped
+    tests."""
     if os.environ.get("POSEXT_REQUIRE_CUDA") == "1" and not HAS_CUDA:
         raise pytest.UsageError(f"POSEXT_REQUIRE_CUDA=1 but torch {torch.__version__} sees no CUDA device "
                                 f"(torch.version.cuda={torch.version.cuda})")

@@ -87,7 +87,8 @@ class GeneratorSpec:
 
 @dataclass
 class Case:
-    """fn(*args, **kwargs) with TensorSpecs built fresh per call; `raw`: a torch.ops.posext op (no fallback)."""
+    """fn(*args, **kwargs) with TensorSpecs built fresh per call; `raw`: a torch.ops.posext op (no
+    fallback)."""
     name: str
     fn: Callable
     args: List[Any]
@@ -191,14 +192,16 @@ def resample_case(g: Gen, fused: bool = False) -> Case:
     if g.maybe():
         table = 1 if fused else 0
         choices = {
-            f"pos_embed@{table}": [g.t((3,)), g.t((1, 2, 3, 4, 5)), g.t((1, 7, 4)), g.t(pe.shape, g.pick(NOT_FLOATS)),
-                                   [1.0, 2.0], g.t(pe.shape, layout="contig", device="meta")],
+            f"pos_embed@{table}": [g.t((3,)), g.t((1, 2, 3, 4, 5)), g.t((1, 7, 4)),
+                                   g.t(pe.shape, g.pick(NOT_FLOATS)), [1.0, 2.0],
+                                   g.t(pe.shape, layout="contig", device="meta")],
             "old_size": [0, -2, (3, 0), (2, 3, 4), 2.5, "4", (h + 1, w), (2**32, 2**32), True],
             "num_prefix_tokens": [-1, 99, 1.5, True, "1", 2**63 - 1] + ([1] if layout == "nhwc" else []),
             "mode": ["area", 2, None, "BICUBIC"],
             "antialias": BAD_FLAGS + ([True] if mode == "nearest" else []),
             "align_corners": [float("nan"), 2, "no"] + ([True] if mode == "nearest" else []),
-            "scale_factor": [0.0, -1.0, float("nan"), float("inf"), 1e308, 1e-308, (1.0,), "2", (1.0, 2.0, 3.0)],
+            "scale_factor": [0.0, -1.0, float("nan"), float("inf"), 1e308, 1e-308, (1.0,), "2",
+                             (1.0, 2.0, 3.0)],
         }
         if len(args) > 1 + table:
             choices[f"new_size@{1 + table}"] = [0, -3, (3,), (2, 2, 2), 2.5, "4", (2**32, 2**32), 2**40, None]
@@ -207,7 +210,8 @@ def resample_case(g: Gen, fused: bool = False) -> Case:
                               g.t(x_shape, layout="contig", device="meta")]
         case = _mutate(g, case, choices)
         new_arg = case.args[1 + table] if len(case.args) > 1 + table else None
-        if case.mutated == "new_size" and new_arg is not None and "scale_factor" not in kwargs and g.maybe(0.2):
+        if (case.mutated == "new_size" and new_arg is not None and "scale_factor" not in kwargs
+                and g.maybe(0.2)):
             case.kwargs["scale_factor"] = 2.0  # both given
     return case
 
@@ -222,8 +226,8 @@ def sincos_2d_case(g: Gen) -> Case:
     if g.maybe(0.2):
         kwargs["out"] = g.t((kwargs["num_prefix_tokens"] + grid[0] * grid[1], dim), kwargs.pop("dtype"),
                             layout=g.pick(["contig", "offset"]))
-    case = Case("posext.sincos_2d", posext.sincos_2d, [dim, grid if grid[0] != grid[1] or g.maybe() else grid[0]],
-                kwargs)
+    case = Case("posext.sincos_2d", posext.sincos_2d,
+                [dim, grid if grid[0] != grid[1] or g.maybe() else grid[0]], kwargs)
     if g.maybe():
         case = _mutate(g, case, {
             "embed_dim@0": [0, -4, 6, 8.0, True, "16", 2**62, None],
@@ -253,8 +257,8 @@ def sincos_1d_case(g: Gen) -> Case:
     if g.maybe():
         case = _mutate(g, case, {
             "embed_dim@0": [0, -2, 5, 4.0, True, 2**62, None],
-            "positions@1": [g.t((2, 3)), g.t((4,), torch.bool), g.t((4,), torch.complex64), "abc", [[1.0, 2.0]],
-                            3.0],
+            "positions@1": [g.t((2, 3)), g.t((4,), torch.bool), g.t((4,), torch.complex64), "abc",
+                            [[1.0, 2.0]], 3.0],
             "temperature": BAD_FLOATS,
             "dtype": NOT_FLOATS + ["float32"],
             "out": [g.t((m + 1, dim)), g.t((m, dim), torch.int64), 7],
@@ -276,19 +280,22 @@ def rope_case(g: Gen) -> Case:
         q.layout = k.layout = g.pick(["contig", "cstride", "tstride"])
     positions = (h, w) if g.maybe() else g.t((h * w, 2), g.pick([torch.float32, torch.float64, torch.int64]),
                                              layout="contig")
-    freqs = g.t((2, g.pick([1, heads]), d // 2), torch.float64 if grad else g.pick([torch.float32, torch.float64]),
-                layout="contig", grad=grad)
+    freqs = g.t((2, g.pick([1, heads]), d // 2),
+                torch.float64 if grad else g.pick([torch.float32, torch.float64]), layout="contig", grad=grad)
     kwargs = dict(num_prefix_tokens=p, layout=layout, pair_layout=g.pick(["interleaved", "half"]))
     if inplace:
         kwargs["inplace"] = True
-    case = Case("posext.apply_rope_2d", posext.apply_rope_2d, [q, k, positions, freqs], kwargs, no_grad=inplace)
+    case = Case("posext.apply_rope_2d", posext.apply_rope_2d, [q, k, positions, freqs], kwargs,
+                no_grad=inplace)
     if g.maybe():
         case = _mutate(g, case, {
             "q@0": [g.t(shape[:3]), g.t(shape[:3] + (d + 1,)), g.t(shape, g.pick(NOT_FLOATS)), 1.0],
-            "k@1": [g.t(shape[:3] + (d + 2,)), g.t(shape, torch.float64 if dtype != torch.float64 else torch.float32)],
-            "positions@2": [g.t((h * w + 1, 2)), g.t((h * w, 3)), g.t((h * w, 2), torch.bool), (h + 1, w), 0, "4"],
-            "freqs@3": [g.t((2, heads + 1, d // 2)), g.t((3, 1, d // 2)), g.t((2, 1, d)), g.t((2, 1, d // 2),
-                                                                                             torch.int64), None],
+            "k@1": [g.t(shape[:3] + (d + 2,)),
+                    g.t(shape, torch.float64 if dtype != torch.float64 else torch.float32)],
+            "positions@2": [g.t((h * w + 1, 2)), g.t((h * w, 3)), g.t((h * w, 2), torch.bool), (h + 1, w), 0,
+                            "4"],
+            "freqs@3": [g.t((2, heads + 1, d // 2)), g.t((3, 1, d // 2)), g.t((2, 1, d)),
+                        g.t((2, 1, d // 2), torch.int64), None],
             "num_prefix_tokens": [-1, n + 1, 1.5, "1", None, 2**62],
             "layout": ["nhwd", 0, None],
             "pair_layout": ["rotate", 1, None],
@@ -326,8 +333,10 @@ def factorized_case(g: Gen) -> Case:
     case = Case("posext.factorized_pos_embed", _factorized_unit_coords, [x, ty, tx], kwargs)
     if g.maybe():
         case = _mutate(g, case, {
-            "x@0": [g.t((5,)), g.t(x.shape, g.pick(NOT_FLOATS)), g.t(x.shape, layout="contig", device="meta"), 2.0],
-            "table_y@1": [g.t((ly,)), g.t(ty.shape, torch.float64 if dtype != torch.float64 else torch.float32), None],
+            "x@0": [g.t((5,)), g.t(x.shape, g.pick(NOT_FLOATS)), g.t(x.shape, layout="contig", device="meta"),
+                    2.0],
+            "table_y@1": [g.t((ly,)),
+                          g.t(ty.shape, torch.float64 if dtype != torch.float64 else torch.float32), None],
             "table_x@2": [g.t((lx, c + 3)), g.t((lx,))],
             kind: [0, (0, 2), (ly + 1, lx), [], [(1, 1), 0], "2", g.t((3, 3)), g.t((2, 2), torch.int64)],
             "num_prefix_tokens": [-1, 1.5, "1", 2**62],
@@ -337,7 +346,8 @@ def factorized_case(g: Gen) -> Case:
 
 
 def _factorized_unit_coords(x, table_y, table_x=None, **kwargs):
-    """factorized_pos_embed with any `coords` tensor mapped into [0, 1] (random normals are not coordinates)."""
+    """factorized_pos_embed with any `coords` tensor mapped into [0, 1] (random normals are not
+    coordinates)."""
     coords = kwargs.get("coords")
     if isinstance(coords, torch.Tensor) and coords.is_floating_point() and coords.dim() == 2:
         kwargs["coords"] = torch.sigmoid(coords)
@@ -363,8 +373,8 @@ def freqs_case(g: Gen) -> Case:
     return _mutate(g, case, choices) if g.maybe() else case
 
 
-PUBLIC = [(resample_case, 3), (lambda g: resample_case(g, fused=True), 2), (sincos_2d_case, 2), (sincos_1d_case, 1),
-          (rope_case, 3), (factorized_case, 3), (freqs_case, 1)]
+PUBLIC = [(resample_case, 3), (lambda g: resample_case(g, fused=True), 2), (sincos_2d_case, 2),
+          (sincos_1d_case, 1), (rope_case, 3), (factorized_case, 3), (freqs_case, 1)]
 
 
 def raw_case(g: Gen) -> Case:
@@ -374,7 +384,8 @@ def raw_case(g: Gen) -> Case:
     if isinstance(args[i], TensorSpec):
         spec = args[i]
         args[i] = g.pick([g.t(spec.shape[:-1] or (1,)), g.t(spec.shape, g.pick(NOT_FLOATS)),
-                          g.t(tuple(s + 1 for s in spec.shape)), g.t(spec.shape, layout="contig", device="meta"),
+                          g.t(tuple(s + 1 for s in spec.shape)),
+                          g.t(spec.shape, layout="contig", device="meta"),
                           g.t((0,) + tuple(spec.shape[1:])), g.t(spec.shape, layout="expand")])
     elif isinstance(args[i], bool):
         args[i] = not args[i]
@@ -400,12 +411,13 @@ def _raw_resample(g):
 
 
 def _raw_rope(g):
-    b, heads, p, h, w, d = g.size(0, 2), g.size(1, 3), g.pick([0, 1]), g.size(1, 4), g.size(1, 4), 2 * g.size(1, 4)
+    b, heads, p, h, w, d = (g.size(0, 2), g.size(1, 3), g.pick([0, 1]), g.size(1, 4), g.size(1, 4),
+                            2 * g.size(1, 4))
     shape = (b, heads, p + h * w, d)
     op = g.pick(["rope_2d", "rope_2d_", "rope_2d_freqs_backward"])
     qk = [g.t(shape, torch.float32, layout="contig"), g.t(shape, torch.float32, layout="contig")]
-    tail = [g.t((h * w, 2), torch.float32, layout="contig"), g.t((2, 1, d // 2), torch.float32, layout="contig"),
-            p, 0, g.pick([0, 1])]
+    tail = [g.t((h * w, 2), torch.float32, layout="contig"),
+            g.t((2, 1, d // 2), torch.float32, layout="contig"), p, 0, g.pick([0, 1])]
     if op == "rope_2d_freqs_backward":
         qk = [g.t(shape, torch.float32, layout="contig") for _ in range(2)] + qk
     return op, qk + tail
@@ -415,14 +427,16 @@ def _raw_factorized(g):
     s, c, ly, lx = g.size(1, 12), g.size(2, 8), g.size(1, 6), g.size(1, 6)
     op = g.pick(["factorized_add", "factorized_table_grads"])
     pos = TensorSpec((s, 2), torch.float32, "contig", values="randn", seed=g.r.randrange(2**31))
-    head = [g.t((g.size(0, 2), s, c), torch.float32), pos, g.t((ly, c), torch.float32), g.t((lx, c), torch.float32), 0]
+    head = [g.t((g.size(0, 2), s, c), torch.float32), pos, g.t((ly, c), torch.float32),
+            g.t((lx, c), torch.float32), 0]
     return op, head + ([True, True] if op == "factorized_table_grads" else [])
 
 
 def _raw_sincos(g):
     dim, h, w = 4 * g.size(1, 8), g.size(1, 9), g.size(1, 9)
     if g.maybe():
-        return "sincos_2d", [dim, h, w, g.pick([0, 1]), 10000.0, [0, 1, 2, 3], 0, torch.float32, torch.device("cpu")]
+        return "sincos_2d", [dim, h, w, g.pick([0, 1]), 10000.0, [0, 1, 2, 3], 0, torch.float32,
+                             torch.device("cpu")]
     return "sincos_1d", [g.t((g.size(0, 9),), torch.float32, layout="contig"), dim, 10000.0, torch.float32]
 
 

@@ -82,7 +82,8 @@ def attempt(case, backend="extension", poison=True):
         tracked = [o for o in outs if o.requires_grad]
         if leaves and tracked and not case.no_grad:
             gen = torch.Generator().manual_seed(7)
-            loss = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum() for o in tracked)
+            loss = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum()
+                       for o in tracked)
             try:
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             except Exception as exc:  # noqa: BLE001
@@ -101,7 +102,8 @@ def _same(a, b, what, inputs=(True, 0.0)):
     if a.device.type == "meta" or not a.is_floating_point():
         return None if a.device.type == "meta" or torch.equal(a, b) else f"{what}: values differ"
     x, y = a.double(), b.double()
-    if not finite_inputs:  # NaN and inf propagate by IEEE rules that the backends need not share: finite places
+    if not finite_inputs:
+        # NaN and inf propagate by IEEE rules that the backends need not share: finite places
         both = x.isfinite() & y.isfinite()
         x, y = x[both], y[both]
     if not torch.equal(x.isnan(), y.isnan()):
@@ -147,7 +149,8 @@ def verdict(case):
         return f"backends disagree: extension gave {said[0]}; fallback gave {said[1]}"
     if ext[0] == "error":
         if ext[1] is not fb[1] or ext[2] != fb[2]:
-            return f"backends refuse differently: {ext[1].__name__}: {ext[2][:150]} | {fb[1].__name__}: {fb[2][:150]}"
+            return (f"backends refuse differently: {ext[1].__name__}: {ext[2][:150]} | "
+                    f"{fb[1].__name__}: {fb[2][:150]}")
         return _error_problem("both backends", ext[1], ext[2], case, CLEAN_PUBLIC)
     if len(ext[1]) != len(fb[1]):
         return f"{len(ext[1])} outputs vs {len(fb[1])}"
@@ -181,7 +184,8 @@ def raw_verdict(case):
 def worker(seed, start, stop):
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     torch.set_num_threads(1)
-    probes = json.loads(os.environ.get("POSEXT_FUZZ_PROBES", "{}"))  # index -> a statement run instead (tests)
+    # index -> a statement run instead (tests)
+    probes = json.loads(os.environ.get("POSEXT_FUZZ_PROBES", "{}"))
     for i in range(start, stop):
         print(f"start {i}", flush=True)
         try:
@@ -196,8 +200,8 @@ def worker(seed, start, stop):
 
 
 def run(seed, cases, workers=2, timeout=30.0, probes=None):
-    """-> {case index: problem} over `cases` cases, in `workers` processes. `probes` ({index: statement}) replace
-    cases by statements, to show that crashes and hangs are caught."""
+    """-> {case index: problem} over `cases` cases, in `workers` processes. `probes` ({index: statement})
+    replace cases by statements, to show that crashes and hangs are caught."""
     chunks = [(seed, w * cases // workers, (w + 1) * cases // workers) for w in range(workers)]
     problems = {}
     pending = [c for c in chunks if c[1] < c[2]]
@@ -207,8 +211,9 @@ def run(seed, cases, workers=2, timeout=30.0, probes=None):
     while pending or running:
         while pending and len(running) < workers:
             s, a, b = pending.pop()
-            proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_harness", "worker", str(s), str(a), str(b)],
-                                    cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_harness", "worker", str(s), str(a),
+                                     str(b)], cwd=root, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
             running[proc] = {"stop": b, "since": time.monotonic(), "current": None, "buffer": b""}
         for proc, state in list(running.items()):
             ready, _, _ = select.select([proc.stdout], [], [], 0.05)
@@ -226,7 +231,8 @@ def run(seed, cases, workers=2, timeout=30.0, probes=None):
                 code = proc.wait()
                 del running[proc]
                 if state["current"] is not None:
-                    problems[state["current"]] = f"worker died (exit {code}, signal {-code if code < 0 else 0})"
+                    problems[state["current"]] = (f"worker died (exit {code}, "
+                                                  f"signal {-code if code < 0 else 0})")
                     if state["current"] + 1 < state["stop"]:
                         pending.append((seed, state["current"] + 1, state["stop"]))
             elif state["current"] is not None and time.monotonic() - state["since"] > timeout:

@@ -22,7 +22,8 @@ def _grid(height, width):
 
 def sincos_2d_mae(embed_dim, height, width, temperature=10000.0):
     """MAE get_2d_sincos_pos_embed generalised to H x W: meshgrid(w, h) ('xy'), so grid[0] = x goes first."""
-    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)), axis=0)
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)),
+                    axis=0)
     emb_x = sincos_1d(embed_dim // 2, grid[0], temperature)
     emb_y = sincos_1d(embed_dim // 2, grid[1], temperature)
     return np.concatenate([emb_x, emb_y], axis=1)

@@ -14,8 +14,9 @@ from tests.conftest import DEVICES, assert_error_names
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
-COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True), ("bilinear", False, False),
-          ("bilinear", True, False), ("bilinear", False, True), ("nearest", False, False)]
+COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True),
+          ("bilinear", False, False), ("bilinear", True, False), ("bilinear", False, True),
+          ("nearest", False, False)]
 needs_extension = pytest.mark.skipif(_backend.backend() != "extension", reason="extension not built")
 
 
@@ -25,16 +26,19 @@ def add_cases(draw):
     return dict(mode=mode, antialias=antialias, align_corners=align_corners,
                 old_hw=(draw(st.integers(1, 7)), draw(st.integers(1, 7))),
                 new_hw=(draw(st.integers(1, 9)), draw(st.integers(1, 9))),
-                prefix=draw(st.integers(0, 3)), batch=draw(st.integers(0, 3)), channels=draw(st.integers(1, 9)),
+                prefix=draw(st.integers(0, 3)), batch=draw(st.integers(0, 3)),
+                channels=draw(st.integers(1, 9)),
                 shared=draw(st.booleans()), strided=draw(st.sampled_from([None, "tokens", "channels"])),
                 dtype=draw(st.sampled_from([torch.float64, torch.float32])), seed=draw(st.integers(0, 2**16)))
 
 
 def make_x(batch, tokens, channels, dtype, strided, gen, device):
     if strided == "tokens":  # every other token of a longer sequence
-        return torch.randn(batch, 2 * tokens, channels, generator=gen, dtype=torch.float64).to(dtype).to(device)[:, ::2]
+        return torch.randn(batch, 2 * tokens, channels, generator=gen,
+                           dtype=torch.float64).to(dtype).to(device)[:, ::2]
     if strided == "channels":
-        return torch.randn(batch, tokens, 2 * channels, generator=gen, dtype=torch.float64).to(dtype).to(device)[..., ::2]
+        return torch.randn(batch, tokens, 2 * channels, generator=gen,
+                           dtype=torch.float64).to(dtype).to(device)[..., ::2]
     return torch.randn(batch, tokens, channels, generator=gen, dtype=torch.float64).to(dtype).to(device)
 
 
@@ -45,7 +49,8 @@ def test_random_shapes_match_unfused_and_reference(device, backend, case):
     gen = torch.Generator().manual_seed(case["seed"])
     p, (h, w), (nh, nw), c = case["prefix"], case["old_hw"], case["new_hw"], case["channels"]
     table_batch = 1 if case["shared"] else case["batch"]
-    pe = torch.randn(table_batch, p + h * w, c, generator=gen, dtype=torch.float64).to(case["dtype"]).to(device)
+    pe = torch.randn(table_batch, p + h * w, c, generator=gen,
+                     dtype=torch.float64).to(case["dtype"]).to(device)
     x = make_x(case["batch"], p + nh * nw, c, case["dtype"], case["strided"], gen, device)
     kw = dict(old_size=(h, w), num_prefix_tokens=p, mode=case["mode"], antialias=case["antialias"],
               align_corners=case["align_corners"])
@@ -101,7 +106,8 @@ def test_scale_factor_and_dtype_mismatch_fallback(device, backend):
 @pytest.mark.parametrize("shared", [True, False])
 def test_gradcheck(device, backend, mode, antialias, align_corners, shared):
     gen = torch.Generator().manual_seed(3)
-    pe = torch.randn(1 if shared else 2, 2 + 3 * 4, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    pe = torch.randn(1 if shared else 2, 2 + 3 * 4, 3, generator=gen,
+                     dtype=torch.float64).to(device).requires_grad_()
     x = torch.randn(2, 2 + 5 * 2, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
 
     def f(x, pe):
@@ -149,9 +155,10 @@ def test_bad_input_names_the_argument(backend):
     assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 26, 4), pe), ValueError, ["new_size"])
     assert_error_names(lambda: posext.add_pos_embed(torch.randn(26, 4), pe, (5, 5)), ValueError,
                        ["x must be [B, P + H*W, C]", "(26, 4)"])
-    assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 26, 4).long(), pe, (5, 5)), TypeError, ["x.dtype"])
-    assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 26, 4), pe, (5, 5), mode="area"), ValueError,
-                       ["mode"])
+    assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 26, 4).long(), pe, (5, 5)), TypeError,
+                       ["x.dtype"])
+    assert_error_names(lambda: posext.add_pos_embed(torch.randn(2, 26, 4), pe, (5, 5), mode="area"),
+                       ValueError, ["mode"])
 
 
 @needs_extension
@@ -162,7 +169,8 @@ def test_raw_op_errors_are_runtime_errors(device):
     with pytest.raises(RuntimeError, match="x must be"):
         torch.ops.posext.resample_add(x(2, 20, 4), pe, 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
     with pytest.raises(RuntimeError, match="pos_embed batch"):
-        torch.ops.posext.resample_add(x(2, 26, 4), pe.expand(3, -1, -1), 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
+        torch.ops.posext.resample_add(x(2, 26, 4), pe.expand(3, -1, -1), 4, 4, 5, 5, 1, 2, False, False, 0.0,
+                                      0.0)
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.posext.resample_add(x(2, 26, 4).double(), pe, 4, 4, 5, 5, 1, 2, False, False, 0.0, 0.0)
 
@@ -195,7 +203,8 @@ def test_cuda_matches_cpu(mode, antialias, align_corners, dtype):
     results = []
     for device in ("cpu", "cuda"):
         pd, xd = pe.to(device).requires_grad_(), x.to(device).requires_grad_()
-        out = posext.add_pos_embed(xd, pd, (17, 23), mode=mode, antialias=antialias, align_corners=align_corners)
+        out = posext.add_pos_embed(xd, pd, (17, 23), mode=mode, antialias=antialias,
+                                   align_corners=align_corners)
         results.append((out,) + torch.autograd.grad(out, (xd, pd), g.to(device)))
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
     for a, b in zip(*results):

@@ -13,8 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_python(code, **env):
     full_env = {**os.environ, **env, "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", code], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", code], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=300)
 
 
 def test_info_reports_backend_and_versions():

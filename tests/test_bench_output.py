@@ -38,7 +38,8 @@ def tiny_jobs(monkeypatch):
 
 
 def test_each_job_announces_itself_prints_its_legend_and_its_time(tiny_jobs, tmp_path, capsys):
-    assert main(["bench", "--jobs", "sincos,resample", "--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--jobs", "sincos,resample", "--device", "cpu", "--quick",
+                 "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"[1/2] sincos: {sincos.WHAT}; 1 row, timed calls alone >= " in out
     assert f"[2/2] resample: {resample.WHAT}; 8 rows, timed calls alone >= " in out
@@ -48,7 +49,8 @@ def test_each_job_announces_itself_prints_its_legend_and_its_time(tiny_jobs, tmp
         assert line in sincos_part
     assert "timm = " not in sincos_part  # no timm column here, so no timm line
     resample_part = out.split("[2/2] resample: ")[1]
-    assert "torch = split -> permute -> F.interpolate -> permute -> cat, float32 upcast for bfloat16" in resample_part
+    assert ("torch = split -> permute -> F.interpolate -> permute -> cat, float32 upcast for bfloat16"
+            in resample_part)
     assert resample_part.index("vs torch") < resample_part.index("  torch = split")  # legend under the table
     for header in ("posext ms", "torch ms", "vs torch"):
         assert header in resample_part
@@ -59,9 +61,11 @@ def test_no_matplotlib_means_one_line_and_the_tables_and_json(tmp_path):
     script = TINY.format(baselines=SLOW_BASELINES) + textwrap.dedent(f"""
         sys.modules["matplotlib"] = None
         from posext.cli import main
-        sys.exit(main(["bench", "--jobs", "sincos", "--device", "cpu", "--quick", "--out", {str(tmp_path)!r}]))
+        sys.exit(main(["bench", "--jobs", "sincos", "--device", "cpu", "--quick",
+                       "--out", {str(tmp_path)!r}]))
     """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert run.stdout.count(NO_MATPLOTLIB) == 1
@@ -107,14 +111,16 @@ def test_resample_plot_shows_both_baselines_and_factorized_all_series(tmp_path):
 
 def test_sincos_plot_has_every_baseline_including_the_fallback(tmp_path):
     drawn = sincos.plot(_committed("sincos"), str(tmp_path / "s.png"), "t")
-    assert sorted(drawn) == sorted(f"D={d}: vs {b}" for d in sincos.DIMS for b in ("timm", "numpy", "fallback"))
+    assert sorted(drawn) == sorted(f"D={d}: vs {b}" for d in sincos.DIMS
+                                   for b in ("timm", "numpy", "fallback"))
 
 
 def test_model_plot_is_the_resize_cost_of_timm_and_posext_per_resolution(tmp_path):
     rows = _committed("model")
     drawn = model.plot(rows, str(tmp_path / "m.png"), "t")
     resize = {label: points for (panel, label), points in drawn.items() if panel.startswith("position-table")}
-    assert set(resize) == {f"cpu {m}: {impl}" for m in ("ViT-B/16", "ViT-L/14") for impl in ("timm", "posext")}
+    assert set(resize) == {f"cpu {m}: {impl}" for m in ("ViT-B/16", "ViT-L/14")
+                           for impl in ("timm", "posext")}
     vit_b = [r for r in rows if r["model"] == "ViT-B/16"]
     assert resize["cpu ViT-B/16: timm"] == [(r["image"], r["timm_resize_ms"]) for r in vit_b]
     assert resize["cpu ViT-B/16: posext"] == [(r["image"], r["posext_resize_ms"]) for r in vit_b]
@@ -126,5 +132,6 @@ def test_kernels_plot_leaves_out_the_copy_row(tmp_path):
             {"op": "resample", "series": "cpu resample fwd", "mbytes": 2.0, "x_torch": 3.0, "x_timm": 3.0},
             {"op": "rope_2d", "series": "cpu rope_2d fwd", "mbytes": 9.0, "x_timm": 5.0}]
     drawn = kernels.plot(rows, str(tmp_path / "k.png"), "t")
-    assert sorted(drawn) == ["cpu resample fwd: vs timm", "cpu resample fwd: vs torch", "cpu rope_2d fwd: vs timm"]
+    assert sorted(drawn) == ["cpu resample fwd: vs timm", "cpu resample fwd: vs torch",
+                             "cpu rope_2d fwd: vs timm"]
     assert (tmp_path / "k.png").stat().st_size > 0

@@ -75,7 +75,8 @@ def test_drop_optimizer_flag_removes_it(tmp_path):
     torch.save({"model": vit_state(), "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "a.pth")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # removal was asked for: no warning
-        assert main(["resize", str(tmp_path / "a.pth"), "--grid", "6", "--drop-optimizer", "--suffix", "_r"]) == 0
+        assert main(["resize", str(tmp_path / "a.pth"), "--grid", "6", "--drop-optimizer",
+                     "--suffix", "_r"]) == 0
     assert "optimizer" not in torch.load(tmp_path / "a_r.pth", weights_only=True)
 
 
@@ -99,13 +100,15 @@ def test_npz_big_vision_layout(tmp_path):
               "params/img/embedding/kernel": rng.standard_normal((2, 2, 3, 8)).astype(np.float32),
               "params/txt/pos_embedding": rng.standard_normal((1, 16, 8)).astype(np.float32)}
     np.savez(tmp_path / "bv.npz", **arrays)
-    assert main(["resize", str(tmp_path / "bv.npz"), "--grid", "6x6", "--no-antialias", "--mode", "bilinear"]) == 0
+    assert main(["resize", str(tmp_path / "bv.npz"), "--grid", "6x6", "--no-antialias",
+                 "--mode", "bilinear"]) == 0
     with np.load(tmp_path / "bv_6x6.npz", allow_pickle=False) as got:
         assert list(got.files) == list(arrays)
         assert got["params/img/pos_embedding"].shape == (1, 36, 8)
         assert got["params/img/pos_embedding"].dtype == np.float32
         np.testing.assert_array_equal(got["params/txt/pos_embedding"], arrays["params/txt/pos_embedding"])
-        np.testing.assert_array_equal(got["params/img/embedding/kernel"], arrays["params/img/embedding/kernel"])
+        np.testing.assert_array_equal(got["params/img/embedding/kernel"],
+                                      arrays["params/img/embedding/kernel"])
 
 
 def test_in_place_and_dry_run(tmp_path):
@@ -151,13 +154,15 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path, capsys):
     (out / "blocked.pth").mkdir()  # the target name is taken by a folder: the final rename fails
     torch.save(vit_state(5), tmp_path / "blocked.pth")
     report = tmp_path / "report.json"
-    code = main(["resize", str(tmp_path), "missing-*.pth", "--grid", "6", "--out", str(out), "--json", str(report)])
+    code = main(["resize", str(tmp_path), "missing-*.pth", "--grid", "6", "--out", str(out),
+                 "--json", str(report)])
     assert code == 1
     captured = capsys.readouterr()
     rows = {os.path.basename(r["input"]): r for r in json.load(open(report))["files"]}
     assert rows["good.pth"]["status"] == "ok" and (out / "good.pth").is_file()
     failure_lines = captured.err.splitlines()  # one line on stderr for each failure
-    for name in ("corrupt.pth", "truncated.pth", "notckpt.pth", "ambiguous.pth", "blocked.pth", "missing-*.pth"):
+    for name in ("corrupt.pth", "truncated.pth", "notckpt.pth", "ambiguous.pth", "blocked.pth",
+                 "missing-*.pth"):
         assert rows[name]["status"] == "failed" and rows[name]["reason"], name
         assert f"[failed] {rows[name]['input']}" in captured.out
         assert sum(line.startswith("posext resize: failed: ") and name in line for line in failure_lines) == 1
@@ -232,7 +237,8 @@ def test_inspect_lists_findings(tmp_path, capsys):
     data = {os.path.basename(entry["input"]): entry for entry in json.load(open(report))}
     assert "error" in data["bad.pth"]
     finding = data["i.pth"]["findings"][0]
-    assert finding["key"] == "pos_embed" and finding["num_prefix_tokens"] == 1 and finding["wrapper"] == "state_dict"
+    assert (finding["key"] == "pos_embed" and finding["num_prefix_tokens"] == 1
+            and finding["wrapper"] == "state_dict")
 
 
 def test_end_to_end_timm_and_hf_files_load_strictly_at_the_new_size(tmp_path):
@@ -251,7 +257,8 @@ def test_end_to_end_timm_and_hf_files_load_strictly_at_the_new_size(tmp_path):
     new.load_state_dict(ckpt["model"], strict=True)
     new.load_state_dict(ckpt["model_ema"], strict=True)
     assert new(torch.randn(1, 3, 48, 48)).shape == (1, 3)
-    transformers.ViTConfig(image_size=48, **cfg).save_pretrained(out)  # the new size's config beside the weights
+    # the new size's config beside the weights
+    transformers.ViTConfig(image_size=48, **cfg).save_pretrained(out)
     hf_new, info = transformers.ViTModel.from_pretrained(out, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert hf_new(pixel_values=torch.randn(1, 3, 48, 48)).last_hidden_state.shape == (1, 1 + 36, 32)
@@ -261,8 +268,8 @@ def test_end_to_end_timm_and_hf_files_load_strictly_at_the_new_size(tmp_path):
 def test_progress_bar_on_a_tty(tmp_path):
     torch.save(vit_state(), tmp_path / "a.pth")
     command = f"{sys.executable} -m posext.cli resize {tmp_path / 'a.pth'} --grid 6 --out {tmp_path / 'o'}"
-    result = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stdout
     assert "resizing" in result.stdout and "1/1" in result.stdout  # rich's bar, drawn on the terminal
 

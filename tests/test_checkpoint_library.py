@@ -36,8 +36,9 @@ def expected_resample(t, new_grid, p, old_grid=None, antialias=True):
 
 
 def check_resize(sd, new_grid, expected, *, dropped=(), **kwargs):
-    """Resize ``sd``; the keys of ``expected`` (key -> tensor) change to exactly those values, ``dropped`` keys
-    disappear, every other key is the very input object; order and dtypes kept; the input is not modified."""
+    """Resize ``sd``; the keys of ``expected`` (key -> tensor) change to exactly those values, ``dropped``
+    keys disappear, every other key is the very input object; order and dtypes kept; the input is not
+    modified."""
     before = {k: v.clone() for k, v in sd.items()}
     out, applied = resize_state_dict(sd, new_grid, **kwargs)
     assert out is not sd
@@ -103,8 +104,9 @@ def test_timm_models(name, patch, old_img, new_img, family, p):
     assert all(g.action == "skip" for k, g in found.items() if k != "pos_embed")
     new_grid = grid_of(new_img, patch)
     want = expected_resample(sd["pos_embed"], new_grid, p)
-    torch.testing.assert_close(want, resample_abs_pos_embed(sd["pos_embed"], list(new_grid), num_prefix_tokens=p),
-                               rtol=0, atol=1e-5)  # timm's own resize with the same P agrees
+    # timm's own resize with the same P agrees
+    torch.testing.assert_close(want, resample_abs_pos_embed(sd["pos_embed"], list(new_grid),
+                                                            num_prefix_tokens=p), rtol=0, atol=1e-5)
     out, _ = check_resize(sd, new_grid, {"pos_embed": want})
     assert load_and_run(new, out, new_img).shape[0] == 1
 
@@ -116,7 +118,8 @@ def test_timm_bf16_and_wrapper_prefixes():
         wrapped = OrderedDict((wrap + k, v) for k, v in sd.items())
         f = findings_by_key(wrapped)[wrap + "pos_embed"]
         assert (f.num_prefix_tokens, f.old_grid, f.family) == (1, (4, 4), "timm-vit")
-        out, _ = check_resize(wrapped, (6, 6), {wrap + "pos_embed": expected_resample(sd["pos_embed"], (6, 6), 1)})
+        out, _ = check_resize(wrapped, (6, 6),
+                              {wrap + "pos_embed": expected_resample(sd["pos_embed"], (6, 6), 1)})
         assert isinstance(out, OrderedDict) and out[wrap + "pos_embed"].dtype == torch.bfloat16
 
 
@@ -161,7 +164,8 @@ def test_timm_masquerading_grid_settled_by_old_size():
 
 
 def test_timm_reg_tokens_two_readings_refused():
-    sd = {"cls_token": torch.zeros(1, 1, 8), "reg_token": torch.zeros(1, 4, 8), "pos_embed": torch.randn(1, 9, 8)}
+    sd = {"cls_token": torch.zeros(1, 1, 8), "reg_token": torch.zeros(1, 4, 8),
+          "pos_embed": torch.randn(1, 9, 8)}
     assert_error_names(lambda: find_position_embeddings(sd), AmbiguousGridError,
                        ["pos_embed", "9 tokens", "P=0", "P=5", "num_prefix_tokens="])
     assert findings_by_key(sd, num_prefix_tokens=5)["pos_embed"].old_grid == (2, 2)
@@ -173,7 +177,8 @@ def test_samvit_nhwc_and_rel_pos_untouched():
     sd = old.state_dict()
     found = findings_by_key(sd)
     f = found["pos_embed"]
-    assert (f.action, f.layout, f.old_grid, f.num_prefix_tokens, f.family) == ("resample", "nhwc", (4, 4), 0, "sam")
+    assert (f.action, f.layout, f.old_grid, f.num_prefix_tokens, f.family) == \
+        ("resample", "nhwc", (4, 4), 0, "sam")
     assert {k for k, g in found.items() if g.action == "skip"} == {k for k in sd if "rel_pos" in k}
     want = expected_resample(sd["pos_embed"], (6, 6), 0)
     torch.testing.assert_close(want, resample_abs_pos_embed_nhwc(sd["pos_embed"], [6, 6]), rtol=0, atol=1e-5)
@@ -192,13 +197,15 @@ def test_samvit_nhwc_and_rel_pos_untouched():
 
 
 def test_naflexvit_nhwc():
-    make = lambda grid: timm.create_model("naflexvit_base_patch16_gap", **TINY, pos_embed_grid_size=grid)
+    def make(grid):
+        return timm.create_model("naflexvit_base_patch16_gap", **TINY, pos_embed_grid_size=grid)
     torch.manual_seed(0)
     old, new = make((4, 4)), make((6, 5))
     sd = old.state_dict()
     f = findings_by_key(sd)["embeds.pos_embed"]
     assert (f.layout, f.old_grid, f.num_prefix_tokens, f.family) == ("nhwc", (4, 4), 0, "timm-naflexvit")
-    out, _ = check_resize(sd, (6, 5), {"embeds.pos_embed": expected_resample(sd["embeds.pos_embed"], (6, 5), 0)})
+    out, _ = check_resize(sd, (6, 5),
+                          {"embeds.pos_embed": expected_resample(sd["embeds.pos_embed"], (6, 5), 0)})
     load_and_run(new, out, (96, 80))
 
 
@@ -226,11 +233,14 @@ def test_eva_rope_buffers_dropped():
 
 def mae_state(grid=4, dim=32, dec=16, dtype=torch.float32, prefix=""):
     gen = torch.Generator().manual_seed(0)
-    table = lambda c: torch.from_numpy(get_2d_sincos_pos_embed(c, grid, cls_token=True)).float()[None].to(dtype)
+    def table(c):
+        return torch.from_numpy(get_2d_sincos_pos_embed(c, grid, cls_token=True)).float()[None].to(dtype)
     return OrderedDict([(prefix + "cls_token", torch.randn(1, 1, dim, generator=gen).to(dtype)),
                         (prefix + "pos_embed", table(dim)),
-                        (prefix + "patch_embed.proj.weight", torch.randn(dim, 3, 4, 4, generator=gen).to(dtype)),
-                        (prefix + "blocks.0.attn.qkv.weight", torch.randn(3 * dim, dim, generator=gen).to(dtype)),
+                        (prefix + "patch_embed.proj.weight",
+                         torch.randn(dim, 3, 4, 4, generator=gen).to(dtype)),
+                        (prefix + "blocks.0.attn.qkv.weight",
+                         torch.randn(3 * dim, dim, generator=gen).to(dtype)),
                         (prefix + "decoder_embed.weight", torch.randn(dec, dim, generator=gen).to(dtype)),
                         (prefix + "mask_token", torch.randn(1, 1, dec, generator=gen).to(dtype)),
                         (prefix + "decoder_pos_embed", table(dec)),
@@ -243,9 +253,11 @@ def test_mae_sincos_regenerated(dtype):
     found = findings_by_key(sd)
     for key, dim in (("module.pos_embed", 32), ("module.decoder_pos_embed", 16)):
         f = found[key]
-        assert (f.action, f.family, f.num_prefix_tokens, f.old_grid) == ("regenerate_sincos", "mae", 1, (4, 4))
+        assert (f.action, f.family, f.num_prefix_tokens, f.old_grid) == \
+            ("regenerate_sincos", "mae", 1, (4, 4))
     expected = {"module.pos_embed": posext.sincos_2d(32, (5, 7), num_prefix_tokens=1, dtype=dtype)[None],
-                "module.decoder_pos_embed": posext.sincos_2d(16, (5, 7), num_prefix_tokens=1, dtype=dtype)[None]}
+                "module.decoder_pos_embed": posext.sincos_2d(16, (5, 7), num_prefix_tokens=1,
+                                                             dtype=dtype)[None]}
     out, _ = check_resize(sd, (5, 7), expected)
     assert not out["module.pos_embed"][0, 0].any()  # zero cls row kept
     # sincos="interpolate": resampled like a learned table
@@ -307,8 +319,9 @@ def test_open_clip_vit():
 
 def test_open_clip_timm_tower():
     open_clip = pytest.importorskip("open_clip")
-    make = lambda name: open_clip.CLIP(embed_dim=16, vision_cfg=dict(timm_model_name=name, image_size=224),
-                                       text_cfg=dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1))
+    def make(name):
+        return open_clip.CLIP(embed_dim=16, vision_cfg=dict(timm_model_name=name, image_size=224),
+                              text_cfg=dict(context_length=8, vocab_size=64, width=32, heads=2, layers=1))
     torch.manual_seed(0)
     old, new = make("vit_tiny_patch16_224"), make("vit_tiny_patch16_384")  # 14x14 -> 24x24 grid
     sd = old.state_dict()
@@ -321,16 +334,17 @@ def test_open_clip_timm_tower():
         new.encode_image(torch.randn(1, 3, 384, 384))
 
 
-# ------------------------------------------------------------------------------------------------ HF transformers
+# -------------------------------------------------------------------------------------------- HF transformers
 
 
 def hf_vision(image_size, **extra):
-    return dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, **extra)
+    return dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=2, **extra)
 
 
-HF_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-               max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+HF_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+               num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+               pad_token_id=1)
 
 
 def hf_models():
@@ -342,26 +356,31 @@ def hf_models():
     ("Dinov2Model", "Dinov2Config", "embeddings.position_embeddings", "hf-dinov2", {}),
     ("Dinov2WithRegistersModel", "Dinov2WithRegistersConfig", "embeddings.position_embeddings", "hf-dinov2",
      dict(num_register_tokens=2)),
-    ("DeiTForImageClassificationWithTeacher", "DeiTConfig", "deit.embeddings.position_embeddings", "hf-deit", {}),
+    ("DeiTForImageClassificationWithTeacher", "DeiTConfig", "deit.embeddings.position_embeddings", "hf-deit",
+     {}),
 ])
 def test_hf_vit_like(model, config, key, family, extra):
     T = hf_models()
-    build = lambda size: getattr(T, model)(getattr(T, config)(**hf_vision(size, **extra)))
+    def build(size):
+        return getattr(T, model)(getattr(T, config)(**hf_vision(size, **extra)))
     torch.manual_seed(0)
     old, new = build(32), build(48)
     sd = old.state_dict()
     f = findings_by_key(sd)[key]
     p = 2 if family == "hf-deit" else 1
-    assert (f.action, f.layout, f.num_prefix_tokens, f.old_grid, f.family) == ("resample", "tokens", p, (4, 4), family)
+    assert (f.action, f.layout, f.num_prefix_tokens, f.old_grid, f.family) == \
+        ("resample", "tokens", p, (4, 4), family)
     out, _ = check_resize(sd, (6, 6), {key: expected_resample(sd[key], (6, 6), p)})
     load_and_run(new, out, 48)
 
 
 def test_hf_clip_and_siglip_with_stale_position_ids():
     T = hf_models()
-    clip = lambda size: T.CLIPModel(T.CLIPConfig(vision_config=hf_vision(size), text_config=HF_TEXT,
-                                                 projection_dim=16))
-    siglip = lambda size: T.SiglipModel(T.SiglipConfig(vision_config=hf_vision(size), text_config=HF_TEXT))
+    def clip(size):
+        return T.CLIPModel(T.CLIPConfig(vision_config=hf_vision(size), text_config=HF_TEXT,
+                                        projection_dim=16))
+    def siglip(size):
+        return T.SiglipModel(T.SiglipConfig(vision_config=hf_vision(size), text_config=HF_TEXT))
     for build, family, p in ((clip, "hf-clip", 1), (siglip, "hf-siglip", 0)):
         torch.manual_seed(0)
         old, new = build(32), build(48)
@@ -378,8 +397,9 @@ def test_hf_clip_and_siglip_with_stale_position_ids():
         assert found[tkey].action == "skip"
         assert found["vision_model.embeddings.position_ids"].action == "regenerate_position_ids"
         assert "text_model.embeddings.position_ids" not in found
-        out, _ = check_resize(sd, (6, 6), {vkey: expected_resample(sd[vkey], (6, 6), p),
-                                           "vision_model.embeddings.position_ids": torch.arange(p + 36)[None]})
+        out, _ = check_resize(sd, (6, 6), {
+            vkey: expected_resample(sd[vkey], (6, 6), p),
+            "vision_model.embeddings.position_ids": torch.arange(p + 36)[None]})
         for k in ("vision_model.embeddings.position_ids", "text_model.embeddings.position_ids"):
             del out[k]  # non-persistent buffers in this transformers version
         new.load_state_dict(out, strict=True)
@@ -392,9 +412,10 @@ def test_hf_clip_and_siglip_with_stale_position_ids():
 
 def test_hf_sam_vision_encoder_nhwc():
     T = hf_models()
-    build = lambda size: T.SamVisionModel(T.SamVisionConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=size, patch_size=16, window_size=2,
-        global_attn_indexes=[], output_channels=16, mlp_dim=64))
+    def build(size):
+        return T.SamVisionModel(T.SamVisionConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=size, patch_size=16,
+            window_size=2, global_attn_indexes=[], output_channels=16, mlp_dim=64))
     torch.manual_seed(0)
     old, new = build(64), build(96)
     sd = old.state_dict()
@@ -411,14 +432,16 @@ def test_hf_sam_vision_encoder_nhwc():
 
 def test_hf_vit_mae_sincos_by_values():
     T = hf_models()
-    build = lambda size: T.ViTMAEForPreTraining(T.ViTMAEConfig(
-        **hf_vision(size), decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=32))
+    def build(size):
+        return T.ViTMAEForPreTraining(T.ViTMAEConfig(
+            **hf_vision(size), decoder_hidden_size=16, decoder_num_hidden_layers=1,
+            decoder_num_attention_heads=2, decoder_intermediate_size=32))
     torch.manual_seed(0)
     old, new = build(32), build(48)
     sd = old.state_dict()
     # pretrained ViTMAE weights carry MAE's fixed sin-cos tables
-    sd["vit.embeddings.position_embeddings"] = torch.from_numpy(get_2d_sincos_pos_embed(32, 4, True)).float()[None]
+    sd["vit.embeddings.position_embeddings"] = torch.from_numpy(
+        get_2d_sincos_pos_embed(32, 4, True)).float()[None]
     sd["decoder.decoder_pos_embed"] = torch.from_numpy(get_2d_sincos_pos_embed(16, 4, True)).float()[None]
     found = findings_by_key(sd)
     assert found["vit.embeddings.position_embeddings"].action == "regenerate_sincos"
@@ -436,9 +459,12 @@ def test_hf_vit_mae_sincos_by_values():
 
 def test_big_vision_npz_keys():
     gen = torch.Generator().manual_seed(0)
-    r = lambda *shape: torch.randn(*shape, generator=gen)
-    siglip = OrderedDict([("params/img/embedding/kernel", r(8, 8, 3, 32)), ("params/img/pos_embedding", r(1, 16, 32)),
-                          ("params/img/MAPHead_0/probe", r(1, 1, 32)), ("params/txt/pos_embedding", r(1, 16, 32)),
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
+    siglip = OrderedDict([("params/img/embedding/kernel", r(8, 8, 3, 32)),
+                          ("params/img/pos_embedding", r(1, 16, 32)),
+                          ("params/img/MAPHead_0/probe", r(1, 1, 32)),
+                          ("params/txt/pos_embedding", r(1, 16, 32)),
                           ("params/txt/Embed_0/embedding", r(64, 32)), ("params/t", r(1))])
     f = findings_by_key(siglip)["params/img/pos_embedding"]
     assert (f.num_prefix_tokens, f.old_grid, f.family) == (0, (4, 4), "big_vision")
@@ -452,21 +478,24 @@ def test_big_vision_npz_keys():
         key = root + "Transformer/posembed_input/pos_embedding"
         assert findings_by_key(augreg)[key].num_prefix_tokens == 1
         # timm's .npz loader kernel: bilinear, no antialias
-        check_resize(augreg, (6, 6), {key: posext.resample(augreg[key], (6, 6), num_prefix_tokens=1, mode="bilinear")},
+        check_resize(augreg, (6, 6),
+                     {key: posext.resample(augreg[key], (6, 6), num_prefix_tokens=1, mode="bilinear")},
                      mode="bilinear", antialias=False)
     gap = {"embedding/kernel": r(8, 8, 3, 32), "Transformer/posembed_input/pos_embedding": r(1, 16, 32)}
     assert findings_by_key(gap)["Transformer/posembed_input/pos_embedding"].num_prefix_tokens == 0
     naflex = {"img/pos_embedding": r(1, 4, 5, 32)}  # 4-D tables carry H, W
     f = findings_by_key(naflex)["img/pos_embedding"]
     assert (f.layout, f.old_grid) == ("nhwc", (4, 5))
-    check_resize(naflex, (8, 8), {"img/pos_embedding": expected_resample(naflex["img/pos_embedding"], (8, 8), 0)})
+    check_resize(naflex, (8, 8),
+                 {"img/pos_embedding": expected_resample(naflex["img/pos_embedding"], (8, 8), 0)})
 
 
 # ------------------------------------------------------------------------------------------------ rules
 
 
 def test_generalised_square_rule_and_explicit_arguments():
-    r = lambda rows: torch.randn(1, rows, 8)
+    def r(rows):
+        return torch.randn(1, rows, 8)
     for rows, p in ((16, 0), (17, 1), (18, 2)):
         f = findings_by_key({"pos_embed": r(rows)})["pos_embed"]
         assert (f.num_prefix_tokens, f.old_grid) == (p, (4, 4)) and "square rule" in f.reason
@@ -492,7 +521,8 @@ def test_generalised_square_rule_and_explicit_arguments():
 
 
 def test_never_touched_keys():
-    r = lambda *shape: torch.randn(*shape)
+    def r(*shape):
+        return torch.randn(*shape)
     sd = OrderedDict([
         ("positional_embedding", r(17, 8)),                              # open_clip text, 1 + 4x4 rows
         ("text.positional_embedding", r(16, 8)),                         # CustomTextCLIP

@@ -109,7 +109,8 @@ def test_json_report_never_overwrites_an_input_or_a_result(tmp_path, capsys):
     before = snapshot(tmp_path)
     assert main(["resize", str(tmp_path / "m.pth"), "--grid", "6", "--json", str(tmp_path / "m.pth")]) == 1
     assert "--json" in refusal_lines(capsys.readouterr().err)[0]
-    assert main(["resize", str(tmp_path / "m.pth"), "--grid", "6", "--json", str(tmp_path / "m_6x6.pth")]) == 1
+    assert main(["resize", str(tmp_path / "m.pth"), "--grid", "6",
+                 "--json", str(tmp_path / "m_6x6.pth")]) == 1
     assert "result of" in refusal_lines(capsys.readouterr().err)[0]
     assert main(["inspect", str(tmp_path / "m.pth"), "--json", str(tmp_path / "m.pth")]) == 1
     assert "would overwrite the input" in capsys.readouterr().err
@@ -140,7 +141,8 @@ def test_out_that_is_a_file_or_cannot_be_created(tmp_path):
         ro.chmod(0o555)
         unwritable = str(ro / "sub")
     before = snapshot(tmp_path)
-    for out, words in ((tmp_path / "afile", "is not a folder"), (tmp_path / "afile" / "sub", "Not a directory"),
+    for out, words in ((tmp_path / "afile", "is not a folder"),
+                       (tmp_path / "afile" / "sub", "Not a directory"),
                        (unwritable, "cannot create the folder")):
         with pytest.raises(SystemExit) as info:
             main(["resize", str(tmp_path / "m.pth"), "--grid", "6", "--out", str(out)])
@@ -171,7 +173,8 @@ def test_fifo_in_a_folder_or_as_an_argument_does_not_hang(tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.pth")
     before = snapshot(tmp_path)
     with no_hang():
-        for argv in (["inspect", str(tmp_path / "pipe.pth")], ["resize", str(tmp_path / "pipe.pth"), "--grid", "6"],
+        for argv in (["inspect", str(tmp_path / "pipe.pth")],
+                     ["resize", str(tmp_path / "pipe.pth"), "--grid", "6"],
                      ["inspect", str(tmp_path)], ["resize", str(tmp_path), "--grid", "6", "--suffix", "_r"]):
             assert main(argv) == 1
             (line,) = capsys.readouterr().err.strip().splitlines()
@@ -184,8 +187,8 @@ def test_absurd_grids_are_refused_at_parsing(tmp_path, capsys):
     torch.save(vit_state(0), tmp_path / "m.pth")
     before = snapshot(tmp_path)
     start = time.perf_counter()
-    for argv in (["--grid", "4294967296x4294967296"], ["--grid", "5000x5000"], ["--grid", "6", "--old-size", "2**40"],
-                 ["--grid", "6", "--old-size", "8192x8192"]):
+    for argv in (["--grid", "4294967296x4294967296"], ["--grid", "5000x5000"],
+                 ["--grid", "6", "--old-size", "2**40"], ["--grid", "6", "--old-size", "8192x8192"]):
         with pytest.raises(SystemExit) as info:
             main(["resize", str(tmp_path / "m.pth"), *argv])
         assert info.value.code == 2
@@ -225,14 +228,16 @@ def test_cli_errors_name_the_flags(tmp_path, capsys):
 
 
 def test_inspect_reads_values_only_where_the_action_depends_on_them(tmp_path, capsys):
-    """Shape-only reading still tells MAE's fixed sin-cos table and stale position_ids from learned tensors, in
-    every format (their values are read on demand), and maps legacy non-zip pickles it cannot memory-map."""
+    """Shape-only reading still tells MAE's fixed sin-cos table and stale position_ids from learned tensors,
+    in every format (their values are read on demand), and maps legacy non-zip pickles it cannot
+    memory-map."""
     import numpy as np
     from safetensors.torch import save_file
 
     import posext
 
-    mae = {"cls_token": torch.zeros(1, 1, 16), "pos_embed": posext.sincos_2d(16, 4, num_prefix_tokens=1)[None],
+    mae = {"cls_token": torch.zeros(1, 1, 16),
+           "pos_embed": posext.sincos_2d(16, 4, num_prefix_tokens=1)[None],
            "decoder_pos_embed": torch.randn(1, 17, 8)}
     clip = {"vision_model.embeddings.class_embedding": torch.randn(8),
             "vision_model.embeddings.position_embedding.weight": torch.randn(17, 8),
@@ -249,8 +254,10 @@ def test_inspect_reads_values_only_where_the_action_depends_on_them(tmp_path, ca
     assert len(entries) == 4
     for entry in entries:
         actions = {f["key"]: (f["action"], f["shape"]) for f in entry["findings"]}
-        assert actions == {"pos_embed": ("regenerate_sincos", [1, 17, 16]), "decoder_pos_embed": ("resample", [1, 17, 8]),
+        assert actions == {"pos_embed": ("regenerate_sincos", [1, 17, 16]),
+                           "decoder_pos_embed": ("resample", [1, 17, 8]),
                            "vision_model.embeddings.position_embedding.weight": ("resample", [17, 8]),
-                           "vision_model.embeddings.position_ids": ("regenerate_position_ids", [1, 17])}, entry["input"]
+                           "vision_model.embeddings.position_ids": ("regenerate_position_ids", [1, 17])}, \
+            entry["input"]
     after = snapshot(tmp_path)
     assert after.pop("r.json") and after == before

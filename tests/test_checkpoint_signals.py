@@ -1,5 +1,5 @@
-"""posext resize under signals, kills and dying workers; posext inspect memory. Each case runs the command in a
-subprocess. Writes are made slow deterministically by a ``sitecustomize`` written for the test: its
+"""posext resize under signals, kills and dying workers; posext inspect memory. Each case runs the command in
+a subprocess. Writes are made slow deterministically by a ``sitecustomize`` written for the test: its
 ``torch.save`` writes the real temp file, drops a marker naming the writer's PID, then sleeps, so a signal
 always lands while a write is in flight (a ``sitecustomize`` also reaches the spawned worker processes)."""
 import hashlib
@@ -45,7 +45,8 @@ def slow(tmp_path):
     hook.mkdir()
     markers.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_SAVE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), ROOT]), "POSEXT_TEST_SLOW_SAVE": str(markers)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), ROOT]),
+           "POSEXT_TEST_SLOW_SAVE": str(markers)}
     return env, markers
 
 
@@ -187,12 +188,14 @@ def test_inspect_reads_shapes_not_data(tmp_path):
         with zf.open("params/img/pos_embedding.npy", "w") as f:
             np.lib.format.write_array(f, np.ones((1, 16, 8), np.float32))
         with zf.open("params/img/embedding/kernel.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 27,)})
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (2 ** 27,)})
             block = bytes(2 ** 24)
             for _ in range(2 ** 29 // len(block)):
                 f.write(block)
     torch.save({**vit_state(0), "blocks.0.mlp.weight": torch.zeros(2 ** 26)}, tmp_path / "big.pth")
-    before = {p: hashlib.sha256(open(tmp_path / p, "rb").read()).hexdigest() for p in ("zeros.npz", "big.pth")}
+    before = {p: hashlib.sha256(open(tmp_path / p, "rb").read()).hexdigest()
+              for p in ("zeros.npz", "big.pth")}
     probe = textwrap.dedent(f"""
         import resource, sys
         from posext.cli import main
@@ -201,10 +204,11 @@ def test_inspect_reads_shapes_not_data(tmp_path):
         print("GROWTH_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start)
         sys.exit(code)
     """)
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "params/img/pos_embedding" in result.stdout and "pos_embed" in result.stdout
     growth_mib = int(result.stdout.split("GROWTH_KIB")[1]) / 1024
-    assert growth_mib < 64, f"inspect grew by {growth_mib:.0f} MiB for 768 MiB of tensors it only needs shapes of"
+    assert growth_mib < 64, (f"inspect grew by {growth_mib:.0f} MiB for 768 MiB of tensors it only needs "
+                             f"shapes of")
     assert before == {p: hashlib.sha256(open(tmp_path / p, "rb").read()).hexdigest() for p in before}

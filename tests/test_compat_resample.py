@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from posext import _backend
 from posext.compat import dino as cdino
 from posext.compat import hf as chf
 from posext.compat import mae as cmae
@@ -200,12 +199,13 @@ def _oc_visual(grid_size):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("interpolation,antialias", [("bicubic", True), ("bicubic", False), ("bilinear", True),
-                                                     ("bilinear", False)])
+@pytest.mark.parametrize("interpolation,antialias", [("bicubic", True), ("bicubic", False),
+                                                     ("bilinear", True), ("bilinear", False)])
 @pytest.mark.parametrize("old_side,grid_size", [(7, 10), (7, (4, 9)), (12, (5, 5)), (6, (12, 4))])
 def test_open_clip_resize_pos_embed(oc_model, old_side, grid_size, interpolation, antialias, dtype):
     table = _randn(1 + old_side * old_side, 16, dtype=dtype, seed=7)
-    theirs, ours = {"visual.positional_embedding": table, "other": 1}, {"visual.positional_embedding": table, "other": 1}
+    theirs, ours = ({"visual.positional_embedding": table, "other": 1},
+                    {"visual.positional_embedding": table, "other": 1})
     model = _oc_visual(grid_size)
     assert oc_model.resize_pos_embed(theirs, model, interpolation=interpolation, antialias=antialias) is None
     assert coc.resize_pos_embed(ours, model, interpolation=interpolation, antialias=antialias) is None
@@ -395,7 +395,8 @@ def test_dino_early_returns():
 
 
 @pytest.mark.parametrize("pos_dtype,x_dtype", [(torch.float32, torch.float32), (torch.float32, torch.float16),
-                                               (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
+                                               (torch.float16, torch.float16),
+                                               (torch.bfloat16, torch.bfloat16),
                                                (torch.float64, torch.float64)], ids=str)
 @pytest.mark.parametrize("offset,antialias", [(0.1, False), (0.0, True), (0.0, False), (0.1, True)])
 @pytest.mark.parametrize("w,h", [(546, 546), (518, 700), (280, 224), (1092, 602)])
@@ -418,7 +419,8 @@ def hf_modules():
     from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
     from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
     from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
-        Dinov2WithRegistersEmbeddings)
+        Dinov2WithRegistersEmbeddings,
+    )
     from transformers.models.vit.modeling_vit import ViTEmbeddings
     common = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                   intermediate_size=32)
@@ -427,7 +429,8 @@ def hf_modules():
         "vit": (ViTEmbeddings(ViTConfig(**common)), {}),
         "clip": (CLIPVisionEmbeddings(CLIPVisionConfig(**common)), {}),
         "dinov2": (Dinov2Embeddings(Dinov2Config(**common)), dict(upcast=True)),
-        "dinov2_reg": (Dinov2WithRegistersEmbeddings(Dinov2WithRegistersConfig(num_register_tokens=4, **common)),
+        "dinov2_reg": (Dinov2WithRegistersEmbeddings(Dinov2WithRegistersConfig(num_register_tokens=4,
+                                                                                **common)),
                        dict(upcast=True, antialias=True)),
     }
 
@@ -461,7 +464,8 @@ def test_hf_interpolate_pos_encoding(hf_modules, name, dtype):
             emb = torch.zeros(1, 1 + (height // 8) * (width // 8), 16)
             with torch.no_grad():
                 want = module.interpolate_pos_encoding(emb.to(module_dtype(module)), height, width).to(dtype)
-                got = chf.interpolate_pos_encoding(_hf_table(name, module).to(dtype), height, width, 8, **flags)
+                got = chf.interpolate_pos_encoding(_hf_table(name, module).to(dtype), height, width, 8,
+                                                   **flags)
             f64_tol = F32_TOL if upcast else F64_TOL
             assert_close(got, want, prefix=1, f64_tol=f64_tol)
     finally:
@@ -486,4 +490,5 @@ def test_hf_patch_tuple_matches_dinov2(hf_modules):
     emb = torch.zeros(1, 1 + 5 * 3, 16)
     with torch.no_grad():
         want = module.interpolate_pos_encoding(emb, 40, 24)
-    assert_close(chf.interpolate_pos_encoding(module.position_embeddings, 40, 24, (8, 8), **flags), want, prefix=1)
+    assert_close(chf.interpolate_pos_encoding(module.position_embeddings, 40, 24, (8, 8), **flags), want,
+                 prefix=1)

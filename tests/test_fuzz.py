@@ -1,5 +1,6 @@
-"""The fuzz campaign over every public function and raw op (tests/fuzz_cases.py, tests/fuzz_harness.py): seeded,
-each case in a worker process with a timeout, so a crash or a hang is a finding, not the end of the run.
+"""The fuzz campaign over every public function and raw op (tests/fuzz_cases.py, tests/fuzz_harness.py):
+seeded, each case in a worker process with a timeout, so a crash or a hang is a finding, not the end of the
+run.
 
 POSEXT_FUZZ_CASES (default 2000) and POSEXT_FUZZ_SEED (default 0) widen or move the campaign.
 """

@@ -1,6 +1,6 @@
-"""The GPU proof kit (scripts/gpu_check.sh): its CPU dry run end to end, and the parts that decide its verdict,
-fed with the failures they must catch (a failed or skipped CUDA test, a sanitizer error in a posext kernel,
-a driver mismatch, an unwritten output, a tool that refuses the device)."""
+"""The GPU proof kit (scripts/gpu_check.sh): its CPU dry run end to end, and the parts that decide its
+verdict, fed with the failures they must catch (a failed or skipped CUDA test, a sanitizer error in a posext
+kernel, a driver mismatch, an unwritten output, a tool that refuses the device)."""
 import importlib.util
 import json
 import os
@@ -46,7 +46,8 @@ def test_dry_run_passes_and_writes_the_gpu_schema(dry_run):
     assert all(s["status"] == "ok" for s in results["stages"].values()), results["stages"]
     assert results["tests"]["collected"] > 100  # the CUDA tests exist and collect
     for tool, entry in results["sanitizer"].items():
-        assert entry["status"] == "dry-run" and entry["driver_checks"] > 150 and entry["driver_failures"] == [], tool
+        assert entry["status"] == "dry-run" and entry["driver_checks"] > 150 \
+            and entry["driver_failures"] == [], tool
     ops = {r["op"] for r in results["bench"]["rows"]}
     assert ops == {"copy", "resample", "add_pos_embed", "sincos_2d", "rope_2d", "factorized"}
     assert all(r.get("posext_us", 0) > 0 for r in results["bench"]["rows"] if r["op"] != "copy")
@@ -62,15 +63,16 @@ def test_dry_run_output_fits_what_the_device_machine_returns(dry_run):
     for name in entries:
         assert re.fullmatch(r"[A-Za-z0-9._-]+", name) and os.path.isfile(out / name), name
         assert os.path.getsize(out / name) > 0 and os.path.getsize(out / name) < 16 << 20, name
-    assert {"gpu_results.json", "build.log", "tests.log", "sanitizer.log", "bench.log", "kernels.png"} <= set(entries)
+    assert {"gpu_results.json", "build.log", "tests.log", "sanitizer.log", "bench.log",
+            "kernels.png"} <= set(entries)
 
 
 def test_require_cuda_turns_a_missing_gpu_into_an_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
-                             os.path.join(ROOT, "tests", "test_backend.py")], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "POSEXT_REQUIRE_CUDA": "1"}, timeout=300)
+                             os.path.join(ROOT, "tests", "test_backend.py")], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, "POSEXT_REQUIRE_CUDA": "1"}, timeout=300)
     assert result.returncode != 0 and "POSEXT_REQUIRE_CUDA=1" in result.stdout + result.stderr
 
 
@@ -82,7 +84,8 @@ kernel_driver cuda: resample: 77 checks, 0 failed
 """
 MEMCHECK_OURS = """========= COMPUTE-SANITIZER
 ========= Invalid __global__ write of size 4 bytes
-=========     at void posext::(anonymous namespace)::resample_forward_kernel<float, float>(const T1 *, T1 *)+0x270
+=========     at void posext::(anonymous namespace)::resample_forward_kernel<float, float>(const T1 *, \
+T1 *)+0x270
 =========     by thread (64,0,0) in block (3,0,0)
 =========     Address 0x7f0000000400 is out of bounds
 =========
@@ -96,8 +99,10 @@ INITCHECK_FOREIGN = """========= COMPUTE-SANITIZER
 ========= ERROR SUMMARY: 1 error
 """
 RACECHECK_OURS = """========= COMPUTE-SANITIZER
-========= Error: Race reported between Write access at void posext::(anonymous namespace)::rope_2d_freqs_backward_kernel<float, float>(...)+0x3f0
-=========     and Read access at void posext::(anonymous namespace)::rope_2d_freqs_backward_kernel<float, float>(...)+0x410 [512 hazards]
+========= Error: Race reported between Write access at void \
+posext::(anonymous namespace)::rope_2d_freqs_backward_kernel<float, float>(...)+0x3f0
+=========     and Read access at void \
+posext::(anonymous namespace)::rope_2d_freqs_backward_kernel<float, float>(...)+0x410 [512 hazards]
 =========
 ========= RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)
 ========= ERROR SUMMARY: 1 error
@@ -143,7 +148,8 @@ def _work_dir(tmp_path, logs, junit=None, sanitizer_rc=0, driver_failures=()):
     ({"logs": {"memcheck": "Segmentation fault\n"}, "sanitizer_rc": 139}, "fail"),
     ({"driver_failures": ["resample [bicubic]: AssertionError: 3 unwritten (NaN) elements"]}, "fail"),
     ({"junit": '<testcase classname="t" name="a[cuda]"><failure message="boom"/></testcase>'}, "fail"),
-    ({"junit": '<testcase classname="t" name="a[cuda]"><skipped message="no CUDA device"/></testcase>'}, "fail"),
+    ({"junit": '<testcase classname="t" name="a[cuda]"><skipped message="no CUDA device"/></testcase>'},
+     "fail"),
     ({"junit": ""}, "incomplete"),
 ])
 def test_verdict_catches_each_kind_of_failure(tmp_path, change, status):
@@ -209,5 +215,6 @@ def test_rotation_covers_the_cache_within_bounds():
     assert dt.rotation_sets(1 << 30, cpu) == 2
     assert dt.rotation_sets(1 << 20, cpu) == min(dt.MAX_SETS, 4 * dt.cache_bytes(cpu) // (1 << 20))
     assert dt.rotation_sets(1, cpu) == dt.MAX_SETS
-    assert dt.tensor_bytes(torch.zeros(3, 4), (torch.zeros(2, dtype=torch.bfloat16), [torch.zeros(1)]), 7) == 56
+    assert dt.tensor_bytes(torch.zeros(3, 4), (torch.zeros(2, dtype=torch.bfloat16), [torch.zeros(1)]),
+                           7) == 56
     assert dt.launches_per_call(lambda: None, (), cpu) is None

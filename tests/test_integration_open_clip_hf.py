@@ -22,7 +22,7 @@ def pixels(seed=0):
 
 # ------------------------------------------------------------------------------------------------ open_clip
 
-open_clip = pytest.importorskip("open_clip")
+pytest.importorskip("open_clip")
 import open_clip.model  # noqa: E402
 from open_clip.transformer import VisionTransformer  # noqa: E402
 
@@ -50,7 +50,8 @@ def test_open_clip_matches_its_own_resize_route(backend):
     model = tower(64)
     xs = pixels()
     with torch.no_grad():
-        expected = [open_clip_route(model, x.shape[-2:])(x) if x.shape[-2:] != (64, 64) else model(x) for x in xs]
+        expected = [open_clip_route(model, x.shape[-2:])(x) if x.shape[-2:] != (64, 64) else model(x)
+                    for x in xs]
         posext_oc.accelerate(model)
         got = [model(x) for x in xs]
         again = [model(x) for x in xs]
@@ -114,15 +115,24 @@ SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, interme
 
 
 def hf_models():
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, SiglipVisionConfig,
-                              SiglipVisionModel, ViTConfig, ViTModel)
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        ViTConfig,
+        ViTModel,
+    )
 
     models = [("vit", ViTModel, ViTConfig(**SMALL)), ("clip", CLIPVisionModel, CLIPVisionConfig(**SMALL)),
-              ("siglip", SiglipVisionModel, SiglipVisionConfig(**SMALL)), ("dinov2", Dinov2Model, Dinov2Config(**SMALL))]
+              ("siglip", SiglipVisionModel, SiglipVisionConfig(**SMALL)),
+              ("dinov2", Dinov2Model, Dinov2Config(**SMALL))]
     try:
         from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-        models.append(("dinov2_reg", Dinov2WithRegistersModel, Dinov2WithRegistersConfig(num_register_tokens=4,
-                                                                                          **SMALL)))
+        models.append(("dinov2_reg", Dinov2WithRegistersModel,
+                       Dinov2WithRegistersConfig(num_register_tokens=4, **SMALL)))
     except ImportError:
         pass
     return models

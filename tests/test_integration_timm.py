@@ -25,7 +25,8 @@ RESOLUTIONS = [(224, 224), (160, 160), (288, 192), (96, 320)]
 
 def make_model(name, kwargs, seed=0):
     torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False, dynamic_img_size=True, depth=2, num_classes=10, **kwargs)
+    model = timm.create_model(name, pretrained=False, dynamic_img_size=True, depth=2, num_classes=10,
+                              **kwargs)
     with torch.no_grad():  # a structured, non-trivial table so that resampling errors would show
         torch.nn.init.normal_(model.pos_embed, std=0.5)
     return model

@@ -47,7 +47,8 @@ def _dev_requirements():
 def _git(*args):
     if not os.path.exists(os.path.join(ROOT, ".git")):
         pytest.skip("not a git checkout (an unpacked sdist has nothing to compare with)")
-    listed = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
     return {f for f in listed if os.path.isfile(os.path.join(ROOT, f))}  # minus files deleted, not committed
 
 
@@ -79,8 +80,8 @@ def source_tree(dest):
 
 def build_sdist(out_dir, source):
     """`python -m build --sdist --no-isolation` of `source` -> (path of the .tar.gz, the build's output)."""
-    result = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out_dir),
-                             source], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir",
+                             str(out_dir), source], capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     (sdist,) = glob.glob(os.path.join(str(out_dir), "posext-*.tar.gz"))
@@ -171,7 +172,8 @@ def setup_py():
 
 @pytest.fixture
 def machine(monkeypatch, setup_py):
-    """A machine with a CUDA torch and a toolkit but no GPU, and no build switch set; `gpus` sets the count."""
+    """A machine with a CUDA torch and a toolkit but no GPU, and no build switch set; `gpus` sets the
+    count."""
     for name in ("POSEXT_FORCE_CUDA", "POSEXT_SKIP_CUDA", "POSEXT_CUDA_LINEINFO", "POSEXT_DEBUG_INFO",
                  "TORCH_CUDA_ARCH_LIST"):
         monkeypatch.delenv(name, raising=False)
@@ -267,7 +269,8 @@ def test_build_flags_no_host_debug_info_and_lineinfo_only_on_request(setup_py, m
 
 def test_in_place_build_recorded_what_it_contained(setup_py):
     """The extension loaded here was built in place: its record says whether it has the CUDA kernels."""
-    if _backend._C is None or os.path.dirname(os.path.abspath(_backend._C.__file__)) != os.path.join(ROOT, "posext"):
+    if _backend._C is None or \
+            os.path.dirname(os.path.abspath(_backend._C.__file__)) != os.path.join(ROOT, "posext"):
         pytest.skip("no extension built in place in this tree")
     record = setup_py.previous_build()
     assert record is not None and record["cuda_kernels"] == bool(_backend._C.cuda_built)

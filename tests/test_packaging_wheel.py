@@ -12,7 +12,8 @@ import pytest
 from .test_packaging import build_sdist, source_tree
 
 pytestmark = pytest.mark.skipif(os.environ.get("POSEXT_TEST_WHEEL_FROM_SDIST") != "1",
-                                reason="minutes of compiling: POSEXT_TEST_WHEEL_FROM_SDIST=1 (make check-sdist)")
+                                reason="minutes of compiling: POSEXT_TEST_WHEEL_FROM_SDIST=1 "
+                                       "(make check-sdist)")
 
 
 def test_cpu_wheel_built_from_the_sdist_installs_and_imports(tmp_path):
@@ -22,7 +23,8 @@ def test_cpu_wheel_built_from_the_sdist_installs_and_imports(tmp_path):
     (source,) = glob.glob(str(tmp_path / "unpacked" / "posext-*"))
     env = {**os.environ, "POSEXT_SKIP_CUDA": "1"}
     result = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
-                             str(tmp_path / "wheel"), source], env=env, capture_output=True, text=True, timeout=1800)
+                             str(tmp_path / "wheel"), source], env=env, capture_output=True, text=True,
+                            timeout=1800)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "posext build: posext._C with CPU kernels only" in result.stdout
     (wheel,) = glob.glob(str(tmp_path / "wheel" / "posext-*.whl"))
@@ -32,12 +34,13 @@ def test_cpu_wheel_built_from_the_sdist_installs_and_imports(tmp_path):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
 
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site),
-                    wheel], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                    str(site), wheel], check=True, timeout=300)
     check = ("import json, posext; i = posext.info(); print(posext.__file__); "
              "assert i['backend'] == 'extension', i; assert not i['cuda_kernels_built'], i")
     # PYTHONPATH comes before the editable install of the source tree on sys.path
     result = subprocess.run([sys.executable, "-c", check], cwd=str(tmp_path), capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(site), "POSEXT_BACKEND": "extension"}, timeout=300)
+                            env={**os.environ, "PYTHONPATH": str(site), "POSEXT_BACKEND": "extension"},
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().startswith(str(site)), result.stdout

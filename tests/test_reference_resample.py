@@ -62,8 +62,8 @@ combos = st.sampled_from(COMBOS)
 
 
 @settings(max_examples=300, deadline=None)
-@given(combo=combos, n=st.integers(1, 2), c=st.integers(1, 3), in_h=sizes, in_w=sizes, out_h=sizes, out_w=sizes,
-       seed=st.integers(0, 2**32 - 1))
+@given(combo=combos, n=st.integers(1, 2), c=st.integers(1, 3), in_h=sizes, in_w=sizes, out_h=sizes,
+       out_w=sizes, seed=st.integers(0, 2**32 - 1))
 def test_random_size(combo, n, c, in_h, in_w, out_h, out_w, seed):
     _check(_data(seed, (n, c, in_h, in_w)), combo, size=(out_h, out_w))
 
@@ -71,7 +71,8 @@ def test_random_size(combo, n, c, in_h, in_w, out_h, out_w, seed):
 @st.composite
 def _scale_for(draw, in_size):
     """A scale factor whose floor(in * sf) lies in [1, 40]."""
-    sf = draw(st.floats(min_value=1.0 / in_size, max_value=40.0 / in_size, allow_nan=False, allow_infinity=False))
+    sf = draw(st.floats(min_value=1.0 / in_size, max_value=40.0 / in_size, allow_nan=False,
+                        allow_infinity=False))
     return sf if 1 <= math.floor(in_size * sf) <= 40 else 1.0
 
 
@@ -132,7 +133,8 @@ def test_explicit(combo, shape, kw):
 
 
 def test_scale_factor_path_differs_from_size_path():
-    """With a scale factor the kernel uses s = 1/sf, not in/out (doc section 1: up to 2.28 on 14x11, sf 1.7)."""
+    """With a scale factor the kernel uses s = 1/sf, not in/out (doc section 1: up to 2.28 on 14x11,
+    sf 1.7)."""
     x = _data(1, (1, 1, 14, 11))
     a = ref.interpolate(x, scale_factor=1.7, mode="bicubic", align_corners=False)
     b = ref.interpolate(x, size=(23, 18), mode="bicubic", align_corners=False)
@@ -141,7 +143,8 @@ def test_scale_factor_path_differs_from_size_path():
 
 
 def test_same_shape_scale_factor_bicubic_is_not_a_copy():
-    """Doc discrepancy pinned: non-AA bicubic resamples a same-size axis with s = 1/sf; other modes keep it."""
+    """Doc discrepancy pinned: non-AA bicubic resamples a same-size axis with s = 1/sf; other modes keep
+    it."""
     x = _data(2, (1, 1, 14, 11))
     t = torch.from_numpy(x)
     cubic = F.interpolate(t, scale_factor=1.05, mode="bicubic", align_corners=False).numpy()
@@ -204,7 +207,8 @@ def _torch_tokens(pos, new_size, old_size, p, **kw):
 @given(combo=combos, b=st.integers(1, 2), c=st.integers(1, 8), p=st.integers(0, 5),
        old_h=sizes, old_w=sizes, new_h=sizes, new_w=sizes, seed=st.integers(0, 2**32 - 1))
 def test_resample_tokens(combo, b, c, p, old_h, old_w, new_h, new_w, seed):
-    assume(not _torch_cpu_aa_width1_bug(combo, old_h, new_h, new_w))  # covered in test_torch_cpu_aa_width1_bug
+    # covered in test_torch_cpu_aa_width1_bug
+    assume(not _torch_cpu_aa_width1_bug(combo, old_h, new_h, new_w))
     pos = _data(seed, (b, p + old_h * old_w, c))
     kw = _kwargs(*combo)
     got = ref.resample_tokens(pos, (new_h, new_w), (old_h, old_w), p, **kw)
@@ -215,7 +219,8 @@ def test_resample_tokens(combo, b, c, p, old_h, old_w, new_h, new_w, seed):
 
 
 def test_resample_tokens_row_major_layout():
-    """Token p + y*W + x holds grid pixel (y, x): a 2x upsample with nearest repeats along rows and columns."""
+    """Token p + y*W + x holds grid pixel (y, x): a 2x upsample with nearest repeats along rows and
+    columns."""
     h, w = 2, 3
     grid = np.arange(h * w, dtype=np.float64).reshape(h, w)
     pos = np.concatenate([[[-1.0]], grid.reshape(-1, 1)])[None]  # [1, 1 + 6, 1]
@@ -228,7 +233,8 @@ def test_resample_tokens_scale_factor():
     pos = _data(4, (1, 1 + 37 * 37, 4))
     got = ref.resample_tokens(pos, None, (37, 37), 1, mode="bicubic", scale_factor=16.1 / 37)
     t = torch.from_numpy(pos[:, 1:]).reshape(1, 37, 37, 4).permute(0, 3, 1, 2)
-    want = F.interpolate(t, scale_factor=16.1 / 37, mode="bicubic").permute(0, 2, 3, 1).reshape(1, -1, 4).numpy()
+    want = F.interpolate(t, scale_factor=16.1 / 37, mode="bicubic").permute(0, 2, 3, 1).reshape(
+        1, -1, 4).numpy()
     assert got.shape == (1, 1 + 16 * 16, 4)
     assert np.abs(got[:, 1:] - want).max() <= TOL
 

@@ -23,9 +23,9 @@ from tests.conftest import DEVICES, assert_error_names
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
-COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True), ("bicubic", True, True),
-          ("bilinear", False, False), ("bilinear", True, False), ("bilinear", False, True), ("bilinear", True, True),
-          ("nearest", False, False)]
+COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True),
+          ("bicubic", True, True), ("bilinear", False, False), ("bilinear", True, False),
+          ("bilinear", False, True), ("bilinear", True, True), ("nearest", False, False)]
 
 
 def torch_path(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, scale_factor=None):
@@ -35,7 +35,8 @@ def torch_path(tokens, old_hw, new_hw, prefix, mode, antialias, align_corners, s
     kw = dict(mode=mode, antialias=antialias)
     if mode != "nearest":
         kw["align_corners"] = align_corners
-    grid = F.interpolate(grid, scale_factor=scale_factor, **kw) if scale_factor else F.interpolate(grid, new_hw, **kw)
+    grid = (F.interpolate(grid, scale_factor=scale_factor, **kw) if scale_factor
+            else F.interpolate(grid, new_hw, **kw))
     return torch.cat([tokens[:, :prefix], grid.permute(0, 2, 3, 1).reshape(b, -1, c)], dim=1)
 
 
@@ -102,7 +103,8 @@ def test_matches_interpolate_and_numpy_reference(device, backend, case):
     pos_embed, tokens = make_input(case, device)
     out = call(pos_embed, case)
     b, p, c, (nh, nw) = case["batch"], case["prefix"], case["channels"], case["new_hw"]
-    expected_shape = {"nhwc": (b, nh, nw, c), "unbatched": (p + nh * nw, c)}.get(case["layout"], (b, p + nh * nw, c))
+    expected_shape = {"nhwc": (b, nh, nw, c), "unbatched": (p + nh * nw, c)}.get(case["layout"],
+                                                                                (b, p + nh * nw, c))
     assert tuple(out.shape) == expected_shape and out.dtype == case["dtype"] and out.device.type == device
     out = as_tokens(out, case).cpu()
     assert not out.isnan().any(), "unwritten (NaN-poisoned) elements"
@@ -110,25 +112,30 @@ def test_matches_interpolate_and_numpy_reference(device, backend, case):
     assert torch.equal(out[:, :p], tokens[:, :p].cpu()), "prefix rows must be copied bit for bit"
     numpy_ref = ref.resample_tokens(tokens.cpu().double().numpy(), None if case["scale"] else case["new_hw"],
                                     case["old_hw"], p, mode=case["mode"], antialias=case["antialias"],
-                                    align_corners=case["align_corners"] if case["mode"] != "nearest" else None,
+                                    align_corners=(case["align_corners"] if case["mode"] != "nearest"
+                                                   else None),
                                     scale_factor=case["scale"])
     np.testing.assert_allclose(out.double().numpy(), numpy_ref, rtol=0, atol=ref_tol)
-    if b > 0 and c > 0 and not torch_aa_width1_bug(case["mode"], case["antialias"], case["old_hw"], case["new_hw"]):
-        expected = torch_path(tokens.cpu(), case["old_hw"], case["new_hw"], p, case["mode"], case["antialias"],
-                              case["align_corners"], case["scale"])
+    if b > 0 and c > 0 and not torch_aa_width1_bug(case["mode"], case["antialias"], case["old_hw"],
+                                                   case["new_hw"]):
+        expected = torch_path(tokens.cpu(), case["old_hw"], case["new_hw"], p, case["mode"],
+                              case["antialias"], case["align_corners"], case["scale"])
         torch.testing.assert_close(out, expected, rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
 @pytest.mark.parametrize("old_hw,new_hw", [((14, 14), (24, 24)), ((37, 37), (16, 16)), ((1, 1), (3, 5)),
-                                           ((2, 2), (1, 1)), ((5, 9), (9, 5)), ((16, 16), (16, 16)), ((3, 1), (1, 4))])
+                                           ((2, 2), (1, 1)), ((5, 9), (9, 5)), ((16, 16), (16, 16)),
+                                           ((3, 1), (1, 4))])
 def test_explicit_grids(device, backend, mode, antialias, align_corners, old_hw, new_hw):
-    """Against the NumPy reference and against F.interpolate on the same device (torch's CUDA kernels on CUDA)."""
+    """Against the NumPy reference and against F.interpolate on the same device (torch's CUDA kernels on
+    CUDA)."""
     tokens = torch.randn(2, 1 + old_hw[0] * old_hw[1], 16, device=device)
     out = posext.resample(tokens, new_hw, old_size=old_hw, mode=mode, antialias=antialias,
                           align_corners=align_corners)
-    expected = ref.resample_tokens(tokens.cpu().double().numpy(), new_hw, old_hw, 1, mode=mode, antialias=antialias,
+    expected = ref.resample_tokens(tokens.cpu().double().numpy(), new_hw, old_hw, 1, mode=mode,
+                                   antialias=antialias,
                                    align_corners=align_corners if mode != "nearest" else None)
     np.testing.assert_allclose(out.cpu().double().numpy(), expected, rtol=0, atol=1e-4)
     if not torch_aa_width1_bug(mode, antialias, old_hw, new_hw):
@@ -144,8 +151,8 @@ def test_dino_offset_scale_factor(device, backend):
     s = (m + 0.1) / n_side
     out = posext.resample(pos, scale_factor=s)
     assert out.shape == (1, 1 + m * m, 32)
-    torch.testing.assert_close(out, torch_path(pos, (n_side, n_side), (m, m), 1, "bicubic", False, False, (s, s)),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, torch_path(pos, (n_side, n_side), (m, m), 1, "bicubic", False, False,
+                                               (s, s)), rtol=0, atol=1e-12)
     by_size = posext.resample(pos, (m, m))
     assert (out - by_size).abs().max() > 1e-3  # the offset changes the kernel scale, as in DINO
 
@@ -163,7 +170,8 @@ def test_torch_antialias_width1_bug_is_not_reproduced(device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
 def test_half_precision_no_worse_than_torch(device, backend, dtype, mode, antialias, align_corners):
-    """Against float64, no worse than torch's own half kernel on the same device (CUDA has one for every mode)."""
+    """Against float64, no worse than torch's own half kernel on the same device (CUDA has one for every
+    mode)."""
     gen = torch.Generator().manual_seed(1)
     tokens = torch.randn(2, 1 + 14 * 14, 64, generator=gen).to(dtype).to(device)
     out = posext.resample(tokens, (23, 9), old_size=(14, 14), mode=mode, antialias=antialias,
@@ -185,7 +193,8 @@ def test_half_precision_no_worse_than_torch(device, backend, dtype, mode, antial
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
-@pytest.mark.parametrize("old_hw,new_hw", [((4, 5), (7, 3)), ((6, 6), (2, 3)), ((1, 1), (3, 2)), ((3, 3), (3, 3))])
+@pytest.mark.parametrize("old_hw,new_hw", [((4, 5), (7, 3)), ((6, 6), (2, 3)), ((1, 1), (3, 2)),
+                                           ((3, 3), (3, 3))])
 def test_gradcheck_and_torch_backward(device, mode, antialias, align_corners, old_hw, new_hw):
     """gradcheck / gradgradcheck, and the backward against torch's on the same device (CUDA: its atomics)."""
     if _backend.backend() != "extension":
@@ -193,8 +202,8 @@ def test_gradcheck_and_torch_backward(device, mode, antialias, align_corners, ol
     x = torch.randn(2, 2 + old_hw[0] * old_hw[1], 3, dtype=torch.float64, device=device, requires_grad=True)
 
     def f(t):
-        return posext.resample(t, new_hw, old_size=old_hw, num_prefix_tokens=2, mode=mode, antialias=antialias,
-                               align_corners=align_corners)
+        return posext.resample(t, new_hw, old_size=old_hw, num_prefix_tokens=2, mode=mode,
+                               antialias=antialias, align_corners=align_corners)
 
     assert torch.autograd.gradcheck(f, (x,))
     assert torch.autograd.gradgradcheck(f, (x,))
@@ -203,7 +212,8 @@ def test_gradcheck_and_torch_backward(device, mode, antialias, align_corners, ol
     with torch.backends.cudnn.flags(enabled=False):
         torch.use_deterministic_algorithms(False)
         x_ref = x.detach().clone().requires_grad_()
-        theirs, = torch.autograd.grad(torch_path(x_ref, old_hw, new_hw, 2, mode, antialias, align_corners), x_ref, grad)
+        theirs, = torch.autograd.grad(torch_path(x_ref, old_hw, new_hw, 2, mode, antialias, align_corners),
+                                      x_ref, grad)
         torch.use_deterministic_algorithms(True)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
@@ -252,10 +262,12 @@ def test_compile_fullgraph_dynamic_three_sizes():
 @pytest.mark.parametrize("call,exc,words", [
     (lambda: posext.resample(torch.zeros(5), 4), ValueError, ["pos_embed", "(5,)"]),
     (lambda: posext.resample(torch.zeros(1, 2, 3, 4, 5), 4), ValueError, ["pos_embed", "(1, 2, 3, 4, 5)"]),
-    (lambda: posext.resample(torch.zeros(1, 11, 8), 4), ValueError, ["11 tokens", "old_size", "num_prefix_tokens"]),
-    (lambda: posext.resample(torch.zeros(1, 11, 8), 4, num_prefix_tokens=1), ValueError, ["N = 11 - 1 = 10",
-                                                                                          "old_size"]),
-    (lambda: posext.resample(torch.zeros(1, 13, 8), 4, old_size=(3, 5)), ValueError, ["15", "13 tokens", "old_size"]),
+    (lambda: posext.resample(torch.zeros(1, 11, 8), 4), ValueError,
+     ["11 tokens", "old_size", "num_prefix_tokens"]),
+    (lambda: posext.resample(torch.zeros(1, 11, 8), 4, num_prefix_tokens=1), ValueError,
+     ["N = 11 - 1 = 10", "old_size"]),
+    (lambda: posext.resample(torch.zeros(1, 13, 8), 4, old_size=(3, 5)), ValueError,
+     ["15", "13 tokens", "old_size"]),
     (lambda: posext.resample(torch.zeros(1, 13, 8), 4, old_size=(3, 5), num_prefix_tokens=1), ValueError,
      ["15", "N = 13 - 1 = 12", "old_size"]),
     (lambda: posext.resample(torch.zeros(1, 4, 4, 8), 6, old_size=3), ValueError, ["old_size 3", "(4, 4)"]),
@@ -263,19 +275,22 @@ def test_compile_fullgraph_dynamic_three_sizes():
     (lambda: posext.resample(torch.zeros(1, 17, 8), 4, align_corners=1), TypeError, ["align_corners"]),
     (lambda: posext.resample(torch.zeros(1, 1, 8), (2**32, 2**32), old_size=1), ValueError,
      ["new_size=(4294967296, 4294967296)", "overflow"]),
-    (lambda: posext.resample(torch.zeros(1, 17, 8), 2**20), ValueError, ["new_size=1048576", "bytes", "memory"]),
+    (lambda: posext.resample(torch.zeros(1, 17, 8), 2**20), ValueError,
+     ["new_size=1048576", "bytes", "memory"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8), 0), ValueError, ["new_size", "> 0"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8), (4, -2)), ValueError, ["new_size[1]"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8, dtype=torch.int64), 4), TypeError, ["pos_embed.dtype"]),
-    (lambda: posext.resample(torch.zeros(1, 3, 8), 4, num_prefix_tokens=5), ValueError, ["num_prefix_tokens=5",
-                                                                                       "3 tokens"]),
+    (lambda: posext.resample(torch.zeros(1, 3, 8), 4, num_prefix_tokens=5), ValueError,
+     ["num_prefix_tokens=5", "3 tokens"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8), 4, mode="area"), ValueError, ["mode", "bicubic"]),
-    (lambda: posext.resample(torch.zeros(1, 17, 8), 4, mode="nearest", antialias=True), ValueError, ["nearest"]),
+    (lambda: posext.resample(torch.zeros(1, 17, 8), 4, mode="nearest", antialias=True), ValueError,
+     ["nearest"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8), 4, scale_factor=2.0), ValueError, ["exactly one"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8)), ValueError, ["exactly one"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8), scale_factor=0.1), ValueError, ["(0, 0)", ">= 1"]),
     (lambda: posext.resample(torch.zeros(1, 17, 8), scale_factor=-1.0), ValueError, ["scale_factor[0]"]),
-    (lambda: posext.resample(torch.zeros(1, 4, 4, 8), 2, num_prefix_tokens=1), ValueError, ["NHWC", "prefix"]),
+    (lambda: posext.resample(torch.zeros(1, 4, 4, 8), 2, num_prefix_tokens=1), ValueError,
+     ["NHWC", "prefix"]),
     (lambda: posext.resample(torch.zeros(1, 4, 4, 8), 2, old_size=(2, 8)), ValueError, ["old_size", "NHWC"]),
     (lambda: posext.resample([1.0], 2), TypeError, ["pos_embed", "tensor"]),
 ])

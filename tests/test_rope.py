@@ -1,5 +1,6 @@
-"""posext.apply_rope_2d / Rope2d: a float64 reference written here from the RoPE-ViT formulas (complex multiply),
-timm 1.0.31 as an independent oracle, gradients (incl. the mixed-mode frequencies), in-place, torch.compile.
+"""posext.apply_rope_2d / Rope2d: a float64 reference written here from the RoPE-ViT formulas (complex
+multiply), timm 1.0.31 as an independent oracle, gradients (incl. the mixed-mode frequencies), in-place,
+torch.compile.
 
 Tolerances (unit-scale N(0,1) data): float64 <= 1e-12, float32 <= 1e-5 max abs against the float64 reference;
 float16 / bfloat16: within one ulp of the float64 result (angles and rotation in float32, rounded once).
@@ -27,8 +28,8 @@ needs_extension = pytest.mark.skipif(_backend.backend() != "extension", reason="
 # ------------------------------------------------------------------------------ float64 reference (RoPE-ViT)
 
 def axial_angles_ref(dim, h, w, theta=100.0):
-    """RoPE-ViT compute_axial_cis: freqs = 1/theta^(arange(0, dim, 4)[:dim//4] / dim); t_x = i % W, t_y = i // W;
-    angles = cat([outer(t_x, freqs), outer(t_y, freqs)], -1) -> [N, dim/2] (float64)."""
+    """RoPE-ViT compute_axial_cis: freqs = 1/theta^(arange(0, dim, 4)[:dim//4] / dim); t_x = i % W,
+    t_y = i // W; angles = cat([outer(t_x, freqs), outer(t_y, freqs)], -1) -> [N, dim/2] (float64)."""
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 4, dtype=torch.float64)[: dim // 4] / dim))
     t = torch.arange(h * w, dtype=torch.float64)
     t_x, t_y = t % w, torch.div(t, w, rounding_mode="floor")
@@ -36,19 +37,21 @@ def axial_angles_ref(dim, h, w, theta=100.0):
 
 
 def mixed_angles_ref(freqs, t_x, t_y):
-    """RoPE-ViT compute_mixed_cis: per head, t_x * fx + t_y * fy -> [heads, N, dim/2]. freqs [2, heads, dim/2]."""
+    """RoPE-ViT compute_mixed_cis: per head, t_x * fx + t_y * fy -> [heads, N, dim/2]. freqs
+    [2, heads, dim/2]."""
     f = freqs.double()
     return t_x.double()[None, :, None] * f[0][:, None, :] + t_y.double()[None, :, None] * f[1][:, None, :]
 
 
 def rotate_ref(x, angles, prefix, layout="bhnd", pair_layout="interleaved"):
-    """x_complex * polar(1, angle) on grid tokens in float64; prefix tokens unchanged. angles [Hf or 1, N-P, D/2]
-    (or [N-P, D/2])."""
+    """x_complex * polar(1, angle) on grid tokens in float64; prefix tokens unchanged.
+    angles [Hf or 1, N-P, D/2] (or [N-P, D/2])."""
     xv = (x.transpose(1, 2) if layout == "bnhd" else x).double()
     d = xv.shape[-1]
     g = xv[:, :, prefix:]
     if pair_layout == "interleaved":
-        z = torch.view_as_complex(g.reshape(*g.shape[:-1], d // 2, 2).clone(memory_format=torch.contiguous_format))
+        z = torch.view_as_complex(g.reshape(*g.shape[:-1], d // 2, 2).clone(
+            memory_format=torch.contiguous_format))
     else:
         z = torch.complex(g[..., : d // 2], g[..., d // 2:])
     z = z * torch.polar(torch.ones_like(angles), angles)
@@ -61,8 +64,8 @@ def rotate_ref(x, angles, prefix, layout="bhnd", pair_layout="interleaved"):
 
 
 def make_qk(b, heads, n, d, layout="bhnd", dtype=torch.float64, strided=False, seed=0, device="cpu"):
-    """q, k as a model makes them: slices of one fused qkv projection (strided=True), plain contiguous tensors, or
-    (strided="channels") views with channel stride 2."""
+    """q, k as a model makes them: slices of one fused qkv projection (strided=True), plain contiguous
+    tensors, or (strided="channels") views with channel stride 2."""
     gen = torch.Generator().manual_seed(seed)
     if strided == "channels":  # every other channel of a wider tensor: channel stride 2
         wide = make_qk(b, heads, n, 2 * d, layout, dtype, False, seed, device)
@@ -94,8 +97,9 @@ def grid_xy(h, w):
 def test_matches_ropevit_reference(device, backend, dtype, tol, layout, pair_layout, mode):
     heads, d, (h, w), prefix = 3, 16, (5, 7), 1
     q, k = make_qk(2, heads, prefix + h * w, d, layout, dtype, device=device)
-    rope = posext.Rope2d(d, heads, mode=mode, pair_layout=pair_layout, layout=layout, num_prefix_tokens=prefix,
-                         generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(device)
+    rope = posext.Rope2d(d, heads, mode=mode, pair_layout=pair_layout, layout=layout,
+                         num_prefix_tokens=prefix, generator=torch.Generator().manual_seed(3),
+                         dtype=torch.float64).to(device)
     oq, ok = rope(q, k, (h, w))
     assert oq.shape == q.shape and oq.dtype == dtype and oq.device.type == device
     if mode == "axial":
@@ -107,7 +111,8 @@ def test_matches_ropevit_reference(device, backend, dtype, tol, layout, pair_lay
         expected = rotate_ref(x.cpu(), angles, prefix, layout, pair_layout)
         torch.testing.assert_close(out.cpu().double(), expected, rtol=0, atol=tol)
         assert torch.equal(out[:, :prefix] if layout == "bnhd" else out[:, :, :prefix],
-                           x[:, :prefix] if layout == "bnhd" else x[:, :, :prefix]), "prefix tokens bit for bit"
+                           x[:, :prefix] if layout == "bnhd" else x[:, :, :prefix]), \
+            "prefix tokens bit for bit"
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -117,7 +122,8 @@ def test_half_precision_within_one_ulp(device, backend, dtype, pair_layout):
     heads, d, (h, w) = 4, 64, (14, 14)
     q, k = make_qk(2, heads, 1 + h * w, d, "bhnd", dtype, seed=5)
     freqs = posext.rope_mixed_freqs(d, heads, generator=torch.Generator().manual_seed(0))
-    oq, ok = posext.apply_rope_2d(q.to(device), k.to(device), (h, w), freqs.to(device), pair_layout=pair_layout)
+    oq, ok = posext.apply_rope_2d(q.to(device), k.to(device), (h, w), freqs.to(device),
+                                  pair_layout=pair_layout)
     oq, ok = oq.cpu(), ok.cpu()
     ulp = 2.0 ** -10 if dtype == torch.float16 else 2.0 ** -7
     angles = mixed_angles_ref(freqs, *grid_xy(h, w))
@@ -131,10 +137,12 @@ def test_half_precision_within_one_ulp(device, backend, dtype, pair_layout):
 @st.composite
 def rope_cases(draw):
     return dict(batch=draw(st.integers(0, 3)), heads=draw(st.integers(1, 4)), h=draw(st.integers(1, 6)),
-                w=draw(st.integers(1, 6)), prefix=draw(st.integers(0, 3)), d=draw(st.sampled_from([2, 4, 8, 12, 16])),
+                w=draw(st.integers(1, 6)), prefix=draw(st.integers(0, 3)),
+                d=draw(st.sampled_from([2, 4, 8, 12, 16])),
                 layout=draw(st.sampled_from(["bhnd", "bnhd"])),
                 pair_layout=draw(st.sampled_from(["interleaved", "half"])),
-                per_head=draw(st.booleans()), fractional=draw(st.booleans()), strided=draw(st.sampled_from([False, True, "channels"])),
+                per_head=draw(st.booleans()), fractional=draw(st.booleans()),
+                strided=draw(st.sampled_from([False, True, "channels"])),
                 dtype=draw(st.sampled_from([torch.float64, torch.float32])), seed=draw(st.integers(0, 2**16)))
 
 
@@ -151,8 +159,9 @@ def test_random_shapes(device, backend, case):
         positions = torch.rand(h * w, 2, generator=gen, dtype=torch.float64) * 10 - 3
     else:
         positions = posext.rope_positions_2d((h, w), dtype=torch.float64)
-    oq, ok = posext.apply_rope_2d(q, k, positions.to(device) if case["fractional"] else (h, w), freqs.to(device),
-                                  num_prefix_tokens=p, layout=case["layout"], pair_layout=case["pair_layout"])
+    oq, ok = posext.apply_rope_2d(q, k, positions.to(device) if case["fractional"] else (h, w),
+                                  freqs.to(device), num_prefix_tokens=p, layout=case["layout"],
+                                  pair_layout=case["pair_layout"])
     angles = mixed_angles_ref(freqs, positions[:, 0], positions[:, 1])
     tol = 1e-12 if case["dtype"] == torch.float64 else 1e-5
     for out, x in ((oq, q), (ok, k)):
@@ -224,7 +233,8 @@ def test_normalized_positions_match_timm_centered_grid(backend):
     torch.testing.assert_close(oq, timm_apply(q, emb), rtol=0, atol=2e-5)
 
 
-@pytest.mark.skipif(not hasattr(timm_layers, "RotaryEmbeddingMixed"), reason="timm without RotaryEmbeddingMixed")
+@pytest.mark.skipif(not hasattr(timm_layers, "RotaryEmbeddingMixed"),
+                    reason="timm without RotaryEmbeddingMixed")
 def test_mixed_matches_timm_rotary_embedding_mixed(backend):
     heads, d, hw = 4, 32, (7, 9)
     torch.manual_seed(0)
@@ -240,13 +250,16 @@ def test_mixed_matches_timm_rotary_embedding_mixed(backend):
 
 def test_mixed_init_follows_ropevit():
     d, heads, theta = 32, 6, 10.0
-    f = posext.rope_mixed_freqs(d, heads, theta=theta, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    f = posext.rope_mixed_freqs(d, heads, theta=theta, generator=torch.Generator().manual_seed(1),
+                                dtype=torch.float64)
     assert f.shape == (2, heads, d // 2)
     mag = theta ** (-torch.arange(d // 4, dtype=torch.float64) / (d // 4))
     fx, fy = f[0], f[1]
     a = torch.atan2(fy[:, :1], fx[:, :1])  # the head's random angle
-    torch.testing.assert_close(fx, torch.cat([mag * a.cos(), mag * (a + math.pi / 2).cos()], -1), rtol=0, atol=1e-12)
-    torch.testing.assert_close(fy, torch.cat([mag * a.sin(), mag * (a + math.pi / 2).sin()], -1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(fx, torch.cat([mag * a.cos(), mag * (a + math.pi / 2).cos()], -1), rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(fy, torch.cat([mag * a.sin(), mag * (a + math.pi / 2).sin()], -1), rtol=0,
+                               atol=1e-12)
     assert len({round(v, 6) for v in a.flatten().tolist()}) == heads  # one random angle per head
     timm_f = timm_layers.pos_embed_sincos.init_random_2d_freqs(d, 1, heads, theta)[:, 0].double()
     torch.testing.assert_close(timm_f.pow(2).sum(0), f.pow(2).sum(0), rtol=1e-6, atol=0)  # same magnitudes
@@ -270,7 +283,7 @@ def test_inplace_equals_out_of_place(device, backend, layout, pair_layout, dtype
     q, k = make_qk(2, 3, 1 + 4 * 5, 8, layout, dtype, strided=True, seed=7, device=device)
     freqs = posext.rope_mixed_freqs(8, 3, generator=torch.Generator().manual_seed(2)).to(device)
     eq, ek = posext.apply_rope_2d(q, k, (4, 5), freqs, layout=layout, pair_layout=pair_layout)
-    q2, k2 = q.clone(), k.clone()
+    q2 = q.clone()
     rq, rk = posext.apply_rope_2d(q, k, (4, 5), freqs, layout=layout, pair_layout=pair_layout, inplace=True)
     assert rq is q and rk is k
     assert torch.equal(q, eq) and torch.equal(k, ek)
@@ -282,7 +295,8 @@ def _grad_inputs(per_head, seed=0, grid=(2, 3), device="cpu"):
     n = 1 + grid[0] * grid[1]
     q = torch.randn(2, 3, n, 8, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     k = torch.randn(2, 3, n, 8, generator=gen, dtype=torch.float64).to(device).requires_grad_()
-    freqs = torch.randn(2, 3 if per_head else 1, 4, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    freqs = torch.randn(2, 3 if per_head else 1, 4, generator=gen,
+                        dtype=torch.float64).to(device).requires_grad_()
     return q, k, freqs
 
 
@@ -388,23 +402,29 @@ def test_bad_input_messages(backend):
     f = posext.rope_axial_freqs(8)
     call = posext.apply_rope_2d
     assert_error_names(lambda: call(q[0], k[0], (2, 2), f), ValueError, ["q", "4-D", "(2, 5, 8)"])
-    assert_error_names(lambda: call(q, k[:, :1], (2, 2), f), ValueError, ["k", "(1, 2, 5, 8)", "(1, 1, 5, 8)"])
+    assert_error_names(lambda: call(q, k[:, :1], (2, 2), f), ValueError,
+                       ["k", "(1, 2, 5, 8)", "(1, 1, 5, 8)"])
     assert_error_names(lambda: call(q[..., :7], k[..., :7], (2, 3), f), ValueError, ["head_dim", "even", "7"])
-    assert_error_names(lambda: call(q, k, (2, 2), f, num_prefix_tokens=6), ValueError, ["num_prefix_tokens=6", "5"])
+    assert_error_names(lambda: call(q, k, (2, 2), f, num_prefix_tokens=6), ValueError,
+                       ["num_prefix_tokens=6", "5"])
     assert_error_names(lambda: call(q, k, (2, 3), f), ValueError, ["(2, 3)", "6", "N = 5"])
     assert_error_names(lambda: call(q, k, torch.zeros(3, 2), f, num_prefix_tokens=1), ValueError,
                        ["positions", "[4, 2]", "(3, 2)"])
     # by default the tokens in front of the grid are what the shapes leave: here 5 - 3 = 2
     assert call(q, k, torch.zeros(3, 2), f)[0].shape == q.shape
-    assert_error_names(lambda: call(q, k, (2, 2), f[:, :, :3]), ValueError, ["freqs", "head_dim/2 (4)", "(2, 1, 3)"])
+    assert_error_names(lambda: call(q, k, (2, 2), f[:, :, :3]), ValueError,
+                       ["freqs", "head_dim/2 (4)", "(2, 1, 3)"])
     assert_error_names(lambda: call(q, k, (2, 2), torch.zeros(2, 3, 4)), ValueError, ["freqs", "heads (2)"])
     assert_error_names(lambda: call(q, k, (2, 2), f, layout="nhd"), ValueError, ["layout", "'nhd'"])
-    assert_error_names(lambda: call(q, k, (2, 2), f, pair_layout="neox"), ValueError, ["pair_layout", "'neox'"])
+    assert_error_names(lambda: call(q, k, (2, 2), f, pair_layout="neox"), ValueError,
+                       ["pair_layout", "'neox'"])
     assert_error_names(lambda: call(q.int(), k.int(), (2, 2), f), TypeError, ["q.dtype", "torch.int32"])
     assert_error_names(lambda: call(q, k.double(), (2, 2), f), TypeError, ["k.dtype", "float64"])
-    assert_error_names(lambda: call(q, k, (2, 2), f, num_prefix_tokens=1.0), TypeError, ["num_prefix_tokens", "int"])
+    assert_error_names(lambda: call(q, k, (2, 2), f, num_prefix_tokens=1.0), TypeError,
+                       ["num_prefix_tokens", "int"])
     assert_error_names(lambda: call(q, k, (2, 2), f.int()), TypeError, ["freqs.dtype"])
-    assert_error_names(lambda: call(q.requires_grad_(), k, (2, 2), f, inplace=True), ValueError, ["inplace", "grad"])
+    assert_error_names(lambda: call(q.requires_grad_(), k, (2, 2), f, inplace=True), ValueError,
+                       ["inplace", "grad"])
     assert_error_names(lambda: posext.rope_axial_freqs(6), ValueError, ["head_dim", "divisible by 4", "6"])
     assert_error_names(lambda: posext.rope_positions_2d((2, 0)), ValueError, ["grid_size[1] (W)", "> 0"])
     assert_error_names(lambda: posext.rope_positions_2d(3, mode="pixel"), ValueError, ["mode", "'pixel'"])
@@ -417,13 +437,15 @@ def test_op_checks_in_cpp():
     q, k = make_qk(1, 2, 5, 8, dtype=torch.float32)
     pos, f = posext.rope_positions_2d((2, 2)), posext.rope_axial_freqs(8)
     op = torch.ops.posext.rope_2d
-    assert_error_names(lambda: op(q, k, pos.double(), f, 1, 0, 0), RuntimeError, ["positions", "Float", "Double"])
+    assert_error_names(lambda: op(q, k, pos.double(), f, 1, 0, 0), RuntimeError,
+                       ["positions", "Float", "Double"])
     assert_error_names(lambda: op(q, k, pos, f, 1, 2, 0), RuntimeError, ["layout", "got 2"])
     assert_error_names(lambda: op(q, k, pos, f, 1, 0, 5), RuntimeError, ["pair layout", "got 5"])
     assert_error_names(lambda: op(q, k, pos, f, 9, 0, 0), RuntimeError, ["num_prefix_tokens", "[0, 5]", "9"])
     assert_error_names(lambda: op(q, k, pos[:3], f, 1, 0, 0), RuntimeError, ["positions", "[4, 2]"])
     assert_error_names(lambda: op(q, k[..., :4], pos, f, 1, 0, 0), RuntimeError, ["k must have q's shape"])
-    assert_error_names(lambda: torch.ops.posext.rope_2d_(q, q, pos, f, 1, 0, 0), RuntimeError, ["share memory"])
+    assert_error_names(lambda: torch.ops.posext.rope_2d_(q, q, pos, f, 1, 0, 0), RuntimeError,
+                       ["share memory"])
 
 
 # ------------------------------------------------------------------------------ CUDA
@@ -442,6 +464,8 @@ def test_cuda_matches_cpu_forward_and_backward(dtype, per_head):
         (oq.float().sin().sum() + ok.float().cos().sum()).backward()
         res[device] = [t.detach().cpu().float() for t in (oq, ok, qd.grad, kd.grad, fd.grad)]
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for a, b in zip(res["cpu"][:4], res["cuda"][:4]):  # half: one-ulp rounding flips of large values, hence rtol
+    # half: one-ulp rounding flips of large values, hence rtol
+    for a, b in zip(res["cpu"][:4], res["cuda"][:4]):
         torch.testing.assert_close(a, b, rtol=0 if dtype == torch.float32 else tol, atol=tol)
-    torch.testing.assert_close(res["cpu"][4], res["cuda"][4], rtol=1e-3, atol=1e-2 if dtype != torch.float32 else 1e-4)
+    torch.testing.assert_close(res["cpu"][4], res["cuda"][4], rtol=1e-3,
+                               atol=1e-2 if dtype != torch.float32 else 1e-4)

@@ -116,7 +116,8 @@ def test_compat_mae_matches_open_clip(backend):
     pos_embed = pytest.importorskip("open_clip.pos_embed")
     from posext.compat import mae
     for cls_token in (False, True):
-        a, b = mae.get_2d_sincos_pos_embed(256, 14, cls_token), pos_embed.get_2d_sincos_pos_embed(256, 14, cls_token)
+        a, b = (mae.get_2d_sincos_pos_embed(256, 14, cls_token),
+                pos_embed.get_2d_sincos_pos_embed(256, 14, cls_token))
         assert a.dtype == np.float64 and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     rng = np.random.default_rng(0)
@@ -138,7 +139,8 @@ def test_timm_build_sincos2d_pos_embed(backend, interleave, grid):
     # timm computes angles in float32: its error grows with the position (~ 1.2e-7 * max position).
     tol = 1e-6 + 2e-7 * max(grid)
     torch.testing.assert_close(got, expected, rtol=0, atol=tol)
-    ours_err = (got.double() - torch.from_numpy(ref.sincos_2d_timm(256, *grid, interleave=interleave))).abs().max()
+    ours_err = (got.double()
+                - torch.from_numpy(ref.sincos_2d_timm(256, *grid, interleave=interleave))).abs().max()
     assert ours_err <= 6e-8  # ours is the rounded float64 table, timm's is not
 
 
@@ -158,10 +160,11 @@ def test_big_vision_lowest_frequency_is_one_over_temperature():
 @pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=40, deadline=None)
 @given(embed_dim=st.integers(1, 1024).map(lambda k: 2 * k), m=st.integers(0, 300),
-       dtype=st.sampled_from(FLOAT_DTYPES), pos_dtype=st.sampled_from([torch.float64, torch.float32, torch.int64]),
+       dtype=st.sampled_from(FLOAT_DTYPES),
+       pos_dtype=st.sampled_from([torch.float64, torch.float32, torch.int64]),
        stride=st.integers(1, 3), temperature=st.sampled_from([10000.0, 100.0]), seed=st.integers(0, 2**16))
-def test_sincos_1d_matches_numpy_reference(device, backend, embed_dim, m, dtype, pos_dtype, stride, temperature,
-                                           seed):
+def test_sincos_1d_matches_numpy_reference(device, backend, embed_dim, m, dtype, pos_dtype, stride,
+                                           temperature, seed):
     gen = torch.Generator().manual_seed(seed)
     base = torch.rand(m * stride, generator=gen, dtype=torch.float64) * 200 - 50
     positions = base.to(pos_dtype)[::stride].to(device)  # strided (non-contiguous) when stride > 1

@@ -17,7 +17,8 @@ REPEATS = 3
 
 
 def formats():
-    """The file formats timed: torch pickles always, safetensors when it is installed (optional for posext)."""
+    """The file formats timed: torch pickles always, safetensors when it is installed (optional for
+    posext)."""
     return ("torch", "safetensors") if installed("safetensors") else ("torch",)
 
 
@@ -32,7 +33,8 @@ def _state_dict():
         return timm.create_model("vit_small_patch16_224", pretrained=False).state_dict()
     except ImportError:  # same layout by hand: ~22M parameters
         gen = torch.Generator().manual_seed(0)
-        state = {"cls_token": torch.randn(1, 1, 384, generator=gen), "pos_embed": torch.randn(1, 197, 384, generator=gen)}
+        state = {"cls_token": torch.randn(1, 1, 384, generator=gen),
+                 "pos_embed": torch.randn(1, 197, 384, generator=gen)}
         for i in range(12):
             state[f"blocks.{i}.mlp.fc1.weight"] = torch.randn(1536, 384, generator=gen)
             state[f"blocks.{i}.mlp.fc2.weight"] = torch.randn(384, 1536, generator=gen)
@@ -131,13 +133,14 @@ TARGET_RATIO = 1.3  # posext resize should take at most this many times plain lo
 
 
 def summary(rows):
-    """The README's claims: posext's overhead over plain and durable load + save, per format, vs the target."""
+    """The README's claims: posext's overhead over plain and durable load + save, per format, vs the
+    target."""
     out = []
     for r in rows:
         met = "met" if r["ratio"] <= TARGET_RATIO else "not met"
         out.append(f"{r['format']}: posext resize takes {r['ratio']:.2f}x plain load + save (target <= "
-                   f"{TARGET_RATIO:g}x: {met}) and {r['ratio_durable']:.2f}x load + save with the same fsync; the "
-                   f"fsync alone makes load + save {r['durable_s'] / r['plain_s']:.2f}x slower.")
+                   f"{TARGET_RATIO:g}x: {met}) and {r['ratio_durable']:.2f}x load + save with the same "
+                   f"fsync; the fsync alone makes load + save {r['durable_s'] / r['plain_s']:.2f}x slower.")
     if rows:
         files = span([r["files"] for r in rows], "{}")
         out.append(f"{files} files per format, {span([r['mbytes'] for r in rows], '{:.0f}')} MiB in all.")

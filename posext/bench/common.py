@@ -27,7 +27,8 @@ def median_seconds(fn, min_run_time: float) -> float:
 
 def timed_ms(fn, args, grad_outputs=None, *, wrt=(), min_time: float) -> float:
     """Median ms of ``fn(*args)`` (no autograd), or with ``grad_outputs`` of forward + backward: the args at
-    indices ``wrt`` become fresh leaves, and gradients are taken w.r.t. every tensor arg that requires grad."""
+    indices ``wrt`` become fresh leaves, and gradients are taken w.r.t. every tensor arg that requires
+    grad."""
     if grad_outputs is None:
         with torch.no_grad():
             return 1e3 * median_seconds(lambda: fn(*args), min_time)
@@ -103,7 +104,8 @@ def installed(module: str) -> bool:
 
 
 def timing_floor_s(measurements: int, min_time: float) -> float:
-    """A lower bound of a job's run time: blocked_autorange runs each measurement for at least ``min_time``."""
+    """A lower bound of a job's run time: blocked_autorange runs each measurement for at least
+    ``min_time``."""
     return measurements * min_time
 
 

@@ -111,7 +111,8 @@ def device_seconds(fn, sets, device: torch.device, repeats: int):
 
 def launches_per_call(fn, args, device: torch.device, calls: int = 3):
     """Kernels and memory copies/sets the device runs per call of ``fn(*args)`` (torch.profiler), or None on
-    CPU. Also None when the profiler saw no device activity at all (no CUPTI), so 0 is never reported falsely."""
+    CPU. Also None when the profiler saw no device activity at all (no CUPTI), so 0 is never reported
+    falsely."""
     if device.type != "cuda":
         return None
     from torch.profiler import ProfilerActivity, profile
@@ -146,7 +147,8 @@ def copy_bandwidth(device: torch.device, nbytes: int, repeats: int = 10) -> floa
 
 
 def tensor_bytes(*values) -> int:
-    """Bytes of every tensor in ``values`` (nested tuples/lists allowed): what an op must read or write once."""
+    """Bytes of every tensor in ``values`` (nested tuples/lists allowed): what an op must read or write
+    once."""
     total = 0
     for v in values:
         if isinstance(v, torch.Tensor):

@@ -4,9 +4,10 @@ and the Pix2struct 2-D table `x + table[rows, cols][None]`, at ViT-B/L sizes (ba
 NaViT sequence of 8 images of mixed sizes. float32 and bfloat16, forward and forward+backward (gradients to x
 and the tables). Tables have 64 rows per axis (NaViT's maximum grid side), no prefix tokens.
 
-Forward rows also time `x + 1`: one read of x and one write of the result, the memory floor of any x + term op.
-With a batch the eager path is one small gather plus that same broadcast add, so no fused kernel can be much
-faster than eager there; the fused op wins where eager materialises per-token tables (batch 1, sum mode)."""
+Forward rows also time `x + 1`: one read of x and one write of the result, the memory floor of any x + term
+op. With a batch the eager path is one small gather plus that same broadcast add, so no fused kernel can be
+much faster than eager there; the fused op wins where eager materialises per-token tables (batch 1, sum
+mode)."""
 import torch
 
 from .. import factorized_pos_embed
@@ -126,8 +127,8 @@ LEGEND = [
                   "table_x[cols][None]; concat x + cat(table_y[rows], table_x[cols])[None]; 2d x + "
                   "table[rows, cols][None]")),
     ("batch", "batch packed = one NaViT sequence of 8 images of mixed sizes; tokens = batch x sequence"),
-    ("floor_ms", ("x + 1 ms = one read of x and one write of the result (forward rows): the memory floor of any "
-                  "x + term op")),
+    ("floor_ms", ("x + 1 ms = one read of x and one write of the result (forward rows): the memory floor of "
+                  "any x + term op")),
     ("x_torch", SPEEDUP_MS),
     (None, MEDIAN_MS),
 ]
@@ -166,9 +167,9 @@ def summary(rows):
         eager = [r["torch_ms"] / r["floor_ms"] for r in batched]
         fused = [r["posext_ms"] / r["floor_ms"] for r in batched]
         batches = ", ".join(f"batch {b}" for b in dict.fromkeys(r["batch"] for r in batched))
-        out.append(f"At {batches} the eager forward takes {span(eager, '{:.1f}x')} the x + 1 floor, so no kernel "
-                   f"that reads x and writes the result can be more than {max(eager):.1f}x faster than eager "
-                   f"there; posext's forward takes {span(fused, '{:.1f}x')} the floor.")
+        out.append(f"At {batches} the eager forward takes {span(eager, '{:.1f}x')} the x + 1 floor, so no "
+                   f"kernel that reads x and writes the result can be more than {max(eager):.1f}x faster "
+                   f"than eager there; posext's forward takes {span(fused, '{:.1f}x')} the floor.")
     gains = [r["x_torch"] for r in rows if r["mode"] == "sum" and (r["batch"] == 1 or r["batch"] == "packed")]
     if gains:
         out.append(f"Sum mode at batch 1 and packed, where eager materialises per-token tables: "

@@ -23,8 +23,8 @@ from .resample import _timm_fn as _timm_resample
 from .resample import _torch_path as _torch_resample
 from .rope import _timm_fns as _timm_rope_fns
 
-WHAT = ("every posext op vs the path it replaces, device time per call over cache-rotated inputs, eager time, "
-        "launches and bytes moved against the copy bandwidth")
+WHAT = ("every posext op vs the path it replaces, device time per call over cache-rotated inputs, eager "
+        "time, launches and bytes moved against the copy bandwidth")
 
 # (name, shape, layout, prefix tokens, new grid side, size class)
 RESAMPLE = [
@@ -48,7 +48,8 @@ ROPE = [("ViT-B/16 224", 8, 12, 14, 64, "pos-embed"), ("ViT-L/16 384", 4, 16, 24
 # (name, batch, grid side, channels)
 FACTORIZED = [("ViT-L/14 518 (37x37)", 1, 37, 1024), ("batch 32 x ViT-L/14 518 (37x37)", 32, 37, 1024)]
 DTYPES = (torch.float32, torch.bfloat16)
-LAUNCHES_COUNTED = ("posext", "posext_op", "torch")  # profiling each call costs time; the baselines' counts vary
+# profiling each call costs time; the baselines' counts vary
+LAUNCHES_COUNTED = ("posext", "posext_op", "torch")
 
 
 def _with_grad(fwd):
@@ -108,7 +109,8 @@ def _sincos_cases(device, quick):
                      "fallback": lambda: _sincos_2d_torch(dim, grid, grid, 0, 1e4, mae.band_codes, 0, dtype,
                                                           torch.device(device))}
             if build_sincos2d_pos_embed is not None:
-                impls["timm"] = lambda: build_sincos2d_pos_embed([grid, grid], dim=dim, dtype=dtype, device=device)
+                impls["timm"] = lambda: build_sincos2d_pos_embed([grid, grid], dim=dim, dtype=dtype,
+                                                                 device=device)
             yield dict(op="sincos_2d", case=f"D={dim} {grid}x{grid}", dtype=dtype, size=size), tuple, impls
 
 
@@ -200,11 +202,12 @@ def run(devices, quick=False):
         nbytes = (2 << 30) if device.type == "cuda" else (32 << 20 if quick else 256 << 20)
         ceiling = dt.copy_bandwidth(device, nbytes)
         copy_row = {"device": name, "op": "copy", "case": f"copy of {nbytes >> 20} MiB", "bytes": 2 * nbytes,
-                    "copy_GBps": ceiling / 1e9, "cache_bytes": dt.cache_bytes(device), "series": f"{name} copy",
-                    "mbytes": 2 * nbytes / 1e6}
+                    "copy_GBps": ceiling / 1e9, "cache_bytes": dt.cache_bytes(device),
+                    "series": f"{name} copy", "mbytes": 2 * nbytes / 1e6}
         if device.type == "cuda":
             props = torch.cuda.get_device_properties(device)
-            copy_row.update(gpu=props.name, sm_count=props.multi_processor_count, memory_bytes=props.total_memory)
+            copy_row.update(gpu=props.name, sm_count=props.multi_processor_count,
+                            memory_bytes=props.total_memory)
         rows.append(copy_row)
         for cases in CASES:
             for spec, make, impls in cases(device, quick):
@@ -220,13 +223,16 @@ def run(devices, quick=False):
 
 
 COLUMNS = [("op", "op", "{}"), ("case", "case", "{}"), ("dtype", "dtype", "{}"), ("aa", "AA", "{}"),
-           ("pass", "pass", "{}"), ("posext_us", "posext us", "{:.1f}"), ("posext_eager_us", "eager us", "{:.1f}"),
-           ("posext_launches", "launches", "{:g}"), ("torch_us", "torch us", "{:.1f}"),
-           ("timm_us", "timm us", "{:.1f}"), ("x_torch", "vs torch", "{:.1f}x"), ("x_timm", "vs timm", "{:.1f}x"),
-           ("posext_GBps", "GB/s", "{:.0f}"), ("frac_dram", "of copy", "{:.0%}"), ("copy_GBps", "copy GB/s", "{:.0f}")]
+           ("pass", "pass", "{}"), ("posext_us", "posext us", "{:.1f}"),
+           ("posext_eager_us", "eager us", "{:.1f}"), ("posext_launches", "launches", "{:g}"),
+           ("torch_us", "torch us", "{:.1f}"), ("timm_us", "timm us", "{:.1f}"),
+           ("x_torch", "vs torch", "{:.1f}x"), ("x_timm", "vs timm", "{:.1f}x"),
+           ("posext_GBps", "GB/s", "{:.0f}"), ("frac_dram", "of copy", "{:.0%}"),
+           ("copy_GBps", "copy GB/s", "{:.0f}")]
 LEGEND = [
     ("posext_us", ("posext us = device time per call: CUDA graph replays over input sets rotated out of the "
-                   "cache (CPU: wall time of a loop over them); eager us = a plain loop, Python dispatch included")),
+                   "cache (CPU: wall time of a loop over them); eager us = a plain loop, Python dispatch "
+                   "included")),
     ("posext_launches", "launches = CUDA kernels per call (torch.profiler)"),
     ("torch_us", ("torch = split -> permute -> F.interpolate -> permute -> cat for resample (x + that for "
                   "add_pos_embed), eager indexing for factorized; timm = resample_abs_pos_embed, "

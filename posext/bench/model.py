@@ -1,5 +1,5 @@
-"""Whole timm ViTs with ``dynamic_img_size=True`` (random weights), batch 1, inference (no_grad): unpatched timm
-vs ``posext.integrations.timm.accelerate``. Per resolution: the position-table resize alone (timm: its
+"""Whole timm ViTs with ``dynamic_img_size=True`` (random weights), batch 1, inference (no_grad): unpatched
+timm vs ``posext.integrations.timm.accelerate``. Per resolution: the position-table resize alone (timm: its
 ``resample_abs_pos_embed`` on every forward; patched: the cache lookup after the first forward), the whole
 ``_pos_embed`` (resize + class-token concat + add) and the whole forward."""
 import statistics
@@ -11,8 +11,9 @@ from ..integrations import timm as posext_timm
 from . import plots
 from .common import median_seconds, span
 
-WHAT = ("whole timm ViTs (random weights), batch 1, no_grad, unpatched vs posext.integrations.timm.accelerate: "
-        "the position-table resize, _pos_embed and the whole forward per image side")
+WHAT = ("whole timm ViTs (random weights), batch 1, no_grad, unpatched vs "
+        "posext.integrations.timm.accelerate: the position-table resize, _pos_embed and the whole forward "
+        "per image side")
 
 # (name, patch, embed dim, depth, heads, native image side, image sides)
 MODELS = [
@@ -94,16 +95,19 @@ def run(devices, quick=False):
     return rows
 
 
-COLUMNS = [("device", "device", "{}"), ("model", "model", "{}"), ("image", "image", "{}"), ("tokens", "tokens", "{}"),
-           ("timm_resize_ms", "timm resize ms", "{:.3f}"), ("posext_resize_ms", "posext resize ms", "{:.4f}"),
+COLUMNS = [("device", "device", "{}"), ("model", "model", "{}"), ("image", "image", "{}"),
+           ("tokens", "tokens", "{}"), ("timm_resize_ms", "timm resize ms", "{:.3f}"),
+           ("posext_resize_ms", "posext resize ms", "{:.4f}"),
            ("resize_pct", "resize cost %", "{:.2f}"), ("timm_pos_ms", "timm _pos_embed ms", "{:.3f}"),
            ("posext_pos_ms", "posext _pos_embed ms", "{:.3f}"), ("pos_pct", "_pos_embed cost %", "{:.1f}"),
-           ("timm_forward_ms", "timm forward ms", "{:.1f}"), ("posext_forward_ms", "posext forward ms", "{:.1f}")]
+           ("timm_forward_ms", "timm forward ms", "{:.1f}"),
+           ("posext_forward_ms", "posext forward ms", "{:.1f}")]
 LEGEND = [
-    ("timm_resize_ms", ("timm resize ms = timm's resample_abs_pos_embed of the table to the image's grid, which "
-                        "unpatched timm runs in every forward (at the native grid it returns the table as is)")),
-    ("posext_resize_ms", ("posext resize ms = the same table after accelerate(model): a cache lookup once the "
-                          "grid has been seen")),
+    ("timm_resize_ms", ("timm resize ms = timm's resample_abs_pos_embed of the table to the image's grid, "
+                        "which unpatched timm runs in every forward (at the native grid it returns the table "
+                        "as is)")),
+    ("posext_resize_ms", ("posext resize ms = the same table after accelerate(model): a cache lookup once "
+                          "the grid has been seen")),
     ("resize_pct", "resize cost % = posext resize ms / timm resize ms x 100: lower is better for posext"),
     ("timm_pos_ms", ("_pos_embed ms = the model's whole _pos_embed (resize, class-token concat, add); "
                      "_pos_embed cost % = posext _pos_embed ms / timm _pos_embed ms x 100")),
@@ -114,7 +118,8 @@ TARGET_RESIZE_PCT = 5.0  # the cached resize should cost at most this share of t
 
 
 def summary(rows):
-    """The README's claims, off the native grid (where timm resizes) and at it (where both run the same code)."""
+    """The README's claims, off the native grid (where timm resizes) and at it (where both run the same
+    code)."""
     off = [r for r in rows if r["image"] != NATIVE_SIDE.get(r["model"])]
     native = [r for r in rows if r["image"] == NATIVE_SIDE.get(r["model"])]
     out = []
@@ -123,18 +128,19 @@ def summary(rows):
         met = "met" if max(resize) <= TARGET_RESIZE_PCT else "not met"
         saved = [r["timm_resize_ms"] - r["posext_resize_ms"] for r in off]
         share = [100.0 * (r["timm_resize_ms"] - r["posext_resize_ms"]) / r["timm_forward_ms"] for r in off]
-        out.append(f"Off the native grid the cached resize costs {span(resize, '{:.2f}%')} of timm's per-forward "
-                   f"resample (target <= {TARGET_RESIZE_PCT:g}%: {met}) and the whole _pos_embed "
-                   f"{span([r['pos_pct'] for r in off], '{:.0f}%')} of timm's (the rest is the class-token concat "
-                   f"and the add, the same in both). That saves {span(saved, '{:.1f}')} ms per forward, "
-                   f"{span(share, '{:.2f}%')} of timm's whole forward.")
+        out.append(f"Off the native grid the cached resize costs {span(resize, '{:.2f}%')} of timm's "
+                   f"per-forward resample (target <= {TARGET_RESIZE_PCT:g}%: {met}) and the whole _pos_embed "
+                   f"{span([r['pos_pct'] for r in off], '{:.0f}%')} of timm's (the rest is the class-token "
+                   f"concat and the add, the same in both). That saves {span(saved, '{:.1f}')} ms per "
+                   f"forward, {span(share, '{:.2f}%')} of timm's whole forward.")
     if off and native:
         noise = [100.0 * abs(r["timm_forward_ms"] - r["posext_forward_ms"])
                  / min(r["timm_forward_ms"], r["posext_forward_ms"]) for r in native]
         if min(noise) > max(share):
             out.append(f"At the native size, where patched and unpatched run the same code, the two forward "
                        f"columns still differ by {span(noise, '{:.0f}%')}: more than the saving, so this run "
-                       f"shows no whole-model speedup either way; the saving per forward is the resize column.")
+                       f"shows no whole-model speedup either way; the saving per forward is the resize "
+                       f"column.")
         else:
             out.append(f"At the native size, where both run the same code, the forward columns differ by "
                        f"{span(noise, '{:.0f}%')}, less than the largest saving.")
@@ -144,4 +150,5 @@ def summary(rows):
 def plot(rows, path, title):
     return plots.model_costs(path, title, rows, [
         ("timm_resize_ms", "posext_resize_ms", "position-table resize (timm: every forward; posext: cached)"),
-        ("timm_pos_ms", "posext_pos_ms", "whole _pos_embed (resize + class-token concat + add)")], NATIVE_SIDE)
+        ("timm_pos_ms", "posext_pos_ms", "whole _pos_embed (resize + class-token concat + add)")],
+        NATIVE_SIDE)

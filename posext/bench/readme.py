@@ -6,7 +6,8 @@ file (``resample_cpu_xeon2`` -> ``benchmarks/results/resample_cpu_xeon2.json``, 
 stdout table uses, the job's legend and its summary sentences, every number computed from the rows.
 
     python -m posext.bench.readme            # rewrite every block of README.md
-    python -m posext.bench.readme --check    # exit 1, naming the stale blocks, if README.md and the data differ
+    python -m posext.bench.readme --check    # exit 1, naming the stale blocks, if README.md and the
+                                             # data differ
 """
 import argparse
 import importlib
@@ -32,12 +33,13 @@ def measured_line(data, source: str) -> str:
     m, rows = data["machine"], data["rows"]
     where = ", ".join(dict.fromkeys(str(r["device"]) for r in rows if "device" in r)) or "cpu"
     device = m.get("device_name") if where != "cpu" and m.get("device_name") else m["cpu"]
-    return (f"Measured {m['date'][:10]} on {where} ({device}, {m['num_threads']} threads), torch {m['torch']}, "
-            f"{len(rows)} rows; data: `{source}`.")
+    return (f"Measured {m['date'][:10]} on {where} ({device}, {m['num_threads']} threads), "
+            f"torch {m['torch']}, {len(rows)} rows; data: `{source}`.")
 
 
 def render(name: str, data: dict, source: str) -> str:
-    """The body of block ``name`` from a results file's contents (``source``: its path, as the README shows it)."""
+    """The body of block ``name`` from a results file's contents (``source``: its path, as the README shows
+    it)."""
     job = importlib.import_module(f"{__package__}.{data['job']}")
     rows = data["rows"]
     if hasattr(job, "readme_table"):  # a job too long to list row by row summarises itself
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
     if new != text:
         with open(args.readme, "w") as f:
             f.write(new)
-    print(f"{args.readme}: {len(names)} benchmark blocks, {len(stale)} rewritten ({', '.join(stale) or 'none'})")
+    print(f"{args.readme}: {len(names)} benchmark blocks, {len(stale)} rewritten "
+          f"({', '.join(stale) or 'none'})")
     return 0
 
 

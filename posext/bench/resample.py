@@ -1,5 +1,6 @@
-"""resample vs the hand-rolled permute -> F.interpolate -> permute -> cat path and timm's resample_abs_pos_embed
-(same antialias setting; bicubic, align_corners=False), fp32 and bf16, forward and forward+backward."""
+"""resample vs the hand-rolled permute -> F.interpolate -> permute -> cat path and timm's
+resample_abs_pos_embed (same antialias setting; bicubic, align_corners=False), fp32 and bf16, forward and
+forward+backward."""
 import torch
 
 from .. import resample
@@ -72,7 +73,8 @@ def run(devices, quick=False):
                     for backward in (False, True):
                         row = {"device": device, "case": name, "dtype": str(dtype).replace("torch.", ""),
                                "aa": antialias, "pass": "fwd+bwd" if backward else "fwd", "out_side": side}
-                        row["series"] = f"{device} {row['dtype']} {'AA' if antialias else 'no-AA'} {row['pass']}"
+                        aa_label = "AA" if antialias else "no-AA"
+                        row["series"] = f"{device} {row['dtype']} {aa_label} {row['pass']}"
                         for impl, fn in impls.items():
                             row[f"{impl}_ms"] = timed_ms(fn, (x,), grad if backward else None, wrt=(0,),
                                                          min_time=min_time)
@@ -85,13 +87,14 @@ def run(devices, quick=False):
 
 COLUMNS = [("device", "device", "{}"), ("case", "case", "{}"), ("dtype", "dtype", "{}"), ("aa", "AA", "{}"),
            ("pass", "pass", "{}"), ("posext_ms", "posext ms", "{:.3f}"), ("torch_ms", "torch ms", "{:.3f}"),
-           ("timm_ms", "timm ms", "{:.3f}"), ("x_torch", "vs torch", "{:.1f}x"), ("x_timm", "vs timm", "{:.1f}x")]
+           ("timm_ms", "timm ms", "{:.3f}"), ("x_torch", "vs torch", "{:.1f}x"),
+           ("x_timm", "vs timm", "{:.1f}x")]
 LEGEND = [
     ("posext_ms", "posext = posext.resample, bicubic, align_corners=False, the class token passed through"),
     ("torch_ms", ("torch = split -> permute -> F.interpolate -> permute -> cat, float32 upcast for bfloat16 "
                   "(as timm and DINOv2 do)")),
-    ("timm_ms", ("timm = timm.layers.resample_abs_pos_embed (_nhwc for the NHWC case); one table per call, so "
-                 "no batched rows")),
+    ("timm_ms", ("timm = timm.layers.resample_abs_pos_embed (_nhwc for the NHWC case); one table per call, "
+                 "so no batched rows")),
     ("aa", "AA = antialias; pass: fwd = forward, fwd+bwd = forward + backward to the input"),
     ("x_torch", SPEEDUP_MS),
     (None, MEDIAN_MS),

@@ -1,8 +1,8 @@
-"""apply_rope_2d (one fused kernel for q and k, angles on the fly) vs timm's eager implementation at ViT sizes:
-axial = RotaryEmbeddingCat(in_pixels=False, temperature=100, 'xy') table built once (cached, as timm's EVA does
-per model forward) + apply_rot_embed_cat on q and k; mixed = the per-layer table from the learnable
-frequencies (get_mixed_freqs, needed every step) + apply_rot_embed_cat. Prefix token split/cat as timm's
-EVA attention. float32 and bfloat16, forward and forward+backward (mixed: incl. the frequency gradient)."""
+"""apply_rope_2d (one fused kernel for q and k, angles on the fly) vs timm's eager implementation at ViT
+sizes: axial = RotaryEmbeddingCat(in_pixels=False, temperature=100, 'xy') table built once (cached, as timm's
+EVA does per model forward) + apply_rot_embed_cat on q and k; mixed = the per-layer table from the learnable
+frequencies (get_mixed_freqs, needed every step) + apply_rot_embed_cat. Prefix token split/cat as timm's EVA
+attention. float32 and bfloat16, forward and forward+backward (mixed: incl. the frequency gradient)."""
 import torch
 
 from .. import rope as posext_rope
@@ -61,18 +61,21 @@ def run(devices, quick=False):
                 if mode == "axial":
                     freqs = posext_rope.rope_axial_freqs(head_dim, theta=100.0, device=device)
                 else:
-                    freqs = posext_rope.rope_mixed_freqs(head_dim, heads, theta=10.0, device=device).requires_grad_()
+                    freqs = posext_rope.rope_mixed_freqs(head_dim, heads, theta=10.0,
+                                                         device=device).requires_grad_()
                 timm_fn = _timm_fns(mode, heads, side, head_dim, freqs, device)
                 for dtype in DTYPES:
                     # q, k as a ViT makes them: slices of the fused qkv projection, [B, H, N, D] views
-                    qkv = torch.randn(batch, n, 3, heads, head_dim, device=device).to(dtype).permute(2, 0, 3, 1, 4)
+                    qkv = torch.randn(batch, n, 3, heads, head_dim,
+                                      device=device).to(dtype).permute(2, 0, 3, 1, 4)
                     q, k = qkv[0], qkv[1]
                     grads = (torch.randn_like(q), torch.randn_like(k))
                     impls = {"posext": lambda q, k, f: posext_rope.apply_rope_2d(q, k, (side, side), f)}
                     if timm_fn is not None:
                         impls["timm"] = timm_fn
                     for backward in (False, True):
-                        row = {"device": device, "case": name, "mode": mode, "dtype": str(dtype).replace("torch.", ""),
+                        row = {"device": device, "case": name, "mode": mode,
+                               "dtype": str(dtype).replace("torch.", ""),
                                "pass": "fwd+bwd" if backward else "fwd", "tokens": n}
                         row["series"] = f"{device} {mode} {row['dtype']} {row['pass']}"
                         for impl, fn in impls.items():
@@ -84,15 +87,16 @@ def run(devices, quick=False):
     return rows
 
 
-COLUMNS = [("device", "device", "{}"), ("case", "case", "{}"), ("mode", "mode", "{}"), ("dtype", "dtype", "{}"),
-           ("pass", "pass", "{}"), ("posext_ms", "posext ms", "{:.3f}"), ("timm_ms", "timm ms", "{:.3f}"),
-           ("x_timm", "vs timm", "{:.1f}x")]
+COLUMNS = [("device", "device", "{}"), ("case", "case", "{}"), ("mode", "mode", "{}"),
+           ("dtype", "dtype", "{}"), ("pass", "pass", "{}"), ("posext_ms", "posext ms", "{:.3f}"),
+           ("timm_ms", "timm ms", "{:.3f}"), ("x_timm", "vs timm", "{:.1f}x")]
 LEGEND = [
     ("posext_ms", ("posext = posext.apply_rope_2d(q, k, grid, freqs): one fused kernel for q and k, angles "
                    "computed on the fly; q, k = [B, H, 1 + grid, 64] views of a fused qkv projection")),
     ("timm_ms", ("timm axial = RotaryEmbeddingCat(in_pixels=False, temperature=100, 'xy') table built once + "
-                 "apply_rot_embed_cat on q and k; timm mixed = get_mixed_freqs from the learnable frequencies "
-                 "(every step) + apply_rot_embed_cat; the class token split off and put back as timm's EVA does")),
+                 "apply_rot_embed_cat on q and k; timm mixed = get_mixed_freqs from the learnable "
+                 "frequencies (every step) + apply_rot_embed_cat; the class token split off and put back as "
+                 "timm's EVA does")),
     ("pass", "pass: fwd = forward, fwd+bwd = forward + backward to q and k (mixed: and to the frequencies)"),
     ("x_timm", SPEEDUP_MS),
     (None, MEDIAN_MS),
@@ -113,5 +117,6 @@ def summary(rows):
 
 def plot(rows, path, title):
     # Categorical x: ViT-B/16 224 and ViT-L/16 224 have the same token count and would share an x.
-    return plots.speedups(path, title, rows, x=lambda r: f"{r['case']} ({r['tokens']} tokens)", x_label="case",
-                          series_key="series", speedup_keys=[("x_timm", "vs timm")], categorical=True)
+    return plots.speedups(path, title, rows, x=lambda r: f"{r['case']} ({r['tokens']} tokens)",
+                          x_label="case", series_key="series", speedup_keys=[("x_timm", "vs timm")],
+                          categorical=True)

@@ -41,13 +41,15 @@ def run(devices, quick=False):
                 row = {"device": device, "dim": dim, "grid": grid}
                 row["posext_ms"] = 1e3 * median_seconds(lambda: sincos_2d(dim, grid, device=device), min_time)
                 row["fallback_ms"] = 1e3 * median_seconds(lambda: _sincos_2d_torch(
-                    dim, grid, grid, 0, 1e4, mae.band_codes, 0, torch.float32, torch.device(device)), min_time)
+                    dim, grid, grid, 0, 1e4, mae.band_codes, 0, torch.float32, torch.device(device)),
+                    min_time)
                 if build_sincos2d_pos_embed is not None:
                     row["timm_ms"] = 1e3 * median_seconds(
                         lambda: build_sincos2d_pos_embed([grid, grid], dim=dim, device=device), min_time)
                 if get_2d_sincos_pos_embed is not None:
                     row["numpy_ms"] = 1e3 * median_seconds(
-                        lambda: torch.from_numpy(get_2d_sincos_pos_embed(dim, grid)).float().to(device), min_time)
+                        lambda: torch.from_numpy(get_2d_sincos_pos_embed(dim, grid)).float().to(device),
+                        min_time)
                 for base in ("timm", "numpy", "fallback"):
                     if row.get(f"{base}_ms"):
                         row[f"x_{base}"] = row[f"{base}_ms"] / row["posext_ms"]
@@ -56,14 +58,15 @@ def run(devices, quick=False):
 
 
 COLUMNS = [("device", "device", "{}"), ("dim", "D", "{}"), ("grid", "grid", "{0}x{0}"),
-           ("posext_ms", "posext ms", "{:.3f}"), ("timm_ms", "timm ms", "{:.3f}"), ("numpy_ms", "numpy ms", "{:.3f}"),
-           ("fallback_ms", "fallback ms", "{:.3f}"), ("x_timm", "vs timm", "{:.1f}x"),
-           ("x_numpy", "vs numpy", "{:.1f}x"), ("x_fallback", "vs fallback", "{:.1f}x")]
+           ("posext_ms", "posext ms", "{:.3f}"), ("timm_ms", "timm ms", "{:.3f}"),
+           ("numpy_ms", "numpy ms", "{:.3f}"), ("fallback_ms", "fallback ms", "{:.3f}"),
+           ("x_timm", "vs timm", "{:.1f}x"), ("x_numpy", "vs numpy", "{:.1f}x"),
+           ("x_fallback", "vs fallback", "{:.1f}x")]
 LEGEND = [
     ("posext_ms", "posext = posext.sincos_2d(D, grid): the MAE channel layout, no prefix rows, float32"),
     ("timm_ms", "timm = timm.layers.pos_embed_sincos.build_sincos2d_pos_embed"),
-    ("numpy_ms", ("numpy = open_clip.pos_embed.get_2d_sincos_pos_embed (NumPy) + torch.from_numpy(...).float(), "
-                  "as models use it")),
+    ("numpy_ms", ("numpy = open_clip.pos_embed.get_2d_sincos_pos_embed (NumPy) + "
+                  "torch.from_numpy(...).float(), as models use it")),
     ("fallback_ms", "fallback = posext's own pure-PyTorch formula, what runs without the compiled extension"),
     (("x_timm", "x_numpy", "x_fallback"), SPEEDUP_MS),
     (None, "ms = median of torch.utils.benchmark blocked runs of building the whole table"),
@@ -82,4 +85,5 @@ def summary(rows):
 def plot(rows, path, title):
     return plots.speedups(path, title, rows, x="grid", x_label="grid side (tokens per side)",
                           series_key=lambda r: f"D={r['dim']}",
-                          speedup_keys=[("x_timm", "vs timm"), ("x_numpy", "vs numpy"), ("x_fallback", "vs fallback")])
+                          speedup_keys=[("x_timm", "vs timm"), ("x_numpy", "vs numpy"),
+                                        ("x_fallback", "vs fallback")])

@@ -7,5 +7,5 @@ reason); ``resize_state_dict(state_dict, new_grid)`` -> (new dict, applied findi
 from .detect import ACTIONS, LAYOUTS, AmbiguousGridError, Finding, GridArgumentError, find_position_embeddings
 from .resize import SINCOS_POLICIES, resize_state_dict
 
-__all__ = ["Finding", "AmbiguousGridError", "GridArgumentError", "find_position_embeddings", "resize_state_dict",
-           "ACTIONS", "LAYOUTS", "SINCOS_POLICIES"]
+__all__ = ["Finding", "AmbiguousGridError", "GridArgumentError", "find_position_embeddings",
+           "resize_state_dict", "ACTIONS", "LAYOUTS", "SINCOS_POLICIES"]

@@ -14,8 +14,13 @@ import torch
 
 from .inputs import collect_inputs, output_path, target_conflicts
 from .inspection import run_inspect
-from .io import (CheckpointError, drop_grid_dependent_optimizer_state, load_checkpoint, replace_state_dicts,
-                 save_checkpoint)
+from .io import (
+    CheckpointError,
+    drop_grid_dependent_optimizer_state,
+    load_checkpoint,
+    replace_state_dicts,
+    save_checkpoint,
+)
 from .reporting import check_report_path, failure_reason, write_report
 from .signals import Interrupted, raise_if_stopping, stop_on_signals
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
@@ -45,8 +50,8 @@ def size_pair(text: str):
 def check_grid_size(grid, what: str):
     tokens = grid[0] * grid[1]
     if tokens > MAX_GRID_TOKENS:
-        raise argparse.ArgumentTypeError(f"{what} {grid[0]}x{grid[1]} has H*W = {tokens} tokens, more than the "
-                                         f"{MAX_GRID_TOKENS} (4096x4096) a position table can have here")
+        raise argparse.ArgumentTypeError(f"{what} {grid[0]}x{grid[1]} has H*W = {tokens} tokens, more than "
+                                         f"the {MAX_GRID_TOKENS} (4096x4096) a position table can have here")
     return grid
 
 
@@ -69,8 +74,10 @@ def add_parsers(sub) -> None:
     inspect = sub.add_parser("inspect", help="list the position embeddings found in checkpoint files")
     inspect.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
     inspect.add_argument("--old-size", type=grid_size, help="stored grid HxW when it is not square")
-    inspect.add_argument("--prefix-tokens", type=prefix_count, help="prefix rows stored in the table (class, ...)")
-    inspect.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickles (trusted files!)")
+    inspect.add_argument("--prefix-tokens", type=prefix_count,
+                         help="prefix rows stored in the table (class, ...)")
+    inspect.add_argument("--unsafe-pickle", action="store_true",
+                         help="allow arbitrary pickles (trusted files!)")
     inspect.add_argument("--json", metavar="REPORT", help="also write the findings as JSON")
     inspect.set_defaults(func=run_inspect)
 
@@ -84,9 +91,11 @@ def add_parsers(sub) -> None:
     resize.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
                         help="antialiased resampling, as timm (default: on)")
     resize.add_argument("--old-size", type=grid_size, help="stored grid HxW when it is not square")
-    resize.add_argument("--prefix-tokens", type=prefix_count, help="prefix rows stored in the table (class, ...)")
+    resize.add_argument("--prefix-tokens", type=prefix_count,
+                        help="prefix rows stored in the table (class, ...)")
     resize.add_argument("--sincos", choices=["auto", "interpolate"], default="auto",
-                        help="auto: regenerate fixed sin-cos tables (MAE) exactly; interpolate: resample them")
+                        help="auto: regenerate fixed sin-cos tables (MAE) exactly; "
+                             "interpolate: resample them")
     where = resize.add_mutually_exclusive_group()
     where.add_argument("--out", metavar="DIR", help="write results into DIR (default: next to each input)")
     where.add_argument("--in-place", action="store_true", help="replace each input (atomically)")
@@ -94,8 +103,10 @@ def add_parsers(sub) -> None:
     resize.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     resize.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to resample")
     resize.add_argument("--drop-optimizer", action="store_true",
-                        help="remove the whole optimizer state (default: only grid-shaped moments, with a warning)")
-    resize.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickles (trusted files!)")
+                        help="remove the whole optimizer state "
+                             "(default: only grid-shaped moments, with a warning)")
+    resize.add_argument("--unsafe-pickle", action="store_true",
+                        help="allow arbitrary pickles (trusted files!)")
     resize.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
     resize.add_argument("--json", metavar="REPORT", help="write a JSON report")
     resize.set_defaults(func=run_resize)
@@ -109,7 +120,8 @@ def _physical_memory():
 
 
 def check_memory(state, findings, grid) -> None:
-    """Refuse a file whose resized tables would not fit (MEMORY_SHARE of physical memory) before resampling."""
+    """Refuse a file whose resized tables would not fit (MEMORY_SHARE of physical memory) before
+    resampling."""
     memory = _physical_memory()
     if not memory:
         return
@@ -124,13 +136,13 @@ def check_memory(state, findings, grid) -> None:
         largest = largest if largest and largest[1] >= nbytes else (f.key, nbytes)
     if need > MEMORY_SHARE * memory:
         raise CheckpointError(f"the resized tables need {need / 2 ** 30:.1f} GiB ({largest[0]}: "
-                              f"{largest[1] / 2 ** 30:.1f} GiB at grid {grid[0]}x{grid[1]}), more than half of "
-                              f"this machine's {memory / 2 ** 30:.1f} GiB of memory")
+                              f"{largest[1] / 2 ** 30:.1f} GiB at grid {grid[0]}x{grid[1]}), more than half "
+                              f"of this machine's {memory / 2 ** 30:.1f} GiB of memory")
 
 
 def _empty_report(path, output, status="ok", reason=""):
-    return {"input": path, "output": output, "status": status, "reason": reason, "findings": [], "removed": [],
-            "bytes": 0, "seconds": 0.0}
+    return {"input": path, "output": output, "status": status, "reason": reason, "findings": [],
+            "removed": [], "bytes": 0, "seconds": 0.0}
 
 
 def resize_file(path, output, grid, options):
@@ -151,7 +163,8 @@ def resize_file(path, output, grid, options):
             check_memory(state, findings, grid)
             keys = {f.key for f in findings}
             staged = {k: (v.to(device) if k in keys else v) for k, v in state.items()}
-            resized, applied = resize_state_dict(staged, grid, mode=options["mode"], antialias=options["antialias"],
+            resized, applied = resize_state_dict(staged, grid, mode=options["mode"],
+                                                 antialias=options["antialias"],
                                                  old_size=options["old_size"],
                                                  num_prefix_tokens=options["num_prefix_tokens"],
                                                  sincos=options["sincos"])
@@ -159,9 +172,9 @@ def resize_file(path, output, grid, options):
                                    for k, v in resized.items()}
             for f in applied:
                 old_shapes.add(tuple(state[f.key].shape))
+                new_shape = list(resized[f.key].shape) if f.key in resized else None
                 report["findings"].append({"wrapper": wrapper, "old_shape": list(state[f.key].shape),
-                                           "new_shape": list(resized[f.key].shape) if f.key in resized else None,
-                                           **asdict(f)})
+                                           "new_shape": new_shape, **asdict(f)})
         if not report["findings"]:
             report.update(status="skipped", reason="no position embedding found")
             return report
@@ -188,7 +201,8 @@ def _target_grid(args):
         raise SystemExit("posext resize: --image-size needs --patch-size")
     grid = tuple(s // p for s, p in zip(args.image_size, args.patch_size))
     if min(grid) < 1:
-        raise SystemExit(f"posext resize: image size {args.image_size} is smaller than the patch {args.patch_size}")
+        raise SystemExit(f"posext resize: image size {args.image_size} is smaller than the patch "
+                         f"{args.patch_size}")
     try:
         return check_grid_size(grid, "--image-size / --patch-size give the grid")
     except argparse.ArgumentTypeError as exc:
@@ -202,7 +216,8 @@ def _check_out(out, dry_run):
         try:
             os.makedirs(out, exist_ok=True)
         except OSError as exc:
-            raise SystemExit(f"posext resize: --out {out}: cannot create the folder: {exc.strerror or exc}") from None
+            raise SystemExit(f"posext resize: --out {out}: cannot create the folder: "
+                             f"{exc.strerror or exc}") from None
 
 
 def _progress(total_files, total_bytes):
@@ -275,8 +290,8 @@ def run_resize(args) -> int:
         except (Interrupted, KeyboardInterrupt) as exc:
             if progress:
                 progress.stop()
-            return _stopped(exc, folders, sum(r is not None and r["status"] == "ok" for r in reports.values()),
-                            len(jobs))
+            done = sum(r is not None and r["status"] == "ok" for r in reports.values())
+            return _stopped(exc, folders, done, len(jobs))
     if progress:
         progress.stop()
     ordered = [reports[f] for f in found.files] + [
@@ -292,7 +307,8 @@ def _stopped(exc, folders, done, total) -> int:
         remove_leftovers(folder)
     left = [path for folder in folders for path in leftovers(folder)]
     what = str(exc) if isinstance(exc, Interrupted) else "interrupted"
-    state = f"these temp folders could not be removed: {', '.join(left)}" if left else "no partial file was left"
+    state = (f"these temp folders could not be removed: {', '.join(left)}" if left
+             else "no partial file was left")
     print(f"posext resize: {what} after {done} of {total} files; files already written are complete, {state}",
           file=sys.stderr)
     return exc.exit_code if isinstance(exc, Interrupted) else 130

@@ -18,10 +18,27 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from .. import _checks
-from .families import (POSITION_TABLE_NAMES, Key, StateView, big_vision_family, hf_vision_family, hf_vit_family,
-                       never_resized, text_family, timm_family)
-from .findings import (ACTIONS, GRID_ACTIONS, LAYOUTS, Finding, grid_finding, position_ids_finding, rope_finding,
-                       skip)
+from .families import (
+    POSITION_TABLE_NAMES,
+    Key,
+    StateView,
+    big_vision_family,
+    hf_vision_family,
+    hf_vit_family,
+    never_resized,
+    text_family,
+    timm_family,
+)
+from .findings import (
+    ACTIONS,
+    GRID_ACTIONS,
+    LAYOUTS,
+    Finding,
+    grid_finding,
+    position_ids_finding,
+    rope_finding,
+    skip,
+)
 from .grid import AmbiguousGridError, GridArgumentError
 
 
@@ -33,16 +50,16 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
 
     # never-resized tables first
     if name in POSITION_TABLE_NAMES and (k.is_text or (last == "positional_embedding" and len(norm) == 1)):
-        return skip(k.raw, text_family(d, k), "text position embedding (1-D token sequence, not an image grid): "
-                                              "never resized")
+        return skip(k.raw, text_family(d, k), "text position embedding (1-D token sequence, not an image "
+                                              "grid): never resized")
     rule = never_resized(k)
     if rule is not None:
         return skip(k.raw, *rule)
 
     if last == "positional_embedding":
         if "attnpool" in norm:
-            return skip(k.raw, "open_clip", "ModifiedResNet attention-pool table: its grid is image_size/32, not "
-                                            "a patch grid, and open_clip does not resize it")
+            return skip(k.raw, "open_clip", "ModifiedResNet attention-pool table: its grid is image_size/32, "
+                                            "not a patch grid, and open_clip does not resize it")
         if len(norm) >= 2 and norm[-2] == "visual":
             return grid_finding(d, k, t, "open_clip", (1,), "open_clip / OpenAI CLIP store one cls row "
                                 "(visual.class_embedding)", "open_clip vision table", *args)
@@ -52,10 +69,11 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
         family, cands, evidence = timm_family(d, k, 1)
         if family == "timm-vit" and (norm[-2:-1] == ("embeds",)):
             family = "timm-naflexvit"
-        if family == "timm-vit" and t.dim() == 4 and any(p in norm for p in ("image_encoder", "vision_encoder")):
+        if family == "timm-vit" and t.dim() == 4 and any(p in norm
+                                                         for p in ("image_encoder", "vision_encoder")):
             family = "sam"
-        what = {"mae": "MAE " + last, "open_clip": "open_clip timm-tower pos_embed", "sam": "SAM pos_embed"}.get(
-            family, f"{family} {last}")
+        what = {"mae": "MAE " + last, "open_clip": "open_clip timm-tower pos_embed",
+                "sam": "SAM pos_embed"}.get(family, f"{family} {last}")
         return grid_finding(d, k, t, family, cands, evidence, what, *args, allow_nhwc=True,
                             mae_by_key=family == "mae")
 
@@ -67,15 +85,18 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
 
     if norm[-2:] == ("embeddings", "position_embeddings"):
         family, cands, evidence = hf_vit_family(d, k)
-        return grid_finding(d, k, t, family, cands, evidence, f"{family} embeddings.position_embeddings", *args)
+        return grid_finding(d, k, t, family, cands, evidence, f"{family} embeddings.position_embeddings",
+                            *args)
 
     if norm[-3:] == ("embeddings", "position_embedding", "weight"):
         vision = "vision_model" in norm or d.get(k.sibling(2, "patch_embedding.weight")) is not None
         if not vision:
             if d.get(k.sibling(2, "token_embedding.weight")) is not None:
-                return skip(k.raw, "unknown", "text position embedding (token_embedding next to it): never resized")
+                return skip(k.raw, "unknown", "text position embedding (token_embedding next to it): "
+                                              "never resized")
             return skip(k.raw, "unknown", "nn.Embedding position table with no vision_model prefix or "
-                                          "patch_embedding next to it: cannot tell vision from text, left alone")
+                                          "patch_embedding next to it: cannot tell vision from text, "
+                                          "left alone")
         family, cands, evidence = hf_vision_family(d, k)
         f = grid_finding(d, k, t, family, cands, evidence, "HF vision_model position_embedding.weight", *args)
         if cands is None and f.action in GRID_ACTIONS:
@@ -88,8 +109,9 @@ def find_position_embeddings(state_dict: Mapping, *, old_size=None, num_prefix_t
     """Findings for every position embedding of a flat ``state_dict`` (key -> tensor), in key order.
 
     Grid tables get action ``"resample"`` (learned) or ``"regenerate_sincos"`` (equal to MAE's fixed sin-cos
-    table); stale HF ``position_ids`` get ``"regenerate_position_ids"``; grid-dependent RoPE buffers ``"drop"``;
-    tables that look like position embeddings but are not image grids (text, relative positions) ``"skip"``.
+    table); stale HF ``position_ids`` get ``"regenerate_position_ids"``; grid-dependent RoPE buffers
+    ``"drop"``; tables that look like position embeddings but are not image grids (text, relative positions)
+    ``"skip"``.
     Unrecognised keys get no finding. Only shapes are needed, except for the few tables whose values decide
     their action (a table that may be MAE's sin-cos table, ``position_ids``): ``meta`` tensors are accepted
     when the mapping has ``read_tensor(key)`` to read those.
@@ -127,4 +149,5 @@ def find_position_embeddings(state_dict: Mapping, *, old_size=None, num_prefix_t
     return [found[key] for key in d.keys if key in found]
 
 
-__all__ = ["Finding", "AmbiguousGridError", "GridArgumentError", "find_position_embeddings", "ACTIONS", "LAYOUTS"]
+__all__ = ["Finding", "AmbiguousGridError", "GridArgumentError", "find_position_embeddings", "ACTIONS",
+           "LAYOUTS"]

@@ -1,10 +1,11 @@
-"""Family rules: which model family a position table belongs to, the prefix rows P it may store, and the tables
-that are never resized. docs/checkpoints.md describes each family's layout."""
+"""Family rules: which model family a position table belongs to, the prefix rows P it may store, and the
+tables that are never resized. docs/checkpoints.md describes each family's layout."""
 from typing import Callable, Mapping, Optional, Tuple, Union
 
 import torch
 
-# Wrapper components inserted by DDP (`module.`) and torch.compile (`_orig_mod.`), ignored when matching names.
+# Wrapper components inserted by DDP (`module.`) and torch.compile (`_orig_mod.`), ignored when matching
+# names.
 WRAPPER_COMPONENTS = ("module", "_orig_mod")
 BIG_VISION_CONTAINERS = {"params", "opt", "target", "img", "model", "module", "_orig_mod"}
 TEXT_COMPONENTS = {"language_model", "lm", "llm", "bert", "roberta", "t5"}
@@ -40,12 +41,14 @@ class Key:
 
     @property
     def is_text(self) -> bool:
-        return any(p.lower().startswith(("text", "txt")) or p.lower() in TEXT_COMPONENTS for p in self.norm[:-1])
+        return any(p.lower().startswith(("text", "txt")) or p.lower() in TEXT_COMPONENTS
+                   for p in self.norm[:-1])
 
 
 class StateView:
     """The state dict plus fast sibling look-ups. A mapping whose tensors are shape-only (``meta``) may offer
-    ``read_tensor(key)``: the few checks that need values (MAE's sin-cos table, position_ids) read through it."""
+    ``read_tensor(key)``: the few checks that need values (MAE's sin-cos table, position_ids) read through
+    it."""
 
     def __init__(self, state_dict: Mapping):
         self.sd = state_dict
@@ -67,7 +70,8 @@ class StateView:
         return any(k.startswith(prefix) and needle in k[len(prefix):] for k in self.keys)
 
 
-Family = Tuple[str, Optional[Tuple[int, ...]], str]  # family, allowed P (None: no evidence), evidence sentence
+# family, allowed P (None: no evidence), evidence sentence
+Family = Tuple[str, Optional[Tuple[int, ...]], str]
 
 
 def timm_family(d: StateView, k: Key, drop: int) -> Family:
@@ -94,7 +98,8 @@ def timm_family(d: StateView, k: Key, drop: int) -> Family:
         "timm-vit")
     tower = "open_clip timm tower, " if open_clip else ""
     if n_cls + n_reg:
-        have = " and ".join(s for s in ("cls_token" if n_cls else "", f"{n_reg} reg_token" if n_reg else "") if s)
+        have = " and ".join(s for s in ("cls_token" if n_cls else "", f"{n_reg} reg_token" if n_reg else "")
+                            if s)
         return family, (0, n_cls + n_reg), (f"{tower}{have} present: timm stores P=0 (no_embed_class) or "
                                             f"P={n_cls + n_reg} (all prefix tokens)")
     if d.get(k.sibling(drop, "patch_embed.proj.weight")) is not None or d.has_under(pre, "blocks."):
@@ -140,12 +145,14 @@ def hf_vision_family(d: StateView, k: Key) -> Family:
 
 
 def big_vision_family(d: StateView, k: Key) -> Optional[Family]:
-    """big_vision ``[params/]img/pos_embedding`` or vision_transformer ``Transformer/posembed_input/pos_embedding``;
-    None when the key sits under containers those formats do not use."""
+    """big_vision ``[params/]img/pos_embedding`` or vision_transformer
+    ``Transformer/posembed_input/pos_embedding``; None when the key sits under containers those formats do not
+    use."""
     if k.norm[-3:] == ("Transformer", "posembed_input", "pos_embedding"):
         containers, cls = k.norm[:-3], d.get(k.sibling(3, "cls"))
         evidence = ("vision_transformer .npz with 'cls' stores a cls row (classifier='token') or none"
-                    if cls is not None else "vision_transformer .npz without 'cls' (gap) stores no prefix rows")
+                    if cls is not None
+                    else "vision_transformer .npz without 'cls' (gap) stores no prefix rows")
     else:
         containers, cls = k.norm[:-1], d.get(k.sibling(1, "cls"))
         evidence = ("big_vision with 'cls' stores no prefix rows (added before the cls concat) or, in old "
@@ -175,15 +182,15 @@ def text_family(d: StateView, k: Key) -> str:
 # Tables that are never resized, by the last key component: (names, family or family(key), reason).
 NEVER_RESIZED: Tuple[Tuple[Tuple[str, ...], Union[str, Callable[[Key], str]], str], ...] = (
     (("rel_pos_h", "rel_pos_w"), "sam",
-     "relative-position table [2S-1, head_dim], not an absolute grid: S is the window in windowed blocks but the "
-     "patch grid in global-attention blocks, whose tables a model built for another image size expects with "
-     "2*grid-1 rows; left alone"),
+     "relative-position table [2S-1, head_dim], not an absolute grid: S is the window in windowed blocks but "
+     "the patch grid in global-attention blocks, whose tables a model built for another image size expects "
+     "with 2*grid-1 rows; left alone"),
     (("relative_position_bias_table",),
      lambda k: "swin" if "layers" in k.norm else "beit" if "rel_pos_bias" in k.norm or "blocks" in k.norm
      else "unknown",
-     "relative-position bias table sized by the attention window: fixed for Swin-style windows, but the whole "
-     "patch grid for BEiT / Data2Vec-vision, where it changes with the image size (timm's BEiT checkpoint "
-     "filter resizes it); left alone"),
+     "relative-position bias table sized by the attention window: fixed for Swin-style windows, but the "
+     "whole patch grid for BEiT / Data2Vec-vision, where it changes with the image size (timm's BEiT "
+     "checkpoint filter resizes it); left alone"),
     (("positional_encoding_gaussian_matrix",), "sam",
      "SAM prompt-encoder random Fourier matrix, not a grid: never resized"),
     (("pos_embed_y", "pos_embed_x"), "timm-naflexvit",

@@ -6,8 +6,16 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from .families import Key, StateView
-from .grid import (GridArgumentError, decide_grid, fmt_grid, is_square, mae_sincos_match, old_size_arg, prefix_arg,
-                   table_layout)
+from .grid import (
+    GridArgumentError,
+    decide_grid,
+    fmt_grid,
+    is_square,
+    mae_sincos_match,
+    old_size_arg,
+    prefix_arg,
+    table_layout,
+)
 
 ACTIONS = ("resample", "regenerate_sincos", "regenerate_position_ids", "drop", "skip")
 LAYOUTS = ("tokens", "tokens_unbatched", "nhwc", "other")
@@ -31,7 +39,8 @@ def skip(key, family, reason, grid=None, p=0) -> Finding:
 
 def grid_finding(d: StateView, k: Key, t: torch.Tensor, family: str, candidates, evidence: str, what: str,
                  old_size, num_prefix_tokens, allow_nhwc: bool = False, mae_by_key: bool = False) -> Finding:
-    """The finding for a position table: its layout, P and grid, and whether it is MAE's fixed sin-cos table."""
+    """The finding for a position table: its layout, P and grid, and whether it is MAE's fixed sin-cos
+    table."""
     layout = table_layout(t, allow_nhwc)
     if layout is None:
         return skip(k.raw, family, f"{what} has shape {tuple(t.shape)}, which is no [1, P+N, C], [P+N, C] or "
@@ -41,13 +50,15 @@ def grid_finding(d: StateView, k: Key, t: torch.Tensor, family: str, candidates,
     if layout == "nhwc":
         grid = (int(t.shape[1]), int(t.shape[2]))
         if old_size is not None and tuple(old_size) != grid:
-            raise GridArgumentError(f"{k.raw}: ", old_size_arg(old_size), f" does not match the NHWC grid {grid} "
-                                    f"of shape {tuple(t.shape)}", key=k.raw)
+            raise GridArgumentError(f"{k.raw}: ", old_size_arg(old_size),
+                                    f" does not match the NHWC grid {grid} of shape {tuple(t.shape)}",
+                                    key=k.raw)
         if num_prefix_tokens not in (None, 0):
             raise GridArgumentError(f"{k.raw}: NHWC table {tuple(t.shape)} stores no prefix rows; got ",
                                     prefix_arg(num_prefix_tokens), key=k.raw)
         return Finding(k.raw, "resample", layout, grid, 0, family,
-                       f"{what}: NHWC [1, H, W, C] table, grid {fmt_grid(grid)} from its shape, no prefix rows")
+                       f"{what}: NHWC [1, H, W, C] table, grid {fmt_grid(grid)} from its shape, "
+                       f"no prefix rows")
     rows = int(t.shape[-2])
     p, grid, how = decide_grid(k.raw, t, rows, candidates, evidence, old_size, num_prefix_tokens)
     values = d.values(k.raw)
@@ -58,30 +69,35 @@ def grid_finding(d: StateView, k: Key, t: torch.Tensor, family: str, candidates,
         if family in ("timm-vit", "unknown"):
             family = "mae"
         return Finding(k.raw, "regenerate_sincos", layout, grid, p, family,
-                       f"{what} {shape}: {how}; its values equal MAE's fixed sin-cos table (max diff {diff:.1e}), "
-                       f"so it is rebuilt with sincos_2d at the new grid")
+                       f"{what} {shape}: {how}; its values equal MAE's fixed sin-cos table "
+                       f"(max diff {diff:.1e}), so it is rebuilt with sincos_2d at the new grid")
     note = f"; MAE layout but not the fixed sin-cos table (max diff {diff:.1e}), so it is interpolated" \
         if mae_by_key else ""
     return Finding(k.raw, "resample", layout, grid, p, family, f"{what} {shape}: {how}{note}")
 
 
-def position_ids_finding(d: StateView, k: Key, t: torch.Tensor, tables: Dict[str, Finding]) -> Optional[Finding]:
-    """A persistent HF ``embeddings.position_ids`` buffer beside a vision table: rebuilt when it is an arange."""
+def position_ids_finding(d: StateView, k: Key, t: torch.Tensor,
+                         tables: Dict[str, Finding]) -> Optional[Finding]:
+    """A persistent HF ``embeddings.position_ids`` buffer beside a vision table: rebuilt when it is an
+    arange."""
     if k.norm[-2:] != ("embeddings", "position_ids") or k.is_text:
         return None
-    table = tables.get(k.sibling(1, "position_embedding.weight")) or tables.get(k.sibling(1, "position_embeddings"))
+    table = (tables.get(k.sibling(1, "position_embedding.weight"))
+             or tables.get(k.sibling(1, "position_embeddings")))
     if table is None or table.action not in GRID_ACTIONS:
         return None
     rows = table.num_prefix_tokens + table.old_grid[0] * table.old_grid[1]
     values = d.values(k.raw) if not (t.is_floating_point() or t.is_complex()) and t.dim() in (1, 2) and \
         t.shape[-1] == rows else None
-    if values is None or not torch.equal(values.reshape(-1, rows).long(),
-                                         torch.arange(rows, device=values.device).expand(values.numel() // rows, rows)):
-        return skip(k.raw, table.family, f"position_ids {tuple(t.shape)} is not an arange over the {rows} rows of "
-                                         f"{table.key}, so it is left alone", table.old_grid, table.num_prefix_tokens)
-    return Finding(k.raw, "regenerate_position_ids", "other", table.old_grid, table.num_prefix_tokens, table.family,
-                   f"stale HF position_ids buffer = arange({rows}) over the rows of {table.key}: rebuilt as arange "
-                   f"for the new token count")
+    if values is None or not torch.equal(
+            values.reshape(-1, rows).long(),
+            torch.arange(rows, device=values.device).expand(values.numel() // rows, rows)):
+        return skip(k.raw, table.family,
+                    f"position_ids {tuple(t.shape)} is not an arange over the {rows} rows of {table.key}, "
+                    f"so it is left alone", table.old_grid, table.num_prefix_tokens)
+    return Finding(k.raw, "regenerate_position_ids", "other", table.old_grid, table.num_prefix_tokens,
+                   table.family, f"stale HF position_ids buffer = arange({rows}) over the rows of "
+                   f"{table.key}: rebuilt as arange for the new token count")
 
 
 def rope_finding(k: Key, t: torch.Tensor, grids: Sequence[Tuple[int, int]], old_size) -> Optional[Finding]:
@@ -96,5 +112,6 @@ def rope_finding(k: Key, t: torch.Tensor, grids: Sequence[Tuple[int, int]], old_
     if grid is None:
         return None
     return Finding(k.raw, "drop", "other", grid, 0, "eva",
-                   f"grid-dependent RoPE buffer with a leading H*W = {lead} dim ({fmt_grid(grid)} grid): dropped, "
-                   f"the model rebuilds it for its own grid (timm's EVA filter skips these keys too)")
+                   f"grid-dependent RoPE buffer with a leading H*W = {lead} dim ({fmt_grid(grid)} grid): "
+                   f"dropped, the model rebuilds it for its own grid "
+                   f"(timm's EVA filter skips these keys too)")

@@ -23,7 +23,8 @@ class ArgumentMention:
 
     _SPELLINGS = {
         ("library", "old_size"): lambda v: "old_size=(H, W)" if v is None else f"old_size={tuple(v)}",
-        ("library", "num_prefix_tokens"): lambda v: "num_prefix_tokens=P" if v is None else f"num_prefix_tokens={v}",
+        ("library", "num_prefix_tokens"): lambda v: ("num_prefix_tokens=P" if v is None
+                                                     else f"num_prefix_tokens={v}"),
         ("cli", "old_size"): lambda v: "--old-size HxW" if v is None else f"--old-size {v[0]}x{v[1]}",
         ("cli", "num_prefix_tokens"): lambda v: "--prefix-tokens P" if v is None else f"--prefix-tokens {v}",
     }
@@ -47,7 +48,8 @@ def prefix_arg(value=None) -> ArgumentMention:
 class GridArgumentError(ValueError):
     """A table's grid cannot be decided from its shape and the given arguments; the message names both.
 
-    ``str(error)`` spells the arguments as keyword arguments; ``error.render("cli")`` as command-line flags."""
+    ``str(error)`` spells the arguments as keyword arguments; ``error.render("cli")`` as command-line
+    flags."""
 
     def __init__(self, *parts, key: Optional[str] = None, num_tokens: Optional[int] = None):
         self.parts = parts
@@ -114,20 +116,22 @@ def decide_grid(key: str, t: torch.Tensor, rows: int, candidates: Optional[Seque
         note = "" if candidates is None or p in cands else f" (overriding the family rule: {evidence})"
         if old_size is not None:
             if old_size[0] * old_size[1] != n:
-                raise GridArgumentError(f"{key}: ", old_size_arg(old_size), f" has {old_size[0] * old_size[1]} "
-                                        f"tokens but shape {shape} has N = {rows} - ", prefix_arg(p), f" = {n}",
-                                        key=key, num_tokens=rows)
+                raise GridArgumentError(f"{key}: ", old_size_arg(old_size),
+                                        f" has {old_size[0] * old_size[1]} tokens but shape {shape} has "
+                                        f"N = {rows} - ", prefix_arg(p), f" = {n}", key=key, num_tokens=rows)
             return p, tuple(old_size), f"explicit num_prefix_tokens={p} and old_size={tuple(old_size)}{note}"
         if not is_square(n):
-            raise _ambiguous(key, shape, rows, f"with num_prefix_tokens={p}, N={n} is not a square grid", (p,))
+            raise _ambiguous(key, shape, rows, f"with num_prefix_tokens={p}, N={n} is not a square grid",
+                             (p,))
         side = math.isqrt(n)
         return p, (side, side), f"explicit num_prefix_tokens={p}{note} and a square grid"
     if old_size is not None:
         n = old_size[0] * old_size[1]
         p = rows - n
         if p < 0:
-            raise GridArgumentError(f"{key}: ", old_size_arg(old_size), f" has {n} tokens, more than the {rows} "
-                                    f"rows of shape {shape}", key=key, num_tokens=rows)
+            raise GridArgumentError(f"{key}: ", old_size_arg(old_size),
+                                    f" has {n} tokens, more than the {rows} rows of shape {shape}", key=key,
+                                    num_tokens=rows)
         if candidates is not None and p not in cands:
             raise GridArgumentError(f"{key}: ", old_size_arg(old_size), f" leaves P={p} prefix rows in shape "
                                     f"{shape}, but {evidence} (P in {list(cands)}); pass ", prefix_arg(p),
@@ -147,7 +151,8 @@ def decide_grid(key: str, t: torch.Tensor, rows: int, candidates: Optional[Seque
         return p, (side, side), how
     if not fits:
         tried = ", ".join(f"P={p}: N={rows - p}" for p in cands if rows - p > 0)
-        why = (f"{evidence}, and no allowed prefix count leaves a square grid ({tried})" if candidates is not None
+        why = (f"{evidence}, and no allowed prefix count leaves a square grid ({tried})"
+               if candidates is not None
                else f"no family evidence and no square grid for P in 0..2 ({tried})")
         raise _ambiguous(key, shape, rows, why, cands)
     options = " and ".join(f"P={p} (N={rows - p} = {fmt_grid((math.isqrt(rows - p),) * 2)})" for p in fits)
@@ -172,7 +177,8 @@ def mae_sincos_match(t: torch.Tensor, p: int, grid: Tuple[int, int]) -> Tuple[bo
         return False, float("inf")
     rows = t.detach().reshape(-1, c)
     head = min(grid[1], _SINCOS_HEAD_COLUMNS)
-    head_ref = sincos_2d(c, (1, head), convention="mae", num_prefix_tokens=p, dtype=torch.float64, device="cpu")
+    head_ref = sincos_2d(c, (1, head), convention="mae", num_prefix_tokens=p, dtype=torch.float64,
+                         device="cpu")
     match, diff = _matches_sincos(rows[:p + head].to("cpu", torch.float64), head_ref, t.dtype)
     if not match or grid[0] * grid[1] == head:
         return match, diff

@@ -67,7 +67,8 @@ def collect_inputs(items) -> Inputs:
         elif stat.S_ISREG(st.st_mode):
             add_file(path, st)
         elif not stat.S_ISDIR(st.st_mode):
-            found.problems.append((os.path.normpath(path), f"{file_kind(st.st_mode)}, not a regular file: not read"))
+            found.problems.append((os.path.normpath(path),
+                                   f"{file_kind(st.st_mode)}, not a regular file: not read"))
 
     def add_folder(folder):
         def unlistable(exc):
@@ -115,20 +116,22 @@ def target_conflicts(jobs: List[Tuple[str, str]], in_place: bool, out_dir: Optio
         if owner is None or (owner == src and in_place):
             continue
         if owner != src:
-            problems.append(f"the result of {src} would overwrite {owner}, another input of this batch; choose "
-                            f"another --suffix or --out")
+            problems.append(f"the result of {src} would overwrite {owner}, another input of this batch; "
+                            f"choose another --suffix or --out")
         elif out_dir is not None:
-            problems.append(f"the result of {src} would overwrite that input ({target}: --out {out_dir} is its "
-                            f"folder); choose another --out, or replace inputs with --in-place and no --out")
+            problems.append(f"the result of {src} would overwrite that input ({target}: --out {out_dir} is "
+                            f"its folder); choose another --out, or replace inputs with --in-place and "
+                            f"no --out")
         else:
-            problems.append(f"the result of {src} would overwrite that input; choose another --suffix, or pass "
-                            f"--in-place to replace inputs")
+            problems.append(f"the result of {src} would overwrite that input; choose another --suffix, or "
+                            f"pass --in-place to replace inputs")
     for target_id, sources in writers.items():
         if len(sources) > 1:
             target = os.path.join(*target_id)
             others = f" (and {len(sources) - 2} more)" if len(sources) > 2 else ""
-            problems.append(f"{sources[0]} and {sources[1]}{others} would {'all' if others else 'both'} be written "
-                            f"to {target}; resize them to different --out folders or in separate runs")
+            problems.append(f"{sources[0]} and {sources[1]}{others} would {'all' if others else 'both'} be "
+                            f"written to {target}; resize them to different --out folders "
+                            f"or in separate runs")
     if report is not None:
         report_id = entry_id(report)
         if report_id in inputs:

@@ -1,4 +1,5 @@
-"""`posext inspect`: the position embeddings of checkpoint files, read from their shapes (see ``shapes.py``)."""
+"""`posext inspect`: the position embeddings of checkpoint files, read from their shapes (see
+``shapes.py``)."""
 import sys
 from dataclasses import asdict
 
@@ -30,7 +31,8 @@ def run_inspect(args) -> int:
         return 1
     options = dict(old_size=args.old_size, num_prefix_tokens=args.prefix_tokens)
     report, errors = [], []
-    header = f"{'file':<40} {'wrapper':<10} {'key':<55} {'family':<14} {'layout':<16} {'grid':<7} {'P':>2} action"
+    header = (f"{'file':<40} {'wrapper':<10} {'key':<55} {'family':<14} {'layout':<16} {'grid':<7} "
+              f"{'P':>2} action")
     print(header)
     with stop_on_signals():
         try:
@@ -49,7 +51,8 @@ def run_inspect(args) -> int:
                 for r in rows:
                     grid = "x".join(map(str, r["old_grid"])) if r["old_grid"] else "-"
                     print(f"{path:<40} {r['wrapper'] or '-':<10} {r['key']:<55} {r['family']:<14} "
-                          f"{r['layout']:<16} {grid:<7} {r['num_prefix_tokens']:>2} {r['action']}: {r['reason']}")
+                          f"{r['layout']:<16} {grid:<7} {r['num_prefix_tokens']:>2} {r['action']}: "
+                          f"{r['reason']}")
                 report.append({"input": path, "format": ckpt.format, "findings": rows})
                 del ckpt  # release the file's memory map before the next one
         except (Interrupted, KeyboardInterrupt) as exc:

@@ -1,7 +1,7 @@
 """Checkpoint files: load (safely), find the state dicts inside, save atomically in the same format.
 
-Formats: torch pickles (.pth .pt .bin .ckpt and anything else), safetensors (.safetensors, header metadata kept),
-NumPy .npz (big_vision / vision_transformer, '/'-joined keys). Torch pickles are read with
+Formats: torch pickles (.pth .pt .bin .ckpt and anything else), safetensors (.safetensors, header metadata
+kept), NumPy .npz (big_vision / vision_transformer, '/'-joined keys). Torch pickles are read with
 ``weights_only=True``; ``argparse.Namespace`` (training ``args``) is allowed as timm does; anything else needs
 ``unsafe_pickle=True``. A pickle may wrap its state dicts: every one of ``model``, ``state_dict``,
 ``model_ema``, ``state_dict_ema``, ``module`` found is resized, or the top level when it is itself one.
@@ -33,7 +33,8 @@ class Checkpoint:
     path: str
     format: str                                   # "torch" | "safetensors" | "npz"
     container: Any                                # what was loaded (torch: the whole object)
-    state_dicts: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)  # wrapper ("" = top) -> tensors
+    # wrapper ("" = top) -> tensors
+    state_dicts: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
     metadata: Optional[Dict[str, str]] = None     # safetensors header metadata
     npz_passthrough: Dict[str, np.ndarray] = field(default_factory=dict)  # npz arrays torch cannot hold
     npz_order: List[str] = field(default_factory=list)                    # npz keys in file order
@@ -75,11 +76,13 @@ def require_regular_file(path: str) -> int:
 
 
 def state_dicts_of(obj, path: str) -> Checkpoint:
-    """The Checkpoint of a loaded torch pickle: the object itself when it is a state dict, else its wrappers."""
+    """The Checkpoint of a loaded torch pickle: the object itself when it is a state dict, else its
+    wrappers."""
     if _is_tensor_dict(obj):
         return Checkpoint(path, "torch", obj, {"": obj})
     if not isinstance(obj, dict):
-        raise CheckpointError(f"not a checkpoint: the pickle holds a {type(obj).__name__}, not a dict of tensors")
+        raise CheckpointError(f"not a checkpoint: the pickle holds a {type(obj).__name__}, not a dict of "
+                              f"tensors")
     found = {name: obj[name] for name in WRAPPERS if name in obj and _is_tensor_dict(obj[name])}
     if not found:
         raise CheckpointError(f"not a checkpoint: no state dict at the top level or under {list(WRAPPERS)} "
@@ -152,12 +155,13 @@ def replace_state_dicts(ckpt: Checkpoint, new_state_dicts: Dict[str, Dict[str, t
         container.update(new_state_dicts)
     else:
         container = new_state_dicts[""]
-    return Checkpoint(ckpt.path, ckpt.format, container, dict(new_state_dicts), ckpt.metadata, ckpt.npz_passthrough,
-                      ckpt.npz_order)
+    return Checkpoint(ckpt.path, ckpt.format, container, dict(new_state_dicts), ckpt.metadata,
+                      ckpt.npz_passthrough, ckpt.npz_order)
 
 
 def drop_grid_dependent_optimizer_state(container, old_shapes, *, drop_all: bool) -> List[str]:
-    """Optimizer moments shaped like a resized tensor would break --resume: remove them (or the whole optimizer).
+    """Optimizer moments shaped like a resized tensor would break --resume: remove them (or the whole
+    optimizer).
 
     Returns what was removed, for the warning and the report."""
     if not isinstance(container, dict) or "optimizer" not in container:
@@ -205,8 +209,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> int:
-    """Write `path` through a temp folder beside it, fsync, then rename into place: readers see the old file or
-    the whole new one, never a part. The temp folder (``tempfiles``: owner PID in its name, locked while in
+    """Write `path` through a temp folder beside it, fsync, then rename into place: readers see the old file
+    or the whole new one, never a part. The temp folder (``tempfiles``: owner PID in its name, locked while in
     use) is removed on any error and on a stop signal (``signals``); creating it and the rename are critical
     sections, so a signal either discards the write or lets the rename finish. The temp file keeps the final
     base name, so formats that record it (torch.save's zip records) come out identical."""

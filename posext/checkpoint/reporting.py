@@ -35,7 +35,8 @@ def write_report(command, path, obj) -> bool:
         atomic_write(path, lambda tmp: dump_json(tmp, obj))
         return True
     except (CheckpointError, OSError) as exc:
-        print(f"posext {command}: cannot write the --json report {path}: {failure_reason(exc)}", file=sys.stderr)
+        print(f"posext {command}: cannot write the --json report {path}: {failure_reason(exc)}",
+              file=sys.stderr)
         return False
 
 

@@ -24,7 +24,8 @@ def _new_mapping(state_dict: Mapping):
 
 def _regenerate_sincos(t: torch.Tensor, f: Finding, new_grid) -> torch.Tensor:
     p = f.num_prefix_tokens
-    table = sincos_2d(t.shape[-1], new_grid, convention="mae", num_prefix_tokens=p, dtype=t.dtype, device=t.device)
+    table = sincos_2d(t.shape[-1], new_grid, convention="mae", num_prefix_tokens=p, dtype=t.dtype,
+                      device=t.device)
     if p:
         table[:p] = t.detach().reshape(-1, t.shape[-1])[:p]  # the (zero) prefix rows, kept bit for bit
     return table.unsqueeze(0) if f.layout == "tokens" else table
@@ -37,15 +38,17 @@ def _regenerate_position_ids(t: torch.Tensor, f: Finding, new_grid) -> torch.Ten
 
 
 def resize_state_dict(state_dict: Mapping, new_grid, *, mode: str = "bicubic", antialias: bool = True,
-                      old_size=None, num_prefix_tokens=None, sincos: str = "auto") -> Tuple[dict, List[Finding]]:
-    """Resize the position embeddings of ``state_dict`` to the patch grid ``new_grid`` = ``(H, W)`` (or ``n``).
+                      old_size=None, num_prefix_tokens=None,
+                      sincos: str = "auto") -> Tuple[dict, List[Finding]]:
+    """Resize the position embeddings of ``state_dict`` to the patch grid ``new_grid`` = ``(H, W)``
+    (or ``n``).
 
     Returns ``(new_dict, applied)``: a new mapping in the same key order where every key not acted on is the
     very input tensor object, learned grids resampled with ``posext.resample`` (their P and grid from
-    :func:`find_position_embeddings`; ``mode``, ``antialias``, ``align_corners=False``; dtype and layout kept),
-    MAE sin-cos tables rebuilt exactly with ``sincos_2d`` (``sincos="auto"``; ``"interpolate"`` resamples
-    them like learned tables), stale HF ``position_ids`` rebuilt as arange, grid-dependent RoPE buffers
-    removed; and the findings that were applied. Tables already at ``new_grid`` are left alone.
+    :func:`find_position_embeddings`; ``mode``, ``antialias``, ``align_corners=False``; dtype and layout
+    kept), MAE sin-cos tables rebuilt exactly with ``sincos_2d`` (``sincos="auto"``; ``"interpolate"``
+    resamples them like learned tables), stale HF ``position_ids`` rebuilt as arange, grid-dependent RoPE
+    buffers removed; and the findings that were applied. Tables already at ``new_grid`` are left alone.
     ``antialias`` is ignored for ``mode="nearest"``.
     """
     new_grid = _checks.grid_pair("new_grid", new_grid)
@@ -67,7 +70,8 @@ def resize_state_dict(state_dict: Mapping, new_grid, *, mode: str = "bicubic", a
                 applied.append(f)
                 continue
             if f.action == "regenerate_sincos" and sincos == "interpolate":
-                f = replace(f, action="resample", reason=f"{f.reason} (sincos='interpolate': resampled instead)")
+                f = replace(f, action="resample",
+                            reason=f"{f.reason} (sincos='interpolate': resampled instead)")
             if f.action == "regenerate_sincos":
                 out[key] = _regenerate_sincos(value, f, new_grid)
             elif f.action == "regenerate_position_ids":

@@ -22,15 +22,16 @@ from .io import Checkpoint, CheckpointError, file_format, require_regular_file, 
 
 # The safetensors format bounds its header; a larger length field means a corrupt or foreign file.
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-                       "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64",
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                       "BOOL": "bool", "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64",
                        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
                        "F8_E5M2FNUZ": "float8_e5m2fnuz"}
 
 
 class ShapeOnlyStateDict(dict):
-    """key -> ``meta`` tensor (shape and dtype only); ``read_tensor(key)`` reads that one tensor from the file."""
+    """key -> ``meta`` tensor (shape and dtype only); ``read_tensor(key)`` reads that one tensor from the
+    file."""
 
     def __init__(self, tensors: Dict[str, torch.Tensor], read: Callable[[str], torch.Tensor]):
         super().__init__(tensors)
@@ -73,8 +74,8 @@ def _safetensors_header(path) -> Tuple[dict, dict]:
             raise CheckpointError("cannot read safetensors file: shorter than its 8-byte header length")
         (length,) = struct.unpack("<Q", raw)
         if length > _SAFETENSORS_MAX_HEADER:
-            raise CheckpointError(f"cannot read safetensors file: header length {length} is over the format's "
-                                  f"{_SAFETENSORS_MAX_HEADER} bytes")
+            raise CheckpointError(f"cannot read safetensors file: header length {length} is over the "
+                                  f"format's {_SAFETENSORS_MAX_HEADER} bytes")
         header = json.loads(f.read(length))
     if not isinstance(header, dict):
         raise CheckpointError("cannot read safetensors file: the header is not a JSON object")

@@ -3,8 +3,9 @@
 Each write goes through ``.posext-tmp-<pid>-<random>/`` beside its target: the writer's PID in the name and
 an exclusive flock on the folder while it is in use. A process killed outright (SIGKILL, power loss) leaves
 that folder behind. Such leftovers are never read as checkpoints (:func:`is_temp_path`), and
-:func:`remove_leftovers` deletes the ones whose owner is gone: the PID is not running and nobody holds the lock
-(the lock also covers PID namespaces that cannot see each other's processes). Nothing else is ever removed.
+:func:`remove_leftovers` deletes the ones whose owner is gone: the PID is not running and nobody holds the
+lock (the lock also covers PID namespaces that cannot see each other's processes). Nothing else is ever
+removed.
 """
 import os
 import re
@@ -32,7 +33,8 @@ def make_temp_folder(folder: str) -> str:
 
 
 def lock_folder(path: str) -> Optional[int]:
-    """An exclusive flock on the folder itself; returns the descriptor to close when done (None: no locks here)."""
+    """An exclusive flock on the folder itself; returns the descriptor to close when done (None: no locks
+    here)."""
     if fcntl is None:
         return None
     fd = os.open(path, os.O_RDONLY)
@@ -90,7 +92,8 @@ def leftovers(folder: str) -> List[str]:
 
 
 def remove_leftovers(folder: str) -> List[str]:
-    """Remove the temp folders in ``folder`` (not below it) left by killed posext processes; returns their paths.
+    """Remove the temp folders in ``folder`` (not below it) left by killed posext processes; returns their
+    paths.
 
     Only names of the form ``.posext-tmp-<pid>-<random>`` that are real folders, whose PID is not running and
     whose lock is free, are removed."""

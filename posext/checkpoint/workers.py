@@ -1,11 +1,11 @@
 """Worker processes for `posext resize --workers N`: each resizes whole files, one at a time.
 
 Workers are spawned (no fork of a process that may hold CUDA or thread pools) and talk to the parent over one
-pipe each. None outlives the parent: a worker gets SIGTERM when the parent is gone (``signals.die_with_parent``)
-and, like the parent, discards the file in flight on SIGINT / SIGTERM and exits 128 + the signal number. When
-the parent stops, it sends SIGTERM to every worker and waits for them to exit, so no temp file is left; a
-worker that does not exit within ``STOP_GRACE_SECONDS`` is killed and its temp folder removed by the caller
-(``tempfiles.remove_leftovers``: its PID is then dead).
+pipe each. None outlives the parent: a worker gets SIGTERM when the parent is gone
+(``signals.die_with_parent``) and, like the parent, discards the file in flight on SIGINT / SIGTERM and exits
+128 + the signal number. When the parent stops, it sends SIGTERM to every worker and waits for them to exit,
+so no temp file is left; a worker that does not exit within ``STOP_GRACE_SECONDS`` is killed and its temp
+folder removed by the caller (``tempfiles.remove_leftovers``: its PID is then dead).
 """
 import contextlib
 import os
@@ -90,9 +90,9 @@ class _Worker:
 
 def run_jobs(jobs: List[Tuple[str, str]], workers: int, grid, options, on_report: Callable[[dict], None],
              failed_report: Callable[[str, str, str], dict]) -> None:
-    """Resize ``jobs`` ((input, target) pairs) in ``workers`` processes; ``on_report`` gets each file's report,
-    ``failed_report(input, target, reason)`` builds one for a file whose worker died. Stop signals raise
-    :class:`Interrupted` here after every worker has exited."""
+    """Resize ``jobs`` ((input, target) pairs) in ``workers`` processes; ``on_report`` gets each file's
+    report, ``failed_report(input, target, reason)`` builds one for a file whose worker died. Stop signals
+    raise :class:`Interrupted` here after every worker has exited."""
     context = get_context("spawn")
     pending = deque(jobs)
     pool: List[_Worker] = []
@@ -113,7 +113,8 @@ def run_jobs(jobs: List[Tuple[str, str]], workers: int, grid, options, on_report
                     w.job = pending.popleft()
                     try:
                         w.conn.send(w.job)
-                    except OSError:  # died before its first job: the job goes back, the death is handled below
+                    except OSError:
+                        # died before its first job: the job goes back, the death is handled below
                         pending.appendleft(w.job)
                         w.job = None
             waiting: Dict[object, _Worker] = {}

@@ -1,4 +1,5 @@
-"""Private helpers shared by the compat modules: size pairs and ``posext.resample`` with a peer's dtype policy."""
+"""Private helpers shared by the compat modules: size pairs and ``posext.resample`` with a
+peer's dtype policy."""
 import collections.abc
 
 import torch

@@ -17,7 +17,8 @@ _logger = logging.getLogger(__name__)
 
 
 def resize_pos_embed(state_dict, model, interpolation: str = 'bicubic', antialias: bool = True):
-    """open_clip ``resize_pos_embed(state_dict, model, interpolation='bicubic', antialias=True)``: returns None."""
+    """open_clip ``resize_pos_embed(state_dict, model, interpolation='bicubic', antialias=True)``:
+    returns None."""
     old_pos_embed = state_dict.get('visual.positional_embedding', None)
     if old_pos_embed is None or not hasattr(model.visual, 'grid_size'):
         return

@@ -74,7 +74,8 @@ def resample_abs_pos_embed_nhwc(
         return posemb
 
     grid = posemb.unsqueeze(0) if posemb.dim() == 3 else posemb
-    out = resample_tokens(grid, new_hw, mode=interpolation, antialias=antialias, align_corners=None, upcast=True)
+    out = resample_tokens(grid, new_hw, mode=interpolation, antialias=antialias, align_corners=None,
+                          upcast=True)
 
     if not torch.jit.is_scripting() and verbose:
         # timm logs the resized shape on both sides of the message; kept for identical logs.

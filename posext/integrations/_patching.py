@@ -1,5 +1,6 @@
-"""Instance-level method patching shared by the integrations: a patched module gets a bound replacement method
-and a PosEmbedCache as instance attributes; unpatching deletes both, so the class methods show through again."""
+"""Instance-level method patching shared by the integrations: a patched module gets a bound replacement
+method and a PosEmbedCache as instance attributes; unpatching deletes both, so the class methods show through
+again."""
 import types
 from typing import Callable, Iterable, Optional, Tuple
 
@@ -12,7 +13,8 @@ PATCHED_ATTR = "_posext_patched"  # names of the methods replaced on this instan
 
 
 def patch_method(module: nn.Module, name: str, replacement: Callable, cache: PosEmbedCache) -> None:
-    """Binds ``replacement(module, ...)`` as ``module.<name>`` (shadowing the class method) and attaches ``cache``."""
+    """Binds ``replacement(module, ...)`` as ``module.<name>`` (shadowing the class method) and attaches
+    ``cache``."""
     patched = module.__dict__.setdefault(PATCHED_ATTR, [])
     if name in patched:
         return

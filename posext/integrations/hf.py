@@ -1,14 +1,14 @@
 """posext for Hugging Face vision embeddings: ``accelerate(model)`` / ``unpatch(model)``.
 
-Patches ``interpolate_pos_encoding`` (used by ``forward(..., interpolate_pos_encoding=True)``) of the embeddings
-modules of ViT (``ViTEmbeddings``), CLIP (``CLIPVisionEmbeddings``), SigLIP (``SiglipVisionEmbeddings``), DINOv2
-(``Dinov2Embeddings``) and DINOv2 with registers (``Dinov2WithRegistersEmbeddings``). Each keeps its model's own
-numerics (transformers 5.23): bicubic, ``align_corners=False``, size ``(height // patch, width // patch)`` from a
-square stored grid; one class token copied (none for SigLIP); DINOv2 interpolates in float32 and casts back;
-DINOv2-with-registers adds ``antialias=True``. Where HF returns the stored table unchanged (same patch count and
-a square image) the original method runs. The resized table comes from a per-module ``PosEmbedCache`` where no
-gradient flows, else from posext's differentiable resample op (HF adds it in ``forward``, so there is no fused
-add here).
+Patches ``interpolate_pos_encoding`` (used by ``forward(..., interpolate_pos_encoding=True)``) of the
+embeddings modules of ViT (``ViTEmbeddings``), CLIP (``CLIPVisionEmbeddings``), SigLIP
+(``SiglipVisionEmbeddings``), DINOv2 (``Dinov2Embeddings``) and DINOv2 with registers
+(``Dinov2WithRegistersEmbeddings``). Each keeps its model's own numerics (transformers 5.23): bicubic,
+``align_corners=False``, size ``(height // patch, width // patch)`` from a square stored grid; one class token
+copied (none for SigLIP); DINOv2 interpolates in float32 and casts back; DINOv2-with-registers adds
+``antialias=True``. Where HF returns the stored table unchanged (same patch count and a square image) the
+original method runs. The resized table comes from a per-module ``PosEmbedCache`` where no gradient flows,
+else from posext's differentiable resample op (HF adds it in ``forward``, so there is no fused add here).
 """
 from typing import Optional
 
@@ -77,12 +77,13 @@ def _interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width
 
 
 def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
-    """Patches every supported HF vision embeddings module in ``model`` in place (TypeError if there is none)."""
+    """Patches every supported HF vision embeddings module in ``model`` in place (TypeError if there is
+    none)."""
     classes = tuple(_classes().values())
     targets = [m for m in model.modules() if isinstance(m, classes)
                and any(type(m).interpolate_pos_encoding is c.interpolate_pos_encoding for c in classes)]
-    return patch_all(model, [(m, _interpolate_pos_encoding) for m in targets], "interpolate_pos_encoding", cache,
-                     max_entries, "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings")
+    return patch_all(model, [(m, _interpolate_pos_encoding) for m in targets], "interpolate_pos_encoding",
+                     cache, max_entries, "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings")
 
 
 def unpatch(model: nn.Module) -> nn.Module:

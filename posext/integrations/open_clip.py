@@ -2,12 +2,12 @@
 
 open_clip's ``VisionTransformer`` adds ``positional_embedding`` ([1 + N, C], one class token) as stored, so it
 only runs at the resolution it was built for; changing resolution means rewriting the checkpoint with
-``open_clip.resize_pos_embed`` (bicubic, ``antialias=True``, ``align_corners=False``, class token kept). Patched
-(``_embeds`` of every ``open_clip.transformer.VisionTransformer`` in ``model``), a tower accepts any image size
-whose sides are multiples of the patch size and resizes the table on the fly with those same settings: from a
-per-tower ``PosEmbedCache`` where no gradient flows, through the fused ``posext.add_pos_embed`` in training.
-At the native grid it is exactly open_clip's own ``_embeds``. The ``sin_cos_2d`` table type is resized the same
-way (open_clip itself never resizes it).
+``open_clip.resize_pos_embed`` (bicubic, ``antialias=True``, ``align_corners=False``, class token kept).
+Patched (``_embeds`` of every ``open_clip.transformer.VisionTransformer`` in ``model``), a tower accepts any
+image size whose sides are multiples of the patch size and resizes the table on the fly with those same
+settings: from a per-tower ``PosEmbedCache`` where no gradient flows, through the fused
+``posext.add_pos_embed`` in training. At the native grid it is exactly open_clip's own ``_embeds``. The
+``sin_cos_2d`` table type is resized the same way (open_clip itself never resizes it).
 """
 from typing import Optional
 
@@ -59,7 +59,8 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
     Raises TypeError when there is none. Patching twice is a no-op; ``unpatch`` restores the model exactly.
     """
     vision_cls = _vision_cls()
-    targets = [m for m in model.modules() if isinstance(m, vision_cls) and type(m)._embeds is vision_cls._embeds]
+    targets = [m for m in model.modules()
+               if isinstance(m, vision_cls) and type(m)._embeds is vision_cls._embeds]
     return patch_all(model, [(m, _embeds) for m in targets], "_embeds", cache, max_entries,
                      "open_clip VisionTransformer")
 

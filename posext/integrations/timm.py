@@ -1,11 +1,12 @@
 """posext for timm Vision Transformers: ``accelerate(model)`` / ``unpatch(model)``.
 
-Patches ``_pos_embed`` of every ``timm.models.vision_transformer.VisionTransformer`` (ViT, DeiT-3, DINOv2-style
-register models, ...), ``timm.models.deit.VisionTransformerDistilled`` (DeiT with a distillation token) and
-``timm.models.eva.Eva`` (EVA-02 and friends; its RoPE table and patch dropout stay timm's) inside ``model``. With ``dynamic_img_size=True`` timm resamples ``pos_embed`` on every forward; patched:
-  * without gradients (eval under ``torch.no_grad()`` / ``inference_mode``, frozen embedding), the resized table
-    comes from a per-model ``PosEmbedCache`` (one resample per resolution, invalidated when the parameter
-    changes);
+Patches ``_pos_embed`` of every ``timm.models.vision_transformer.VisionTransformer`` (ViT, DeiT-3,
+DINOv2-style register models, ...), ``timm.models.deit.VisionTransformerDistilled`` (DeiT with a distillation
+token) and ``timm.models.eva.Eva`` (EVA-02 and friends; its RoPE table and patch dropout stay timm's) inside
+``model``. With ``dynamic_img_size=True`` timm resamples ``pos_embed`` on every forward; patched:
+  * without gradients (eval under ``torch.no_grad()`` / ``inference_mode``, frozen embedding), the resized
+    table comes from a per-model ``PosEmbedCache`` (one resample per resolution, invalidated when the
+    parameter changes);
   * with gradients (training), ``posext.add_pos_embed`` resamples and adds in one differentiable op, without
     storing the resized table.
 Numerics are timm 1.0.31's ``resample_abs_pos_embed``: bicubic, ``antialias=True``, float32, prefix tokens
@@ -19,8 +20,8 @@ import torch
 from torch import nn
 
 from ..cache import PosEmbedCache
-from ..resample import add_pos_embed
 from ..compat.timm import resample_abs_pos_embed
+from ..resample import add_pos_embed
 from ._patching import cache_of, patch_all, unpatch_modules
 
 
@@ -34,7 +35,8 @@ def _timm_classes():
 
 
 def resized_pos_embed(vit: nn.Module, new_size: Sequence[int]) -> torch.Tensor:
-    """``vit.pos_embed`` resized to the patch grid ``new_size`` (H, W) exactly as timm's ``_pos_embed`` does."""
+    """``vit.pos_embed`` resized to the patch grid ``new_size`` (H, W) exactly as timm's ``_pos_embed``
+    does."""
     prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
     old = (int(vit.patch_embed.grid_size[0]), int(vit.patch_embed.grid_size[1]))
     new = (new_size[0], new_size[1])
@@ -55,9 +57,9 @@ def _prefix_tokens(vit: nn.Module, batch: int):
 
 
 def _add_positions(self, x: torch.Tensor) -> torch.Tensor:
-    """Patch tokens ``[B, H, W, C]`` (dynamic size) or ``[B, N, C]`` -> prefix tokens + patches with the position
-    table added, in timm's order (add-then-concat with ``no_embed_class``, else concat-then-add). The resized
-    table comes from the cache, or is added by the fused op when gradients flow."""
+    """Patch tokens ``[B, H, W, C]`` (dynamic size) or ``[B, N, C]`` -> prefix tokens + patches with the
+    position table added, in timm's order (add-then-concat with ``no_embed_class``, else concat-then-add). The
+    resized table comes from the cache, or is added by the fused op when gradients flow."""
     batch = x.shape[0]
     to_cat = _prefix_tokens(self, batch)
     pos_embed, fused_size = self.pos_embed, None
@@ -122,7 +124,8 @@ def _eva_pos_embed(self, x: torch.Tensor):
 
 
 def _targets(model: nn.Module):
-    """(module, replacement) for every timm ViT / DeiT-distilled / EVA whose _pos_embed is the one stated here."""
+    """(module, replacement) for every timm ViT / DeiT-distilled / EVA whose _pos_embed is the one stated
+    here."""
     vit_cls, distilled_cls = _timm_classes()
     known = {vit_cls._pos_embed: _pos_embed, distilled_cls._pos_embed: _pos_embed}
     try:
@@ -132,11 +135,13 @@ def _targets(model: nn.Module):
     except ImportError:  # pragma: no cover - older timm
         pass
     return [(m, known[type(m)._pos_embed]) for m in model.modules()
-            if hasattr(m, "pos_embed") and hasattr(m, "patch_embed") and getattr(type(m), "_pos_embed", None) in known]
+            if hasattr(m, "pos_embed") and hasattr(m, "patch_embed")
+            and getattr(type(m), "_pos_embed", None) in known]
 
 
 def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
-    """Patches every timm VisionTransformer / VisionTransformerDistilled / Eva in ``model`` (in place; returned).
+    """Patches every timm VisionTransformer / VisionTransformerDistilled / Eva in ``model`` (in place;
+    returned).
 
     Each patched module gets its own ``PosEmbedCache(max_entries)`` unless ``cache`` is given (shared).
     Raises TypeError when ``model`` contains no such module. Patching twice is a no-op.
