@@ -105,8 +105,8 @@ def test_sdist_holds_every_source_header_test_helper_and_license(sdist):
     _, _, members = sdist
     expected = git_tracked(*SDIST_FOLDERS) | TOP_LEVEL_FILES
     # the files whose absence broke builds from the sdist, named so an empty git listing cannot pass
-    assert {"csrc/ops.h", "csrc/cpu/cpu_isa.h", "csrc/cuda/resample_cuda.cu", "tests/reference.py",
-            "tests/reference_resample.py", "tests/conftest.py"} <= expected
+    assert {"csrc/resample_op.h", "csrc/checks.h", "csrc/cpu/cpu_isa.h", "csrc/cuda/resample_cuda.cu",
+            "tests/reference.py", "tests/reference_resample.py", "tests/conftest.py"} <= expected
     assert sorted(expected - members) == []
 
 
