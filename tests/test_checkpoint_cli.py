@@ -122,10 +122,14 @@ def test_in_place_and_dry_run(tmp_path):
     assert no_temp_files(tmp_path)
 
 
-def test_image_size_and_patch_size_give_the_grid(tmp_path):
-    torch.save(vit_state(), tmp_path / "v.pth")
-    assert main(["resize", str(tmp_path / "v.pth"), "--image-size", "96", "--patch-size", "16"]) == 0
-    assert torch.load(tmp_path / "v_6x6.pth", weights_only=True)["pos_embed"].shape == (1, 37, 8)
+def test_image_size_alone_gives_the_grid_from_the_patch_kernel(tmp_path):
+    torch.save(vit_state(), tmp_path / "v.pth")  # patch_embed.proj.weight: 2 x 2 patches
+    assert main(["resize", str(tmp_path / "v.pth"), "--image-size", "12x10"]) == 0
+    out = torch.load(tmp_path / "v_12x10.pth", weights_only=True)
+    assert out["pos_embed"].shape == (1, 31, 8) and out["patch_embed.proj.weight"].shape == (8, 3, 2, 2)
+    assert main(["resize", str(tmp_path / "v.pth"), "--image-size", "12", "--patch-size", "3"]) == 0
+    out = torch.load(tmp_path / "v_12x12_p3.pth", weights_only=True)
+    assert out["pos_embed"].shape == (1, 17, 8) and out["patch_embed.proj.weight"].shape == (8, 3, 3, 3)
 
 
 def test_unsafe_pickle_is_refused_unless_asked(tmp_path, capsys):
@@ -277,7 +281,8 @@ def test_progress_bar_on_a_tty(tmp_path):
 def test_bad_command_lines_exit_with_a_message(tmp_path, capsys):
     torch.save(vit_state(), tmp_path / "a.pth")
     for argv, words in [(["--grid", "0"], "positive"), (["--grid", "6", "--workers", "0"], "--workers"),
-                        (["--image-size", "96"], "--patch-size")]:
+                        (["--grid", "6", "--patch-size", "8"], "--image-size"), ([], "--image-size"),
+                        (["--frames", "0"], "--frames")]:
         with pytest.raises(SystemExit) as info:
             main(["resize", str(tmp_path / "a.pth"), *argv])
         assert words in str(info.value) + capsys.readouterr().err

@@ -101,6 +101,9 @@ def test_timm_models(name, patch, old_img, new_img, family, p):
     f = found["pos_embed"]
     assert (f.action, f.layout, f.num_prefix_tokens, f.family) == ("resample", "tokens", p, family)
     assert f.old_grid == grid_of(old_img, patch)
+    kernel = found.pop("patch_embed.proj.weight")
+    assert (kernel.action, kernel.old_grid) == ("resize_patch_embed", (patch, patch))
+    assert f.rule is not None and f.rule.patch_key == "patch_embed.proj.weight"
     assert all(g.action == "skip" for k, g in found.items() if k != "pos_embed")
     new_grid = grid_of(new_img, patch)
     want = expected_resample(sd["pos_embed"], new_grid, p)

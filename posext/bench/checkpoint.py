@@ -73,7 +73,7 @@ def _posext(paths, out_dir, fmt):
     options = dict(mode="bicubic", antialias=True, old_size=None, num_prefix_tokens=None, sincos="auto",
                    device="cpu", unsafe_pickle=False, dry_run=False, drop_optimizer=False, in_place=False)
     for p in paths:
-        report = resize_file(p, os.path.join(out_dir, os.path.basename(p)), (24, 24), options)
+        report = resize_file(p, os.path.join(out_dir, os.path.basename(p)), {"new_grid": (24, 24)}, options)
         if report["status"] != "ok":
             raise RuntimeError(f"benchmark resize failed: {report['reason']}")
 

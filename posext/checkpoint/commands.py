@@ -83,10 +83,16 @@ def add_parsers(sub) -> None:
 
     resize = sub.add_parser("resize", help="resize the position embeddings of checkpoint files to a new grid")
     resize.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
-    target = resize.add_mutually_exclusive_group(required=True)
-    target.add_argument("--grid", type=grid_size, help="new patch grid, N or HxW (H*W at most 4096*4096)")
-    target.add_argument("--image-size", type=size_pair, help="new image size S or HxW (with --patch-size)")
-    resize.add_argument("--patch-size", type=size_pair, help="patch size P or HxW (with --image-size)")
+    target = resize.add_mutually_exclusive_group()
+    target.add_argument("--grid", type=grid_size, help="new patch grid, N or HxW (H*W at most 4096*4096), for "
+                                                       "every table")
+    target.add_argument("--image-size", type=size_pair,
+                        help="new image size S or HxW: each tensor's grid follows from its own patch "
+                             "embedding (or its family's rule)")
+    resize.add_argument("--patch-size", type=size_pair,
+                        help="new patch size P or HxW: patch-embedding kernels resized (FlexiViT) and the "
+                             "grids follow; keeps the image size unless --image-size is given")
+    resize.add_argument("--frames", type=prefix_count, help="new number of input frames (video tables)")
     resize.add_argument("--mode", default="bicubic", choices=["bicubic", "bilinear", "nearest"])
     resize.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
                         help="antialiased resampling, as timm (default: on)")
@@ -119,24 +125,29 @@ def _physical_memory():
         return None
 
 
-def check_memory(state, findings, grid) -> None:
+def check_memory(state, plan) -> None:
     """Refuse a file whose resized tables would not fit (MEMORY_SHARE of physical memory) before
     resampling."""
     memory = _physical_memory()
     if not memory:
         return
     need, largest = 0, None
-    for f in findings:
-        if f.action not in ("resample", "regenerate_sincos") or f.old_grid == tuple(grid):
+    for key, change in plan.changes.items():
+        f, t = change.finding, state.get(key)
+        if f.action not in ("resample", "regenerate_sincos", "resample_video") or t is None:
             continue
-        t = state[f.key]
-        rows = grid[0] * grid[1] + (0 if f.layout == "nhwc" else f.num_prefix_tokens)
-        nbytes = rows * t.shape[-1] * t.element_size()
+        cells = 1
+        for n in change.new:
+            cells *= n
+        rows = cells + (0 if f.layout in ("nhwc", "nchw") else f.num_prefix_tokens + f.num_suffix_tokens)
+        channels = t.shape[1] if f.layout == "nchw" else t.shape[-1]
+        nbytes = rows * channels * t.element_size()
         need += nbytes
-        largest = largest if largest and largest[1] >= nbytes else (f.key, nbytes)
+        largest = largest if largest and largest[1] >= nbytes else (key, nbytes, change.new)
     if need > MEMORY_SHARE * memory:
+        size = "x".join(map(str, largest[2]))
         raise CheckpointError(f"the resized tables need {need / 2 ** 30:.1f} GiB ({largest[0]}: "
-                              f"{largest[1] / 2 ** 30:.1f} GiB at grid {grid[0]}x{grid[1]}), more than half "
+                              f"{largest[1] / 2 ** 30:.1f} GiB at grid {size}), more than half "
                               f"of this machine's {memory / 2 ** 30:.1f} GiB of memory")
 
 
@@ -145,9 +156,9 @@ def _empty_report(path, output, status="ok", reason=""):
             "removed": [], "bytes": 0, "seconds": 0.0}
 
 
-def resize_file(path, output, grid, options):
+def resize_file(path, output, target, options):
     """Resize one file; never raises for a bad file: returns its report (status ok / skipped / failed)."""
-    from . import find_position_embeddings, resize_state_dict
+    from .resize import plan_resize
 
     start = time.perf_counter()
     report = _empty_report(path, output)
@@ -158,23 +169,20 @@ def resize_file(path, output, grid, options):
         device = torch.device(options["device"])
         new_states, old_shapes = {}, set()
         for wrapper, state in ckpt.state_dicts.items():
-            findings = find_position_embeddings(state, old_size=options["old_size"],
-                                                num_prefix_tokens=options["num_prefix_tokens"])
-            check_memory(state, findings, grid)
-            keys = {f.key for f in findings}
+            plan = plan_resize(state, **target, mode=options["mode"], antialias=options["antialias"],
+                               old_size=options["old_size"], num_prefix_tokens=options["num_prefix_tokens"],
+                               sincos=options["sincos"])
+            check_memory(state, plan)
+            keys = set(plan.changes)
             staged = {k: (v.to(device) if k in keys else v) for k, v in state.items()}
-            resized, applied = resize_state_dict(staged, grid, mode=options["mode"],
-                                                 antialias=options["antialias"],
-                                                 old_size=options["old_size"],
-                                                 num_prefix_tokens=options["num_prefix_tokens"],
-                                                 sincos=options["sincos"])
+            resized, applied = plan.apply(staged)
             new_states[wrapper] = {k: (v.cpu() if k in keys and isinstance(v, torch.Tensor) else v)
                                    for k, v in resized.items()}
             for f in applied:
                 old_shapes.add(tuple(state[f.key].shape))
                 new_shape = list(resized[f.key].shape) if f.key in resized else None
                 report["findings"].append({"wrapper": wrapper, "old_shape": list(state[f.key].shape),
-                                           "new_shape": new_shape, **asdict(f)})
+                                           "new_shape": new_shape, **f.row()})
         if not report["findings"]:
             report.update(status="skipped", reason="no position embedding found")
             return report
@@ -194,19 +202,27 @@ def resize_file(path, output, grid, options):
     return report
 
 
-def _target_grid(args):
-    if args.grid:
-        return args.grid
-    if not args.patch_size:
-        raise SystemExit("posext resize: --image-size needs --patch-size")
-    grid = tuple(s // p for s, p in zip(args.image_size, args.patch_size))
-    if min(grid) < 1:
-        raise SystemExit(f"posext resize: image size {args.image_size} is smaller than the patch "
-                         f"{args.patch_size}")
-    try:
-        return check_grid_size(grid, "--image-size / --patch-size give the grid")
-    except argparse.ArgumentTypeError as exc:
-        raise SystemExit(f"posext resize: {exc}") from None
+def _target(args):
+    """(keyword arguments for plan_resize, label for output names) from the command line."""
+    if not (args.grid or args.image_size or args.patch_size or args.frames):
+        raise SystemExit("posext resize: pass --grid HxW, --image-size HxW, --patch-size P or --frames T")
+    if args.grid and args.patch_size:
+        raise SystemExit("posext resize: --patch-size needs --image-size (the image the new patches "
+                         "cover), not --grid")
+    if args.frames is not None and args.frames < 1:
+        raise SystemExit(f"posext resize: --frames must be >= 1, got {args.frames}")
+    target = dict(new_grid=args.grid, image_size=args.image_size, patch_size=args.patch_size,
+                  num_frames=args.frames)
+    if args.image_size:
+        try:
+            check_grid_size(args.image_size, "--image-size")
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"posext resize: {exc}") from None
+    size = args.grid or args.image_size
+    label = "_".join(filter(None, [f"{size[0]}x{size[1]}" if size else "",
+                                   f"p{args.patch_size[0]}" if args.patch_size else "",
+                                   f"t{args.frames}" if args.frames else ""]))
+    return target, label
 
 
 def _check_out(out, dry_run):
@@ -238,7 +254,7 @@ def _progress(total_files, total_bytes):
 
 
 def run_resize(args) -> int:
-    grid = _target_grid(args)
+    target, label = _target(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("posext resize: --device cuda but no CUDA device is available")
     if args.workers < 1:
@@ -251,7 +267,7 @@ def run_resize(args) -> int:
         raise SystemExit(f"posext resize: --out {args.out} is inside a temp folder of atomic writes "
                          f"({TEMP_PREFIX}*), which later runs may delete; choose another folder")
     found = collect_inputs(args.inputs)
-    jobs = [(f, output_path(f, grid, args.out, args.in_place, args.suffix)) for f in found.files]
+    jobs = [(f, output_path(f, label, args.out, args.in_place, args.suffix)) for f in found.files]
     conflicts = target_conflicts(jobs, args.in_place, args.out, args.json)
     if conflicts:
         for line in conflicts:
@@ -279,14 +295,14 @@ def run_resize(args) -> int:
             if args.workers > 1 and len(jobs) > 1:
                 from .workers import run_jobs
 
-                run_jobs(jobs, args.workers, grid, options, take,
+                run_jobs(jobs, args.workers, target, options, take,
                          lambda path, out, reason: _empty_report(path, out, "failed", reason))
                 for folder in folders:  # what a worker that died mid-file (OOM killer) left
                     remove_leftovers(folder)
             else:
                 for f, out in jobs:
                     raise_if_stopping()
-                    take(resize_file(f, out, grid, options))
+                    take(resize_file(f, out, target, options))
         except (Interrupted, KeyboardInterrupt) as exc:
             if progress:
                 progress.stop()
@@ -296,8 +312,10 @@ def run_resize(args) -> int:
         progress.stop()
     ordered = [reports[f] for f in found.files] + [
         _empty_report(item, None, "failed", reason) for item, reason in found.problems]
-    _print_summary(ordered, grid, args.dry_run)
-    written = not args.json or write_report("resize", args.json, {"grid": list(grid), "files": ordered})
+    _print_summary(ordered, label, args.dry_run)
+    report = {"target": {k: (list(v) if isinstance(v, tuple) else v) for k, v in target.items()},
+              "grid": list(args.grid) if args.grid else None, "files": ordered}
+    written = not args.json or write_report("resize", args.json, report)
     return 1 if not written or any(r["status"] == "failed" for r in ordered) else 0
 
 
@@ -320,8 +338,8 @@ def _advance(progress, nbytes):
         progress.advance(1, nbytes)
 
 
-def _print_summary(reports, grid, dry_run):
-    print(f"posext resize -> grid {grid[0]}x{grid[1]}{' (dry run: nothing written)' if dry_run else ''}")
+def _print_summary(reports, label, dry_run):
+    print(f"posext resize -> {label}{' (dry run: nothing written)' if dry_run else ''}")
     for r in reports:
         what = ", ".join(f"{f['key']} {f['action']} {f.get('old_shape')}->{f.get('new_shape')}"
                          for f in r["findings"]) or r["reason"]

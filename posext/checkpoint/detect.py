@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from .. import _checks
+from .absolute import family_table_finding
 from .families import (
     POSITION_TABLE_NAMES,
     Key,
@@ -39,7 +40,9 @@ from .findings import (
     rope_finding,
     skip,
 )
-from .grid import AmbiguousGridError, GridArgumentError
+from .grid import AmbiguousGridError, GridArgumentError, fmt_grid
+from .patches import kernel_size, only_rule, sibling_rule
+from .relative import relative_findings
 
 
 def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens) -> Optional[Finding]:
@@ -55,6 +58,9 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
     rule = never_resized(k)
     if rule is not None:
         return skip(k.raw, *rule)
+    f = family_table_finding(d, k, t, *args)
+    if f is not None:
+        return f
 
     if last == "positional_embedding":
         if "attnpool" in norm:
@@ -138,6 +144,8 @@ def find_position_embeddings(state_dict: Mapping, *, old_size=None, num_prefix_t
         if f is not None:
             found[key] = f
     tables = {key: f for key, f in found.items() if f.action in GRID_ACTIONS}
+    _attach_rules(d, parsed, tables)
+    found.update(relative_findings(d, parsed, found, old_size))
     grids = list(dict.fromkeys(f.old_grid for f in tables.values()))
     for key in d.keys:
         if key in found:
@@ -145,8 +153,41 @@ def find_position_embeddings(state_dict: Mapping, *, old_size=None, num_prefix_t
         t = state_dict[key]
         f = position_ids_finding(d, parsed[key], t, tables) or rope_finding(parsed[key], t, grids, old_size)
         if f is not None:
+            if f.action == "drop":
+                f.rule = next((g.rule for g in tables.values() if g.old_grid == f.old_grid), None)
             found[key] = f
+    found.update(_patch_kernel_findings(d, found))
     return [found[key] for key in d.keys if key in found]
+
+
+def _attach_rules(d: StateView, parsed: Dict[str, Key], tables: Dict[str, Finding]) -> None:
+    """Each grid table's image -> grid rule, from the patch-embedding kernel beside it (one, two or three
+    key components up), else from the only patch-embedding kernel of the state dict."""
+    fallback = None
+    for key, f in tables.items():
+        if f.rule is not None:
+            continue
+        k = parsed[key]
+        f.rule = next((r for drop in (1, 2, 3) if len(k.parts) > drop - 1
+                       for r in [sibling_rule(d, k, drop)] if r is not None), None)
+        if f.rule is None:
+            fallback = fallback or only_rule(d)
+            f.rule = fallback
+
+
+def _patch_kernel_findings(d: StateView, found: Dict[str, Finding]) -> Dict[str, Finding]:
+    """A finding for each patch-embedding kernel that feeds a table: resized only for a new patch size."""
+    out = {}
+    for f in list(found.values()):
+        key = f.rule.patch_key if f.rule is not None else None
+        if key is None or key in found or key in out:
+            continue
+        kernel, frames = kernel_size(d, key)
+        layout = "hwio" if key.endswith("/kernel") else "other"
+        out[key] = Finding(key, "resize_patch_embed", layout, kernel, 0, f.family,
+                           f"patch-embedding kernel {fmt_grid(kernel)} of {f.key}: resized with FlexiViT's "
+                           f"pseudo-inverse resize for a new patch size, else left alone")
+    return out
 
 
 __all__ = ["Finding", "AmbiguousGridError", "GridArgumentError", "find_position_embeddings", "ACTIONS",

@@ -181,16 +181,6 @@ def text_family(d: StateView, k: Key) -> str:
 
 # Tables that are never resized, by the last key component: (names, family or family(key), reason).
 NEVER_RESIZED: Tuple[Tuple[Tuple[str, ...], Union[str, Callable[[Key], str]], str], ...] = (
-    (("rel_pos_h", "rel_pos_w"), "sam",
-     "relative-position table [2S-1, head_dim], not an absolute grid: S is the window in windowed blocks but "
-     "the patch grid in global-attention blocks, whose tables a model built for another image size expects "
-     "with 2*grid-1 rows; left alone"),
-    (("relative_position_bias_table",),
-     lambda k: "swin" if "layers" in k.norm else "beit" if "rel_pos_bias" in k.norm or "blocks" in k.norm
-     else "unknown",
-     "relative-position bias table sized by the attention window: fixed for Swin-style windows, but the "
-     "whole patch grid for BEiT / Data2Vec-vision, where it changes with the image size (timm's BEiT "
-     "checkpoint filter resizes it); left alone"),
     (("positional_encoding_gaussian_matrix",), "sam",
      "SAM prompt-encoder random Fourier matrix, not a grid: never resized"),
     (("pos_embed_y", "pos_embed_x"), "timm-naflexvit",

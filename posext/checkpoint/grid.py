@@ -27,6 +27,14 @@ class ArgumentMention:
                                                      else f"num_prefix_tokens={v}"),
         ("cli", "old_size"): lambda v: "--old-size HxW" if v is None else f"--old-size {v[0]}x{v[1]}",
         ("cli", "num_prefix_tokens"): lambda v: "--prefix-tokens P" if v is None else f"--prefix-tokens {v}",
+        ("library", "image_size"): lambda v: "image_size=(H, W)" if v is None else f"image_size={tuple(v)}",
+        ("cli", "image_size"): lambda v: "--image-size HxW" if v is None else f"--image-size {v[0]}x{v[1]}",
+        ("library", "new_grid"): lambda v: "new_grid=(H, W)" if v is None else f"new_grid={tuple(v)}",
+        ("cli", "new_grid"): lambda v: "--grid HxW" if v is None else f"--grid {v[0]}x{v[1]}",
+        ("library", "patch_size"): lambda v: "patch_size=(P, P)" if v is None else f"patch_size={tuple(v)}",
+        ("cli", "patch_size"): lambda v: "--patch-size P" if v is None else f"--patch-size {v[0]}x{v[1]}",
+        ("library", "num_frames"): lambda v: "num_frames=T" if v is None else f"num_frames={v}",
+        ("cli", "num_frames"): lambda v: "--frames T" if v is None else f"--frames {v}",
     }
 
     def __init__(self, name: str, value=None):

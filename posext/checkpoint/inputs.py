@@ -94,13 +94,15 @@ def collect_inputs(items) -> Inputs:
     return found
 
 
-def output_path(path, grid, out_dir=None, in_place=False, suffix=None) -> str:
+def output_path(path, label, out_dir=None, in_place=False, suffix=None) -> str:
+    """Where the resized ``path`` goes: in place, into ``out_dir``, or next to it as ``<stem>_<label>``
+    (``label``: the target, e.g. ``24x32`` or ``384x512_p8``)."""
     if in_place:
         return path
     if out_dir:
         return os.path.join(out_dir, os.path.basename(path))
     stem, ext = os.path.splitext(path)
-    return f"{stem}{suffix if suffix is not None else f'_{grid[0]}x{grid[1]}'}{ext}"
+    return f"{stem}{suffix if suffix is not None else '_' + label}{ext}"
 
 
 def target_conflicts(jobs: List[Tuple[str, str]], in_place: bool, out_dir: Optional[str],

@@ -41,7 +41,7 @@ def _child_ignores_sigint():
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _worker_main(conn, parent_pid: int, grid, options) -> None:
+def _worker_main(conn, parent_pid: int, target, options) -> None:
     die_with_parent(parent_pid)
     with stop_on_signals():
         try:
@@ -55,7 +55,7 @@ def _worker_main(conn, parent_pid: int, grid, options) -> None:
                 job = conn.recv()
                 if job is None:
                     return
-                report = resize_file(*job, grid, options)
+                report = resize_file(*job, target, options)
                 with critical():
                     conn.send(report)
         except Interrupted as exc:
@@ -78,9 +78,9 @@ def _ended(process) -> str:
 
 
 class _Worker:
-    def __init__(self, context, grid, options):
+    def __init__(self, context, target, options):
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_conn, os.getpid(), grid, options),
+        self.process = context.Process(target=_worker_main, args=(child_conn, os.getpid(), target, options),
                                        name="posext-resize-worker", daemon=True)
         with _child_ignores_sigint():
             self.process.start()
@@ -88,7 +88,7 @@ class _Worker:
         self.job = None
 
 
-def run_jobs(jobs: List[Tuple[str, str]], workers: int, grid, options, on_report: Callable[[dict], None],
+def run_jobs(jobs: List[Tuple[str, str]], workers: int, target, options, on_report: Callable[[dict], None],
              failed_report: Callable[[str, str, str], dict]) -> None:
     """Resize ``jobs`` ((input, target) pairs) in ``workers`` processes; ``on_report`` gets each file's
     report, ``failed_report(input, target, reason)`` builds one for a file whose worker died. Stop signals
@@ -102,7 +102,7 @@ def run_jobs(jobs: List[Tuple[str, str]], workers: int, grid, options, on_report
         nonlocal spawn_budget
         spawn_budget -= 1
         with critical():  # a worker is always in `pool` once started, so stop() reaches it
-            pool.append(_Worker(context, grid, options))
+            pool.append(_Worker(context, target, options))
 
     try:
         for _ in range(min(workers, len(jobs))):
