@@ -182,3 +182,97 @@ def updated_config(config: dict, *, image_size=None, patch_size=None, num_frames
             raise ValueError(f"config.json has no {name} field (top level or nested vision config) to set to "
                              f"{value}; the family may size its tables some other way")
     return out
+
+
+# --- image / video processors ---------------------------------------------------------------------------
+
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
+_NESTED_PROCESSORS = ("image_processor", "video_processor")
+
+
+def _crop_applies(pp: dict) -> bool:
+    return pp.get("crop_size") is not None and bool(pp.get("do_center_crop", True))
+
+
+def _hw(value) -> Tuple[int, int]:
+    if isinstance(value, dict):
+        return int(value["height"]), int(value["width"])
+    return _pair(value)
+
+
+def _as_stored(old, h: int, w: int):
+    """``{"height", "width"}``, or one int where the file stored one int and the size is square."""
+    if not isinstance(old, dict) and h == w:
+        return h
+    return {"height": h, "width": w}
+
+
+def _resized_size(pp: dict, size: Tuple[int, int]):
+    """The processor's new ``size`` (see :func:`updated_preprocessor`)."""
+    h, w = size
+    old = pp["size"]
+    crop = _hw(pp["crop_size"]) if _crop_applies(pp) else None
+    exact = isinstance(old, dict) and {"height", "width"} <= set(old)
+    if exact or not isinstance(old, dict) and crop is None:
+        if crop is None:
+            return _as_stored(old, h, w)
+        oh, ow = _hw(old)  # resize margin around the crop (DeiT 256 -> 224), kept per axis
+        return _as_stored(old, round(h * oh / crop[0]), round(w * ow / crop[1]))
+    if not isinstance(old, dict):  # a bare int resized then center-cropped: the shortest edge
+        return round(max(h, w) * int(old) / max(crop))
+    keys = set(old) - {"max_height", "max_width"}
+    if keys == {"shortest_edge"}:
+        if crop is not None:  # a square source image must cover the whole crop: shortest edge >= max(H, W)
+            return {**old, "shortest_edge": round(max(h, w) * old["shortest_edge"] / max(crop))}
+        if h != w:
+            raise ValueError(f"size {old}: a shortest-edge resize with no center crop gives images of the "
+                             f"source's aspect ratio, never a fixed {h}x{w}")
+        return {**old, "shortest_edge": h}
+    if keys == {"longest_edge"}:
+        return {**old, "longest_edge": max(h, w)}
+    if keys == {"shortest_edge", "longest_edge"}:
+        return {**old, "longest_edge": max(h, w), "shortest_edge": min(int(old["shortest_edge"]), min(h, w))}
+    raise ValueError(f"size {old}: unknown size form; expected height/width, shortest_edge and/or "
+                     f"longest_edge")
+
+
+def updated_preprocessor(pp: dict, image_size, *, num_frames=None) -> dict:
+    """A deep copy of a parsed ``preprocessor_config.json`` / ``video_preprocessor_config.json`` (or a
+    ``processor_config.json`` whose ``image_processor`` / ``video_processor`` entries are updated) set up to
+    feed ``image_size`` = ``(H, W)`` images; every other field kept.
+
+    By the processor's ``size`` form:
+
+    * ``{"height", "width"}`` (ViT, SigLIP, BLIP, DPT, BEiT, OwlViT, OWLv2): resized straight to ``H x W``;
+      with a center crop in use (DeiT: 256 then crop 224) the crop becomes ``H x W`` and ``size`` keeps its
+      margin over the crop per axis.
+    * ``{"shortest_edge"}`` with a center crop (CLIP, Bit/Dinov2, VideoMAE, ViViT): shortest-edge resize, then
+      center crop to ``crop_size`` = ``H x W``; the shortest edge keeps its ratio to the crop, taken against
+      ``max(H, W)`` so a square image covers the whole crop (CLIP 224/224 -> ``max(H, W)``; ViViT 256/224).
+      Without a crop (ConvNeXt's ``crop_pct`` path) only square sizes are possible: ``shortest_edge = H``.
+    * ``{"longest_edge"}`` (SAM): ``longest_edge = max(H, W)`` and ``pad_size`` = ``H x W``.
+    * ``{"shortest_edge", "longest_edge"}`` (YOLOS/DETR, Idefics2: aspect-kept resize within bounds):
+      ``longest_edge = max(H, W)``, ``shortest_edge`` capped at ``min(H, W)``.
+    * a bare int (older files): kept an int where it still says the same thing.
+
+    ``crop_size`` is set to ``H x W`` even when the crop is off, so turning it on keeps the geometry.
+    ``num_frames``, where given and stored, is set too. ValueError for a size form that cannot give ``H x W``.
+    """
+    size = _checks.grid_pair("image_size", image_size)
+    out = copy.deepcopy(pp)
+    nested = [k for k in _NESTED_PROCESSORS if isinstance(out.get(k), dict)]
+    for key in nested:
+        out[key] = updated_preprocessor(out[key], size, num_frames=num_frames)
+    if "size" not in out and "crop_size" not in out:
+        if nested:
+            return out
+        raise ValueError("the processor config has no size or crop_size field")
+    if out.get("size") is not None:
+        out["size"] = _resized_size(out, size)
+    if out.get("crop_size") is not None:
+        out["crop_size"] = _as_stored(out["crop_size"], *size)
+    if isinstance(out.get("pad_size"), dict):
+        out["pad_size"] = {**out["pad_size"], "height": size[0], "width": size[1]}
+    if num_frames is not None and "num_frames" in out:
+        out["num_frames"] = int(num_frames)
+    return out
