@@ -26,9 +26,17 @@ int when they interpolate. ``num_frames`` is written where a node has it (TimeSf
 X-CLIP). SAM's prompt encoder also gets ``image_embedding_size`` = image // patch when stored.
 """
 import copy
-from typing import Optional, Tuple
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import _checks
+from .io import load_checkpoint, replace_state_dicts, save_checkpoint
+from .shapes import ShapeOnlyStateDict, load_shapes
+from .signals import critical
+from .tempfiles import TEMP_PREFIX, lock_folder, make_temp_folder
 
 _SQUARE = frozenset({
     "clip_vision_model", "siglip_vision_model", "blip_vision_model", "blip_2_vision_model",
@@ -276,3 +284,285 @@ def updated_preprocessor(pp: dict, image_size, *, num_frames=None) -> dict:
     if num_frames is not None and "num_frames" in out:
         out["num_frames"] = int(num_frames)
     return out
+
+
+# --- folders ------------------------------------------------------------------------------------------------
+
+CONFIG_FILE = "config.json"
+# (index, single file) of each weight set HF writes; a folder may hold both kinds
+WEIGHT_SETS = (("model.safetensors.index.json", "model.safetensors"),
+               ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+# weights no resize here rewrites: copied they would be stale tables of the old size, so they are left out
+_STALE_PREFIXES = ("model", "pytorch_model", "tf_model", "flax_model")
+_STALE_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".gguf")
+
+
+def _weight_sets(folder: str) -> List[Tuple[Optional[str], List[str]]]:
+    """(index file or None, shard file names) of each complete weight set in ``folder``."""
+    sets = []
+    for index, single in WEIGHT_SETS:
+        index_path = os.path.join(folder, index)
+        if os.path.isfile(index_path):
+            with open(index_path) as f:
+                weight_map = json.load(f).get("weight_map", {})
+            shards = sorted(set(weight_map.values()))
+            if shards and all(os.path.isfile(os.path.join(folder, s)) for s in shards):
+                sets.append((index, shards))
+        elif os.path.isfile(os.path.join(folder, single)):
+            sets.append((None, [single]))
+    return sets
+
+
+def is_hf_folder(path: str) -> bool:
+    """Whether ``path`` is a folder with ``config.json`` and a complete weight set (single file or index plus
+    every shard it names)."""
+    try:
+        return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE)) and \
+            bool(_weight_sets(path))
+    except (OSError, ValueError):  # an unreadable or corrupt index is no folder to resize
+        return False
+
+
+@dataclass
+class FolderResult:
+    """What :func:`resize_folder` wrote: ``applied`` findings (over all shards), ``findings`` of each plan,
+    ``resized`` weight files, ``updated`` JSON files, ``copied`` files, ``left_out`` stale weight files, and
+    ``dropped`` keys (removed from the index)."""
+    dst: str
+    applied: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    resized: List[str] = field(default_factory=list)
+    updated: List[str] = field(default_factory=list)
+    copied: List[str] = field(default_factory=list)
+    left_out: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+
+
+def _full_view(src: str, shards: List[str]) -> Tuple[ShapeOnlyStateDict, Dict[str, str]]:
+    """Shape-only view of every key across ``shards`` (values on demand) and key -> shard."""
+    tensors, owner, readers = {}, {}, {}
+    for shard in shards:
+        state = load_shapes(os.path.join(src, shard)).state_dicts[""]
+        read = state.read_tensor if isinstance(state, ShapeOnlyStateDict) else state.__getitem__
+        readers[shard] = read
+        for key, value in state.items():
+            tensors[key] = value
+            owner[key] = shard
+    return ShapeOnlyStateDict(tensors, lambda key: readers[owner[key]](key)), owner
+
+
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size()
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _resize_weight_set(src, tmp, index, shards, plan_fn, result: FolderResult) -> None:
+    view, _ = _full_view(src, shards)
+    plan = plan_fn(view)
+    result.findings.extend(getattr(plan, "findings", []))
+    new_map, size_delta, count_delta = {}, 0, 0
+    applied = {}
+    for shard in shards:
+        ckpt = load_checkpoint(os.path.join(src, shard))
+        part = ckpt.state_dicts[""]
+        new_part, shard_applied = plan.apply(part)
+        for f in shard_applied:
+            applied.setdefault(f.key, f)
+        for key, value in part.items():
+            if key not in new_part:
+                result.dropped.append(key)
+                size_delta -= _nbytes(value)
+                count_delta -= value.numel()
+        for key, value in new_part.items():
+            old = part.get(key)
+            size_delta += _nbytes(value) - (_nbytes(old) if old is not None else 0)
+            count_delta += value.numel() - (old.numel() if old is not None else 0)
+            new_map[key] = shard
+        save_checkpoint(replace_state_dicts(ckpt, {"": new_part}), os.path.join(tmp, shard))
+        result.resized.append(shard)
+    result.applied.extend(applied.values())
+    if index is None:
+        return
+    with open(os.path.join(src, index)) as f:
+        idx = json.load(f)
+    old_map = idx.get("weight_map", {})
+    # the stored order is kept; keys a plan added go to the shard that produced them, at the end
+    idx["weight_map"] = {**{k: v for k, v in old_map.items() if k in new_map},
+                         **{k: v for k, v in new_map.items() if k not in old_map}}
+    meta = idx.get("metadata")
+    if isinstance(meta, dict):
+        if isinstance(meta.get("total_size"), int):
+            meta["total_size"] += size_delta
+        if isinstance(meta.get("total_parameters"), int):
+            meta["total_parameters"] += count_delta
+    _write_json(os.path.join(tmp, index), idx)
+    result.updated.append(index)
+
+
+class StateDictPlan:
+    """A plan that resizes each shard on its own with ``resize_state_dict(part, new_grid, **kwargs)``: right
+    when a table and the keys its detection looks at (patch embedding, prefix tokens) share a shard, as they
+    do in every single-file folder."""
+
+    def __init__(self, view, new_grid, **kwargs):
+        from .detect import find_position_embeddings
+
+        detect_args = {k: kwargs[k] for k in ("old_size", "num_prefix_tokens") if k in kwargs}
+        self.findings = find_position_embeddings(view, **detect_args)
+        self._new_grid, self._kwargs = new_grid, kwargs
+
+    def apply(self, part):
+        from .resize import resize_state_dict
+
+        return resize_state_dict(part, self._new_grid, **self._kwargs)
+
+
+def state_dict_plan(new_grid, **kwargs) -> Callable:
+    """``plan_fn`` for :func:`resize_folder` built on ``resize_state_dict`` (see :class:`StateDictPlan`)."""
+    return lambda view: StateDictPlan(view, new_grid, **kwargs)
+
+
+def _is_stale_weights(rel: str) -> bool:
+    name = os.path.basename(rel)
+    return name.startswith(_STALE_PREFIXES) and name.endswith(_STALE_SUFFIXES) or \
+        name.endswith((".onnx", ".gguf")) or name.endswith(".index.json") and name.startswith(_STALE_PREFIXES)
+
+
+def _check_paths(src: str, dst: str, overwrite: bool) -> None:
+    rsrc, rdst = os.path.realpath(src), os.path.realpath(dst)
+    if not is_hf_folder(src):
+        raise ValueError(f"{src}: not a Hugging Face folder (config.json plus model.safetensors, "
+                         f"pytorch_model.bin or a complete sharded index)")
+    if rdst == rsrc or rdst.startswith(rsrc + os.sep) or rsrc.startswith(rdst + os.sep):
+        raise ValueError(f"{dst}: the output must lie outside the input folder {src} (and not contain it)")
+    if any(part.startswith(TEMP_PREFIX) for part in rdst.split(os.sep)):
+        raise ValueError(f"{dst}: inside a temp folder of atomic writes ({TEMP_PREFIX}*)")
+    if os.path.lexists(dst) and not (overwrite and os.path.isdir(dst) and not os.path.islink(dst)):
+        raise FileExistsError(f"{dst} exists" + ("" if overwrite else " (pass overwrite=True to replace it)"))
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
+        raise FileNotFoundError(f"{dst}: its parent folder does not exist")
+
+
+def resize_folder(src: str, dst: str, plan_fn: Callable, *, image_size=None, patch_size=None,
+                  num_frames=None, overwrite: bool = False) -> FolderResult:
+    """Write the resized copy of the HF folder ``src`` as the new folder ``dst``.
+
+    The plan protocol: ``plan = plan_fn(view)`` is called once per weight set, with ``view`` a shape-only
+    mapping of ALL keys across the set's shards (``meta`` tensors; ``view.read_tensor(key)`` reads one
+    tensor's values). ``plan.findings`` lists what it found; ``plan.apply(part) -> (new_part, applied)`` is
+    then called for each shard's full tensors (a subset of the view's keys), returning the mapping to write
+    (keys left out are dropped) and the findings it acted on (objects with ``.key``).
+
+    Each shard is written in its own format (safetensors header metadata kept); an index keeps its
+    ``weight_map`` less the dropped keys (keys a plan adds go to their shard) and its ``metadata.total_size``
+    (and ``total_parameters``) follows the new tensors. ``config.json`` gets :func:`updated_config` and the
+    processor files (``PROCESSOR_FILES``) :func:`updated_preprocessor` when ``image_size`` is given; both are
+    computed first, so a refusal writes nothing. Every other file, subfolders included, is copied byte for
+    byte (symlinks followed), except weight files of sets not rewritten (TF / Flax / ONNX / GGUF, stray
+    ``model*.safetensors``), which would keep old-size tables and are left out (``left_out``).
+
+    Atomic: everything is written into a ``.posext-tmp-<pid>-*`` folder beside ``dst`` and renamed into
+    place once complete, so ``dst`` is absent or whole; ``src`` is only read. ``dst`` must not exist unless
+    ``overwrite`` (then the old folder is moved aside, the new one renamed in, the old one removed).
+    """
+    _check_paths(src, dst, overwrite)
+    with open(os.path.join(src, CONFIG_FILE)) as f:
+        config = json.load(f)
+    new_config = None
+    if any(v is not None for v in (image_size, patch_size, num_frames)):
+        new_config = updated_config(config, image_size=image_size, patch_size=patch_size,
+                                    num_frames=num_frames)
+    processors = {}
+    for name in PROCESSOR_FILES:
+        path = os.path.join(src, name)
+        if image_size is not None and os.path.isfile(path):
+            with open(path) as f:
+                pp = json.load(f)
+            if any(k in pp for k in ("size", "crop_size") + _NESTED_PROCESSORS):
+                processors[name] = updated_preprocessor(pp, image_size, num_frames=num_frames)
+
+    parent = os.path.dirname(os.path.abspath(dst))
+    result = FolderResult(dst=dst)
+    tmp = lock_fd = None
+    try:
+        with critical():
+            tmp = make_temp_folder(parent)
+            lock_fd = lock_folder(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become the output folder's mode
+        sets = _weight_sets(src)
+        written = {CONFIG_FILE, *processors}
+        for index, shards in sets:
+            _resize_weight_set(src, tmp, index, shards, plan_fn, result)
+            written.update(shards)
+            if index is not None:
+                written.add(index)
+        if new_config is not None:
+            _write_json(os.path.join(tmp, CONFIG_FILE), new_config)
+            result.updated.append(CONFIG_FILE)
+        else:
+            shutil.copyfile(os.path.join(src, CONFIG_FILE), os.path.join(tmp, CONFIG_FILE))
+            result.copied.append(CONFIG_FILE)
+        for name, pp in processors.items():
+            _write_json(os.path.join(tmp, name), pp)
+            result.updated.append(name)
+        _copy_rest(src, tmp, written, result)
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                _fsync(os.path.join(root, name))
+        _rename_into_place(tmp, dst, parent, overwrite)
+        tmp = None
+    finally:
+        with critical():
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if lock_fd is not None:
+                os.close(lock_fd)
+    return result
+
+
+def _copy_rest(src: str, tmp: str, written, result: FolderResult) -> None:
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(TEMP_PREFIX))
+        rel_root = os.path.relpath(root, src)
+        for name in sorted(files):
+            rel = name if rel_root == "." else os.path.join(rel_root, name)
+            if rel in written:
+                continue
+            if _is_stale_weights(rel):
+                result.left_out.append(rel)
+                continue
+            target = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(os.path.join(root, name), target)
+            shutil.copystat(os.path.join(root, name), target)
+            result.copied.append(rel)
+
+
+def _rename_into_place(tmp: str, dst: str, parent: str, overwrite: bool) -> None:
+    aside = None
+    with critical():
+        if overwrite and os.path.isdir(dst):
+            aside = make_temp_folder(parent)
+            os.rename(dst, os.path.join(aside, "old"))
+        os.rename(tmp, dst)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    try:  # make the rename durable
+        fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
