@@ -91,9 +91,8 @@ NOTES = {
     " [layers-1, 1, 1 + N + det, D] (same token layout, resized the same way; empty for 1 layer).",
     "swin": "Window attention only: relative_position_bias_table per window, relative_position_index"
     " non-persistent; nothing follows the image size.",
-    "swin_abs": "use_absolute_embeddings: position_embeddings [1, N, D] with NO cls row (prefix 0,"
-    " wrongly sized"
-    " +1 in older versions); bicubic adapter with the flag.",
+    "swin_abs": "use_absolute_embeddings: position_embeddings [1, N, D] with NO cls row (prefix 0);"
+    " bicubic adapter with the flag.",
     "swinv2": "Continuous position bias (MLP) + non-persistent relative_coords_table / index; nothing to do.",
     "chinese_clip_vision": "CLIP-like.",
     "altclip_vision": "CLIP-like.",
@@ -180,10 +179,7 @@ def _match_adapter(case, model, config, grid):
             new_sd, _ = resize_state_dict(model.state_dict(), grid, **cand, **extra)
             target.load_state_dict(new_sd, strict=True)
             kw = hf_zoo.inputs(case, tconfig, case.new)
-            fx = {}
-            if case.name == "vit_mae":
-                fx["noise"] = torch.arange(grid[0] * grid[1], dtype=torch.float32)[None]
-            out = hf_zoo.forward(case, target, kw, **fx)
+            out = hf_zoo.forward(case, target, kw, **hf_zoo._extra(case, case.new))
             err = (out - ref).abs().max().item() if out.shape == ref.shape else float("inf")
             if err <= 1e-5:
                 hits.append(dict(cand, max_err=err))
