@@ -292,6 +292,8 @@ def build(case: Case, size: Size, seed: int = 0):
                 p.normal_(0.0, 1.0 if "bias_table" in name or "rel_pos" in name else 0.02)
         embeddings = getattr(model, "embeddings", None)
         if hasattr(embeddings, "initialize_weights"):  # MAE: the fixed 2-D sin-cos table
+            # transformers marks the module as initialised once, which would skip the table here
+            embeddings.patch_embeddings.projection._is_hf_initialized = False
             embeddings.initialize_weights()
     return model, config
 
