@@ -24,7 +24,7 @@ from .families import Key, StateView
 from .findings import Finding, grid_finding, skip
 from .geometry import GridRule, Step, patch_step
 from .grid import fmt_grid
-from .patches import kernel_size, kernel_rule
+from .patches import kernel_rule, kernel_size
 
 _MOBILECLIP_STEM = re.compile(r"patch_emb\.(\d+)\.block\.conv\.weight$")
 
@@ -41,7 +41,7 @@ def family_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -
         return _tnt(d, k, t, args)
     if norm[-2:] == ("embeddings", "position_embeddings") and d.get(k.sibling(1, "detection_tokens")) is not None:
         return _yolos(d, k, t, k.sibling(1, "detection_tokens"), args)
-    if norm[-3:] == ("interpolation", "mid_position_embeddings"):
+    if norm[-2:] == ("interpolation", "mid_position_embeddings"):
         owner = k.sibling(3, "embeddings.detection_tokens")
         if d.get(owner) is not None:
             return _yolos(d, k, t, owner, args)

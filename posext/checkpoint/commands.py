@@ -8,7 +8,6 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict
 
 import torch
 

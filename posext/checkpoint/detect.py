@@ -43,6 +43,7 @@ from .findings import (
 from .grid import AmbiguousGridError, GridArgumentError, fmt_grid
 from .patches import kernel_size, only_rule, sibling_rule
 from .relative import relative_findings
+from .video import video_finding
 
 
 def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens) -> Optional[Finding]:
@@ -58,7 +59,7 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
     rule = never_resized(k)
     if rule is not None:
         return skip(k.raw, *rule)
-    f = family_table_finding(d, k, t, *args)
+    f = video_finding(d, k, t, *args) or family_table_finding(d, k, t, *args)
     if f is not None:
         return f
 

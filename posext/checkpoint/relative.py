@@ -60,7 +60,7 @@ def rel_pos_bias_finding(d: StateView, k: Key, t, ctx: Context) -> Optional[Find
     if "layers" in norm and "blocks" in norm:
         return skip(k.raw, "swin", "Swin-style window table: the attention window is a model constant, "
                                    "not the image grid; left alone")
-    hf = "relative_position_bias" in norm
+    hf = "relative_position_bias" in norm or "shared_position_bias" in norm
     beit = hf or "rel_pos_bias" in norm or ("blocks" in norm and "attn" in norm)
     if not beit or t.dim() != 2:
         return None

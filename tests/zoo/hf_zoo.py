@@ -45,6 +45,7 @@ class Case:
     square_only: bool = False  # the config takes one int image size
     adapter: Optional[str] = None  # "flag", "always" or None
     adapter_kw: dict = field(default_factory=dict)  # posext resize settings equal to the adapter
+    resize_kw: dict = field(default_factory=dict)  # what a user passes besides image_size (old_size, ...)
     left_alone: bool = False
     inputs: Optional[Callable] = None  # (case, config, size, generator) -> forward kwargs
     output: str = "last_hidden_state"
@@ -245,7 +246,8 @@ CASES = [
     Case("dpt", T + "DPTModel", _vit("DPTConfig"), A, S, **SQ, adapter="always", adapter_kw=BILINEAR),
     Case("timesformer", T + "TimesformerModel", _video(T + "TimesformerConfig"), A, S, frames=4, **SQ,
          adapter="always", adapter_kw=NEAREST),
-    Case("vivit", T + "VivitModel", _vivit, A, S, frames=4, **SQ),
+    # the table holds T' x H x W rows: the frame grid (old_size) tells T' from H x W
+    Case("vivit", T + "VivitModel", _vivit, A, S, frames=4, **SQ, resize_kw=dict(old_size=(4, 4))),
     Case("videomae", T + "VideoMAEModel", _video(T + "VideoMAEConfig", tubelet_size=2), A, S, frames=4, **SQ),
     Case("blip_vision", T + "BlipVisionModel", _vit_sq("BlipVisionConfig"), A, S, **SQ, **FLAG_BICUBIC),
     Case("blip2_vision", T + "Blip2VisionModel", _vit_sq("Blip2VisionConfig"), A, S, **SQ, **FLAG_BICUBIC),
@@ -315,7 +317,7 @@ def forward(case: Case, model, kw: dict, **extra) -> torch.Tensor:
 def resize(case: Case, sd: dict, **kw):
     from posext.checkpoint import resize_state_dict
 
-    return resize_state_dict(sd, image_size=case.new, **kw)
+    return resize_state_dict(sd, image_size=case.new, **{**case.resize_kw, **kw})
 
 
 def adapter_output(case: Case, model, config, size: Size):

@@ -1,0 +1,142 @@
+"""Multi-stage models: tensors whose grid is a later stage's feature map or a window that scales with it.
+
+Every rule is the chain of strided layers in front of the tensor (``geometry.Step``: out = (in + 2 pad - k)
+// s + 1), as the family's model code builds it; the tensor's new size is that chain applied to the new
+image size.
+
+* LeViT ``stages.<s>.blocks.*.attn.attention_biases`` ``[heads, r*r]``: a stem of four 3x3 stride-2
+  convolutions, then each stage after the first subsamples by 2 (ceil); a stage's ``downsample`` biases
+  cover its input. EfficientFormerV2: two 3x3 stride-2 stem convolutions and one per stage; its attention
+  runs at image / 32, its downsampling attention at image / 16.
+* GCViT ``rel_pos`` tables: windows of image / (32, 32, 16, 32) per stage. CoAtNet (MaxxViT full-attention
+  stages): the window is the whole feature map of stage s, image / 2^(s+2).
+* Visformer ``pos_embed<n>`` ``[1, C, H, W]`` after a 7x7 stride-2 stem and ``patch_embed1..n``.
+* VOLO ``pos_embed`` ``[1, H, W, C]``: a 7x7 stride-2 stem, the patch projection, then a stride-2 merge.
+* NesT ``levels.<l>.pos_embed`` ``[1, blocks, b*b, C]``: a fixed count of blocks per level whose side b
+  follows the level's grid (patch embedding, then a stride-2 pool per level).
+"""
+import math
+import re
+from typing import Optional
+
+from .families import Key, StateView
+from .findings import Finding, grid_finding, skip
+from .geometry import GridRule, Step, patch_step
+from .grid import fmt_grid
+from .patches import kernel_size
+
+CONV3_S2 = Step((3, 3), (2, 2), (1, 1))
+SUBSAMPLE = Step((1, 1), (2, 2))
+STEM7_S2 = Step((7, 7), (2, 2), (3, 3))
+GCVIT_WINDOW_RATIOS = (32, 32, 16, 32)
+
+_LEVIT = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.attn|downsample\.attn_downsample)\.attention_biases$")
+_EFFICIENTFORMER_V2 = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.token_mixer|downsample\.attn)\.attention_biases$")
+_STAGE_TABLE = re.compile(r"stages\.(\d+)\.blocks\.\d+\.attn\.rel_pos\.relative_position_bias_table$")
+
+
+def _square_side(n: int) -> Optional[int]:
+    side = math.isqrt(n)
+    return side if side * side == n and n > 0 else None
+
+
+def attention_bias_finding(d: StateView, k: Key, t) -> Optional[Finding]:
+    """LeViT / EfficientFormerV2 ``attention_biases`` (None for any other key)."""
+    if k.norm[-1] != "attention_biases" or t.dim() != 2:
+        return None
+    rel = k.sep.join(k.norm)
+    levit, former = _LEVIT.search(rel), _EFFICIENTFORMER_V2.search(rel)
+    if levit and d.get(k.raw[:len(k.raw) - len(levit.group(0))] + "stem.conv4.linear.weight") is not None:
+        stage, downsample = int(levit.group(1)), levit.group(2).startswith("downsample")
+        steps = (CONV3_S2,) * 4 + (SUBSAMPLE,) * (stage - 1 if downsample else stage)
+        family, source = "levit", f"LeViT stage {stage}{' downsample' if downsample else ''}: image / 16 stem"
+    elif former:
+        stage, downsample = int(former.group(1)), former.group(2).startswith("downsample")
+        steps = (CONV3_S2,) * (4 if downsample else 5)
+        family, source = "efficientformer_v2", f"EfficientFormerV2 stage {stage} attention at image / " \
+                                               f"{16 if downsample else 32}"
+    else:
+        return skip(k.raw, "levit-style", f"attention_biases {tuple(t.shape)} of a family whose resolution per "
+                                          f"stage is not known here (a window, or a fixed size); left alone")
+    side = _square_side(int(t.shape[1]))
+    if side is None:
+        return skip(k.raw, family, f"attention_biases {tuple(t.shape)}: the stored resolution is not square, so "
+                                   f"it cannot be read from the shape; left alone")
+    return Finding(k.raw, "resize_attention_biases", "other", (side, side), 0, family,
+                   f"{family} attention_biases [heads, r*r] over the {side}x{side} stage resolution: resized "
+                   f"bicubically (antialiased) over the (|dy|, |dx|) offset grid",
+                   rule=GridRule(steps, source))
+
+
+def stage_window_finding(d: StateView, k: Key, t) -> Optional[Finding]:
+    """GCViT / CoAtNet stage-window ``relative_position_bias_table`` (None for any other key)."""
+    m = _STAGE_TABLE.search(k.sep.join(k.norm))
+    if m is None or t.dim() != 2:
+        return None
+    stage = int(m.group(1))
+    side = _square_side(int(t.shape[0]))
+    if side is None or side % 2 == 0:
+        return None
+    window = ((side + 1) // 2,) * 2
+    gcvit = any(".global_block." in key for key in d.keys)
+    if gcvit:
+        if stage >= len(GCVIT_WINDOW_RATIOS):
+            return None
+        ratio = GCVIT_WINDOW_RATIOS[stage]
+        rule = GridRule((Step((ratio, ratio), (ratio, ratio)),), f"GCViT stage {stage}: window = image / {ratio}")
+        family, what = "gcvit", f"GCViT stage {stage} window (image / {ratio})"
+    else:
+        rule = GridRule((CONV3_S2,) * (stage + 2), f"CoAtNet stage {stage}: window = feature map, image / "
+                                                   f"{2 ** (stage + 2)}")
+        family, what = "coatnet", f"CoAtNet stage {stage} full-attention window (its feature map)"
+    return Finding(k.raw, "resize_rel_pos_bias", "other", window, 0, family,
+                   f"{what} {fmt_grid(window)}: table resized with the window (geometric offsets, as timm's "
+                   f"set_window_size)", rule=rule,
+                   params={"extra": 0, "table_layout": "rows", "method": "geometric", "window": True})
+
+
+def stage_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -> Optional[Finding]:
+    """Visformer / VOLO / NesT absolute tables (None for any other key)."""
+    args = (old_size, num_prefix_tokens)
+    last = k.norm[-1]
+    m = re.fullmatch(r"pos_embed(\d)", last)
+    if m and t.dim() == 4 and d.get(k.sibling(1, f"patch_embed{m.group(1)}.proj.weight")) is not None:
+        n = int(m.group(1))
+        kernels = [kernel_size(d, k.sibling(1, f"patch_embed{i}.proj.weight")) for i in range(1, n + 1)]
+        if any(size is None for size in kernels):
+            return None
+        stem = (STEM7_S2,) if d.get(k.sibling(1, "stem.0.weight")) is not None else ()
+        steps = stem + tuple(patch_step(size[0]) for size in kernels)
+        rule = GridRule(steps, f"Visformer stage {n}: {'7x7 stride-2 stem, ' if stem else ''}patch_embed1.."
+                               f"{n} ({', '.join(fmt_grid(s[0]) for s in kernels)})")
+        return grid_finding(d, k, t, "visformer", (0,), "Visformer adds the table to the feature map",
+                            f"Visformer {last}", *args, layout="nchw", rule=rule)
+    if last == "pos_embed" and t.dim() == 4 and d.get(k.sibling(1, "patch_embed.conv.0.weight")) is not None \
+            and d.has_under(k.prefix(1), "network."):
+        proj = kernel_size(d, k.sibling(1, "patch_embed.proj.weight"))
+        if proj is None:
+            return None
+        rule = GridRule((STEM7_S2, patch_step(proj[0]), patch_step((2, 2))),
+                        f"VOLO: 7x7 stride-2 stem, {fmt_grid(proj[0])} patches, stride-2 merge")
+        return grid_finding(d, k, t, "volo", (0,), "VOLO's NHWC table", "VOLO pos_embed", *args, allow_nhwc=True,
+                            rule=rule)
+    m = re.fullmatch(r"levels\.(\d+)\.pos_embed", ".".join(k.norm[-3:]))
+    if m and t.dim() == 4:
+        return _nest(d, k, t, int(m.group(1)))
+    return None
+
+
+def _nest(d, k, t, level):
+    blocks, tokens = int(t.shape[1]), int(t.shape[2])
+    per_side, side = _square_side(blocks), _square_side(tokens)
+    patch = kernel_size(d, k.sibling(3, "patch_embed.proj.weight"))
+    if per_side is None or side is None or patch is None:
+        return skip(k.raw, "nest", f"NesT pos_embed {tuple(t.shape)} with no square blocks or patch embedding; "
+                                   f"left alone")
+    grid = (per_side * side,) * 2
+    rule = GridRule((patch_step(patch[0]),) + (CONV3_S2,) * level,
+                    f"NesT level {level}: {fmt_grid(patch[0])} patches, then {level} stride-2 pools")
+    return Finding(k.raw, "resample_blocked", "other", grid, 0, "nest",
+                   f"NesT level {level} pos_embed [1, {blocks} blocks, {side}x{side} tokens, C] over a "
+                   f"{fmt_grid(grid)} grid: un-blocked, resampled (bicubic) and blocked again with {blocks} "
+                   f"blocks, as timm's NesT filter does", rule=rule, params={"blocks": blocks})
