@@ -95,7 +95,8 @@ def fmt_changed(rec, limit=4):
     for k, (a, b) in items:
         stem = ".".join(p if not p.isdigit() else "N" for p in k.split("."))
         groups.setdefault((stem, str(a), str(b)), []).append(k)
-    parts = [f"`{s}` {a}->{b}" + (f" (x{len(ks)})" if len(ks) > 1 else "") for (s, a, b), ks in groups.items()]
+    parts = [f"`{s}` {a}->{b}" + (f" (x{len(ks)})" if len(ks) > 1 else "")
+             for (s, a, b), ks in groups.items()]
     return "; ".join(parts[:limit]) + (f"; +{len(parts) - limit} more" if len(parts) > limit else "")
 
 
@@ -104,8 +105,8 @@ def to_markdown(recs):
              "(key k/s) | filter_fn strict | s |", "|" + "---|" * 8]
     for r in recs:
         if "new" not in r:
-            lines.append(f"| {r['name']} | {r.get('module', '?')} | build failed: {r.get('new_error', '')[:80]} "
-                         "| | | | | |")
+            err = r.get("new_error", "")[:80]
+            lines.append(f"| {r['name']} | {r.get('module', '?')} | build failed: {err} | | | | | |")
             continue
         convs = ", ".join(f"`{c['key']}` {c['kernel']}/{c['stride']}" for c in r["patch_convs"][:2])
         only = len(r["only_native"]) + len(r["only_new"])

@@ -16,6 +16,13 @@ from typing import Dict, List, Optional, Tuple
 import timm
 import torch
 
+try:
+    from .timm_cases import TIMM_CASES
+except ImportError:  # imported as a top-level module by the scan script
+    from timm_cases import TIMM_CASES
+
+ZOO_CASES = TIMM_CASES
+
 ATOL = 1e-5
 
 
@@ -107,6 +114,8 @@ class ZooResult:
         if self.timm_status != "ok":
             return "no adapter" if self.timm_status == "no adapter" else "adapter fails"
         return "yes" if not self.timm_diff else "no"
+
+    equal_to_reference = equal_to_timm
 
 
 def compare(new_sd, ref_sd) -> Dict[str, float]:
