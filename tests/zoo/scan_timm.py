@@ -112,7 +112,8 @@ def to_markdown(recs):
         only = len(r["only_native"]) + len(r["only_new"])
         ff = r.get("filter_fn_strict", "no adapter")
         if ff == "no":
-            ff = "no: " + r.get("filter_fn_error", "")[:90]
+            err = " ".join(r.get("filter_fn_error", "").split())
+            ff = "no: " + err.split(":", 2)[-1].strip()[:110]
         sq = " (square only)" if r["square_only"] else ""
         lines.append(f"| {r['name']} | {r['module']} | {r['native']} -> {r['new']}{sq} | {fmt_changed(r)} "
                      f"| {only} | {convs} | {ff} | {r['secs_native'] + r['secs_new']:.1f} |")
