@@ -75,6 +75,14 @@ def patch_convs(model, limit: int = 3) -> List[Dict]:
     return found
 
 
+def one_line(err, limit: int = 400) -> str:
+    """An exception message on one line, without torch's "Error(s) in loading ..." preamble."""
+    text = " ".join(str(err).split())
+    if text.startswith("Error(s) in loading state_dict"):
+        text = text.split(":", 1)[-1].strip()
+    return text[:limit]
+
+
 def filter_fn_of(model):
     """timm's checkpoint adapter of the model's module (``checkpoint_filter_fn``), or None."""
     mod = sys.modules[type(model).__module__]
@@ -94,7 +102,7 @@ def timm_adapted(old_sd, new_model):
         out = fn({k: v.clone() for k, v in old_sd.items()}, new_model)
         new_model.load_state_dict(out, strict=True)
     except Exception as e:  # noqa: BLE001
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        return None, f"{type(e).__name__}: {one_line(e)}"
     return out, None
 
 
@@ -164,7 +172,7 @@ def run_case(case, new_model=None) -> ZooResult:
             new.load_state_dict(new_sd, strict=True)
             res.load_forward = forward_ok(new, case.new)
         except Exception as e:  # noqa: BLE001
-            res.load_forward = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            res.load_forward = f"{type(e).__name__}: {one_line(e)}"
     except Exception as e:  # noqa: BLE001
         res.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
     return res
