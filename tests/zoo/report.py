@@ -4,9 +4,11 @@
 
 Each zoo module (``tests/zoo/timm_zoo.py``, ``tests/zoo/hf_zoo.py``; a missing one is left out) exposes
 a list of cases (``ZOO_CASES``; ``HF_CASES`` / ``TIMM_CASES`` / ``CASES`` also accepted) and
-``run_case(case)``, whose result has ``name``, ``resized`` (keys whose tensors changed), ``load_forward``
-(True, or the failure as text), ``error`` (None or text) and ``equal_to_reference`` (``yes`` / ``no`` /
-``no adapter`` / ``adapter fails``: the resized dict against the library's own resize, where it has one).
+``run_case(case)``, whose result (an object or a dict) has ``name``, ``resized`` (the keys whose tensors
+changed, or their count), ``error`` (empty or text), and either ``load_forward`` (True, or the failure as
+text) or ``loaded`` + ``forward`` (bools), and either ``equal_to_reference`` (``yes`` / ``no`` /
+``no adapter`` / ``adapter fails``) or ``adapter_equal`` (True / False / None = no adapter): the resized
+checkpoint against the library's own resize, where it has one.
 """
 import argparse
 import importlib
@@ -44,19 +46,38 @@ def case_name(case):
     return getattr(case, "id", None) or getattr(case, "name", None) or str(case)
 
 
+def normalize(res) -> dict:
+    """The row fields of a result object (timm zoo) or dict (HF zoo) in one shape."""
+    get = res.get if isinstance(res, dict) else (lambda k, d=None: getattr(res, k, d))
+    resized = get("resized")
+    n = len(resized) if isinstance(resized, (list, tuple)) else resized
+    if get("load_forward") is not None:
+        lf = get("load_forward")
+    elif get("loaded") is not None:
+        lf = True if get("loaded") and get("forward") else ("forward not finite" if get("loaded") else
+                                                           "no strict load")
+    else:
+        lf = None
+    eq = get("equal_to_reference")
+    if eq is None and isinstance(res, dict):
+        ae = get("adapter_equal")
+        eq = "no adapter" if ae is None else ("yes" if ae else "no")
+    return {"name": get("name"), "resized": "?" if n is None else n, "load_forward": lf,
+            "equal": eq or "?", "error": get("error") or None}
+
+
 def row(label, case, res, secs):
-    name = getattr(res, "name", None) or case_name(case)
     if getattr(case, "skip", ""):
-        return f"| {label} | {name} | - | skipped: {case.skip} | - | - |"
-    err = getattr(res, "error", None)
-    if err:
-        return f"| {label} | {name} | - | error: {str(err).splitlines()[0][:100]} | - | {secs:.1f} |"
-    lf = getattr(res, "load_forward", None)
-    ok = "ok" if lf is True else f"FAIL: {str(lf)[:100]}"
-    eq = getattr(res, "equal_to_reference", None) or getattr(res, "equal_to_timm", "?")
-    resized = getattr(res, "resized", None)
-    n = len(resized) if resized is not None else "?"
-    return f"| {label} | {name} | {n} | {ok} | {eq} | {secs:.1f} |"
+        return f"| {label} | {case_name(case)} | - | skipped: {case.skip} | - | - |"
+    r = normalize(res)
+    name = r["name"] or case_name(case)
+    if r["error"]:
+        err = " ".join(str(r["error"]).split())[:110]
+        if r["load_forward"] is None or r["load_forward"] is not True:
+            return f"| {label} | {name} | {r['resized']} | error: {err} | - | {secs:.1f} |"
+    lf = r["load_forward"]
+    ok = "ok" if lf is True else f"FAIL: {str(lf)[:110]}"
+    return f"| {label} | {name} | {r['resized']} | {ok} | {r['equal']} | {secs:.1f} |"
 
 
 def main(argv=None):

@@ -45,7 +45,7 @@ TIMM_CASES = [
     TimmCase("vit_relpos_base_patch16_plus_240", (192, 256), D2),
     TimmCase("vit_srelpos_small_patch16_224", (192, 256), D2),
     # --- EVA / RoPE ViTs (eva) ---
-    TimmCase("eva02_tiny_patch14_224", (196, 280), note="abs pos_embed + RoPE buffers"),
+    TimmCase("eva02_tiny_patch14_224", (196, 280), D2, note="abs pos_embed + RoPE buffers"),
     TimmCase("vit_small_patch16_rope_224", (192, 256), D2),
     TimmCase("vit_small_patch16_rope_ape_224", (192, 256), D2),
     TimmCase("vit_small_patch16_rope_mixed_224", (192, 256), D2, note="learned RoPE frequencies"),
