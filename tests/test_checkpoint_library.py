@@ -22,7 +22,8 @@ from posext.checkpoint import AmbiguousGridError, Finding, find_position_embeddi
 from posext.compat.mae import get_2d_sincos_pos_embed
 from tests.conftest import assert_error_names
 
-ACTED = ("resample", "regenerate_sincos", "regenerate_position_ids", "drop")
+ACTED = ("resample", "regenerate_sincos", "regenerate_position_ids", "drop", "resize_rel_pos", "resize_rel_pos_bias",
+         "regenerate_rel_pos_index", "resize_patch_embed")
 
 
 def grid_of(img, patch):
@@ -174,7 +175,7 @@ def test_timm_reg_tokens_two_readings_refused():
     assert findings_by_key(sd, num_prefix_tokens=5)["pos_embed"].old_grid == (2, 2)
 
 
-def test_samvit_nhwc_and_rel_pos_untouched():
+def test_samvit_nhwc_table_windowed_rel_pos_kept_global_rel_pos_resized():
     kwargs = dict(window_size=2, neck_chans=16, use_rel_pos=True, patch_size=16)
     old, new = timm_pair("samvit_base_patch16", 64, 96, global_attn_indexes=(), **kwargs)
     sd = old.state_dict()
@@ -182,21 +183,31 @@ def test_samvit_nhwc_and_rel_pos_untouched():
     f = found["pos_embed"]
     assert (f.action, f.layout, f.old_grid, f.num_prefix_tokens, f.family) == \
         ("resample", "nhwc", (4, 4), 0, "sam")
+    # windowed blocks: rel_pos spans the 2-token window, a model constant
     assert {k for k, g in found.items() if g.action == "skip"} == {k for k in sd if "rel_pos" in k}
     want = expected_resample(sd["pos_embed"], (6, 6), 0)
     torch.testing.assert_close(want, resample_abs_pos_embed_nhwc(sd["pos_embed"], [6, 6]), rtol=0, atol=1e-5)
     out, _ = check_resize(sd, (6, 6), {"pos_embed": want})
     load_and_run(new, out, 96)
-    # global-attention blocks: rel_pos sized by the grid stays untouched (SAM interpolates it at run time)
-    glob, _ = timm_pair("samvit_base_patch16", 64, 64, global_attn_indexes=(1,), **{**kwargs, "depth": 2})
+    # a global-attention block's rel_pos spans the grid: 2*4-1 rows -> 2*6-1, linearly as SAM's get_rel_pos
+    glob, glob_new = timm_pair("samvit_base_patch16", 64, 96, global_attn_indexes=(1,), **{**kwargs, "depth": 2})
     gsd = {"image_encoder." + k: v for k, v in glob.state_dict().items()}
     gsd["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.randn(2, 8)
     found = findings_by_key(gsd)
     assert found["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].action == "skip"
-    assert found["image_encoder.blocks.1.attn.rel_pos_h"].action == "skip"
+    assert found["image_encoder.blocks.0.attn.rel_pos_h"].action == "skip"
+    assert found["image_encoder.blocks.1.attn.rel_pos_h"].action == "resize_rel_pos"
     assert found["image_encoder.pos_embed"].family == "sam"
-    check_resize(gsd, (6, 6), {"image_encoder.pos_embed": expected_resample(gsd["image_encoder.pos_embed"],
-                                                                            (6, 6), 0)})
+
+    def linear(rel_pos, n):
+        return torch.nn.functional.interpolate(rel_pos.T[None], size=n, mode="linear")[0].T
+
+    expected = {"image_encoder.pos_embed": expected_resample(gsd["image_encoder.pos_embed"], (6, 6), 0)}
+    expected.update({f"image_encoder.blocks.1.attn.rel_pos_{a}": linear(gsd[f"image_encoder.blocks.1.attn.rel_pos_{a}"],
+                                                                        11) for a in "hw"})
+    out, _ = check_resize(gsd, (6, 6), expected)
+    load_and_run(glob_new, {k[len("image_encoder."):]: v for k, v in out.items() if k.startswith("image_encoder.")},
+                 96)
 
 
 def test_naflexvit_nhwc():

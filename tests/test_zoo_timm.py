@@ -21,6 +21,14 @@ def _fmt(diff):
 def test_resized_checkpoint_loads_runs_and_matches_timm(case):
     if case.skip:
         pytest.skip(case.skip)
+    if case.refused:
+        from posext.checkpoint.geometry import GeometryError
+
+        sd = timm_zoo.build(case.name, case.kwargs, case.native).state_dict()
+        with pytest.raises(GeometryError, match="not resized by posext") as info:
+            timm_zoo.resize_with_posext(sd, case.new)
+        assert case.refused in str(info.value) and "image_size=" in str(info.value)
+        return
     res = timm_zoo.run_case(case)
     assert res.error is None, res.error
     assert res.load_forward is True, f"strict load / forward at {case.new}: {res.load_forward}"

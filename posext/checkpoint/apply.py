@@ -4,6 +4,8 @@ Every executor takes ``(tensor, finding, new, options)`` and returns the new ten
 device and layout; rows outside the grid (prefix, suffix, extra relative-position rows) are kept bit for
 bit. ``options`` holds ``mode`` and ``antialias`` for learned absolute tables.
 """
+import math
+
 import torch
 
 from ..resample import resample
@@ -83,6 +85,15 @@ def regenerate_attention_bias_idxs(t: torch.Tensor, f, new, options) -> torch.Te
     return transforms.attention_bias_idxs(new).to(dtype=t.dtype, device=t.device)
 
 
+def resample_blocked(t: torch.Tensor, f, new, options) -> torch.Tensor:
+    blocks = f.params["blocks"]
+    per_side = math.isqrt(blocks)
+    if new[0] != new[1] or new[0] % per_side:
+        raise ValueError(f"{f.key}: NesT keeps {blocks} blocks per level, so the new {new[0]}x{new[1]} grid "
+                         f"must be square and a multiple of {per_side}")
+    return transforms.resize_blocked_pos_embed(t, blocks, new_block_tokens=(new[0] // per_side) ** 2)
+
+
 def resize_patch_embed(t: torch.Tensor, f, new, options) -> torch.Tensor:
     if f.layout == "hwio":  # flax kernels [p_h, p_w, C_in, C_out]
         out = transforms.resample_patch_embed(t.permute(3, 2, 0, 1), new)
@@ -102,4 +113,5 @@ EXECUTORS = {
     "resize_attention_biases": resize_attention_biases,
     "regenerate_attention_bias_idxs": regenerate_attention_bias_idxs,
     "resize_patch_embed": resize_patch_embed,
+    "resample_blocked": resample_blocked,
 }

@@ -42,6 +42,7 @@ from .findings import (
 )
 from .grid import AmbiguousGridError, GridArgumentError, fmt_grid
 from .patches import kernel_size, only_rule, sibling_rule
+from .hierarchical import stage_table_finding
 from .relative import relative_findings
 from .video import video_finding
 
@@ -59,7 +60,8 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
     rule = never_resized(k)
     if rule is not None:
         return skip(k.raw, *rule)
-    f = video_finding(d, k, t, *args) or family_table_finding(d, k, t, *args)
+    f = (video_finding(d, k, t, *args) or stage_table_finding(d, k, t, *args)
+         or family_table_finding(d, k, t, *args))
     if f is not None:
         return f
 
@@ -75,7 +77,22 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
     if last in ("pos_embed", "decoder_pos_embed"):
         family, cands, evidence = timm_family(d, k, 1)
         if family == "timm-vit" and (norm[-2:-1] == ("embeds",)):
-            family = "timm-naflexvit"
+            f = grid_finding(d, k, t, "timm-naflexvit", cands, evidence, "NaFlex pos_embed", *args,
+                             allow_nhwc=True)
+            if f.action == "resample":
+                f.params["runtime_resized"] = True
+                f.reason += ("; the model resamples it to each input's grid at run time, so an image size "
+                             "leaves it alone and only an explicit grid (pos_embed_grid_size) resizes it")
+            return f
+        if family == "timm-vit" and norm[-2:] == ("encoder", "pos_embed") and len(norm) == 2 \
+                and d.get(k.sibling(1, "patch_embed.proj.weight")) is not None \
+                and d.get(k.sibling(1, "cls_token")) is None:
+            return skip(k.raw, "qwen-vl", "Qwen-VL-style vision table (encoder.pos_embed beside "
+                                          "encoder.patch_embed): a fixed grid the model interpolates to each "
+                                          "image's grid at run time; left alone")
+        if t.dim() == 4 and any(d.get(k.sibling(1, n)) is not None for n in ("pos_embed_win", "pos_embed_window")):
+            return skip(k.raw, "hiera", "Hiera / SAM2 background table [1, C, h, w] beside a window table: a "
+                                        "fixed size the model interpolates to its grid at run time; left alone")
         if family == "timm-vit" and t.dim() == 4 and any(p in norm
                                                          for p in ("image_encoder", "vision_encoder")):
             family = "sam"

@@ -44,15 +44,17 @@ class GridRule:
     steps: Tuple[Step, ...]
     source: str
     patch_key: Optional[str] = None
+    square_from_min: bool = False  # the grid is square, from the image's smaller side (EfficientViT-MSRA)
+    cap: Optional[int] = None      # the grid is at most cap x cap (a window no larger than its feature map)
 
     def grid(self, image: Pair, patch: Optional[Pair] = None) -> Pair:
         steps = self.steps
         if patch is not None and self.patch_key is not None:
             steps = (patch_step(patch),) + steps[1:]
-        size = tuple(image)
+        size = (min(image),) * 2 if self.square_from_min else tuple(image)
         for step in steps:
             size = step.apply(size)
-        return size
+        return tuple(min(s, self.cap) for s in size) if self.cap is not None else size
 
     @property
     def patch(self) -> Optional[Pair]:
@@ -114,7 +116,7 @@ def arg(name: str, value=None) -> ArgumentMention:
 def image_of(rule: Optional[GridRule], old_grid: Pair) -> Optional[Pair]:
     """The image size a table was built for, when its rule is a plain patch grid (used to keep the image
     size when only the patch size changes)."""
-    if rule is None or len(rule.steps) != 1 or rule.steps[0].scale != 1.0:
+    if rule is None or len(rule.steps) != 1 or rule.steps[0].scale != 1.0 or rule.cap or rule.square_from_min:
         return None
     step = rule.steps[0]
     if step.kernel != step.stride or step.padding != (0, 0):

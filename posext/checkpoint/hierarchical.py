@@ -32,6 +32,9 @@ GCVIT_WINDOW_RATIOS = (32, 32, 16, 32)
 
 _LEVIT = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.attn|downsample\.attn_downsample)\.attention_biases$")
 _EFFICIENTFORMER_V2 = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.token_mixer|downsample\.attn)\.attention_biases$")
+_EFFICIENTVIT = re.compile(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn\.attention_biases$")
+_MVIT = re.compile(r"stages\.\d+\.blocks\.\d+\.attn\.rel_pos_[hw]$")
+EFFICIENTVIT_WINDOW = 7
 _STAGE_TABLE = re.compile(r"stages\.(\d+)\.blocks\.\d+\.attn\.rel_pos\.relative_position_bias_table$")
 
 
@@ -45,8 +48,15 @@ def attention_bias_finding(d: StateView, k: Key, t) -> Optional[Finding]:
     if k.norm[-1] != "attention_biases" or t.dim() != 2:
         return None
     rel = k.sep.join(k.norm)
-    levit, former = _LEVIT.search(rel), _EFFICIENTFORMER_V2.search(rel)
-    if levit and d.get(k.raw[:len(k.raw) - len(levit.group(0))] + "stem.conv4.linear.weight") is not None:
+    levit, former, vit_msra = _LEVIT.search(rel), _EFFICIENTFORMER_V2.search(rel), _EFFICIENTVIT.search(rel)
+    cap, square = None, False
+    if vit_msra:
+        stage = int(vit_msra.group(1))
+        steps = (patch_step((16, 16)),) + (SUBSAMPLE,) * stage
+        family, source = "efficientvit_msra", (f"EfficientViT-MSRA stage {stage}: window = min({EFFICIENTVIT_WINDOW}, "
+                                               f"feature map of the image's smaller side / {16 * 2 ** stage})")
+        cap, square = EFFICIENTVIT_WINDOW, True
+    elif levit and d.get(k.raw[:len(k.raw) - len(levit.group(0))] + "stem.conv4.linear.weight") is not None:
         stage, downsample = int(levit.group(1)), levit.group(2).startswith("downsample")
         steps = (CONV3_S2,) * 4 + (SUBSAMPLE,) * (stage - 1 if downsample else stage)
         family, source = "levit", f"LeViT stage {stage}{' downsample' if downsample else ''}: image / 16 stem"
@@ -65,7 +75,22 @@ def attention_bias_finding(d: StateView, k: Key, t) -> Optional[Finding]:
     return Finding(k.raw, "resize_attention_biases", "other", (side, side), 0, family,
                    f"{family} attention_biases [heads, r*r] over the {side}x{side} stage resolution: resized "
                    f"bicubically (antialiased) over the (|dy|, |dx|) offset grid",
-                   rule=GridRule(steps, source))
+                   rule=GridRule(steps, source, cap=cap, square_from_min=square))
+
+
+def unsupported_finding(d: StateView, k: Key, t) -> Optional[Finding]:
+    """Grid-dependent tensors whose new size is not decided here: MViTv2 ``rel_pos_h`` / ``rel_pos_w`` (per
+    block, from its query and key pooling strides) and BoTNet / Lambda-ResNet relative tables (per block,
+    before or after its stride). A resize that changes the image size refuses them by key."""
+    rel = k.sep.join(k.norm)
+    if _MVIT.search(rel) and d.has_under(k.prefix(4), "pool_q"):
+        family, what = "mvitv2", "MViTv2 rel_pos table (its size follows each block's pooling strides)"
+    elif re.search(r"self_attn\.(pos_embed\.(height|width)_rel|pos_emb)$", rel):
+        family, what = "byobnet", "BoTNet / Lambda-ResNet relative table (its size follows each block's stride)"
+    else:
+        return None
+    return Finding(k.raw, "unsupported", "other", None, 0, family,
+                   f"{what}: not resized by posext; timm's own checkpoint filter or model code must rebuild it")
 
 
 def stage_window_finding(d: StateView, k: Key, t) -> Optional[Finding]:

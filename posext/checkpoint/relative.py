@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 from .families import Key, StateView
 from .findings import GRID_ACTIONS, Finding, skip
 from .geometry import GridRule, Step
+from .hierarchical import attention_bias_finding, unsupported_finding, stage_window_finding
 from .grid import AmbiguousGridError, fmt_grid
 from .patches import only_rule
 
@@ -147,7 +148,8 @@ def relative_findings(d: StateView, parsed: Dict[str, Key], found: Dict[str, Fin
         if key in found:
             continue
         k, t = parsed[key], d.sd[key]
-        f = rel_pos_bias_finding(d, k, t, ctx) or sam_rel_pos_finding(d, k, t, ctx)
+        f = (attention_bias_finding(d, k, t) or stage_window_finding(d, k, t) or unsupported_finding(d, k, t)
+             or rel_pos_bias_finding(d, k, t, ctx) or sam_rel_pos_finding(d, k, t, ctx))
         if f is not None:
             out[key] = f
     for key in d.keys:

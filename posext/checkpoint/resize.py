@@ -19,7 +19,8 @@ from .geometry import GeometryError, Target, arg, new_grid
 SINCOS_POLICIES = ("auto", "interpolate")
 # Actions whose new size is the tensor's own grid under the target.
 _GRID_SIZED = GRID_ACTIONS + ("resize_rel_pos_bias", "regenerate_rel_pos_index", "resize_rel_pos",
-                              "resize_attention_biases", "regenerate_attention_bias_idxs", "drop")
+                              "resize_attention_biases", "regenerate_attention_bias_idxs", "resample_blocked",
+                              "drop")
 
 
 @dataclass
@@ -64,6 +65,13 @@ class Plan:
         t = self.target
         if f.action in ("skip", "regenerate_position_ids"):
             return None
+        if f.action == "unsupported":
+            if t.grid is not None or t.image_size is not None or t.patch_size is not None:
+                raise GeometryError(f"{f.key}: {f.reason}; this checkpoint cannot be resized to ",
+                                    arg("image_size", t.image_size) if t.image_size is not None
+                                    else arg("new_grid", t.grid) if t.grid is not None
+                                    else arg("patch_size", t.patch_size), key=f.key)
+            return None
         if f.action == "resize_patch_embed":
             return t.patch_size if t.patch_size is not None and t.patch_size != f.old_grid else None
         if f.action in ("resample_video", "resample_temporal"):
@@ -77,6 +85,8 @@ class Plan:
             grid = new_grid(f.key, f.rule, f.old_grid, t)
             new = (new_frames,) + tuple(grid)
             return new if new != (frames,) + tuple(f.old_grid) else None
+        if f.params.get("runtime_resized") and t.grid is None:
+            return None  # sized by the model's own setting, not by the image
         if f.action in _GRID_SIZED:
             grid = new_grid(f.key, f.rule, f.old_grid, t)
             return grid if grid != tuple(f.old_grid) else None

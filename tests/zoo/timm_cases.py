@@ -4,7 +4,8 @@ Each case names a timm model, the keyword arguments that keep it small (fewer bl
 grid-dependent tables than the family has kinds of), the image size its checkpoint is built at
 (``native``; ``None`` = the model's default input size) and the new image size ``new`` = ``(H, W)`` the
 checkpoint is resized to. ``new`` is non-square unless the architecture only accepts square inputs
-(``square_only=True``). ``control=True`` marks families whose state dict has no grid-dependent tensor
+(``square_only=True``). ``refused`` names a key posext must refuse to resize (its size is not decided by
+posext's rules), with an error naming that key. ``control=True`` marks families whose state dict has no grid-dependent tensor
 (position information from convolutions or computed at run time): the resize must leave them alone.
 """
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ class TimmCase:
     control: bool = False
     skip: str = ""
     note: str = ""
+    refused: str = ""
 
     @property
     def id(self) -> str:
@@ -84,10 +86,11 @@ TIMM_CASES = [
     TimmCase("hiera_small_abswin_256", (256, 320), {"stages": (1, 1, 1, 1)}),
     TimmCase("sam2_hiera_tiny", (256, 320), note="takes no img_size; background pos_embed fixed size"),
     TimmCase("naflexvit_base_patch16_gap", (192, 256), D2),
-    TimmCase("mvitv2_tiny", (192, 192), square_only=True),
+    TimmCase("mvitv2_tiny", (192, 192), square_only=True, refused="stages.0.blocks.0.attn.rel_pos_h"),
     TimmCase("vitamin_small_224", (192, 256)),
-    TimmCase("botnet26t_256", (256, 320), note="self_attn.pos_embed.height_rel/width_rel"),
-    TimmCase("lambda_resnet26rpt_256", (256, 320)),
+    TimmCase("botnet26t_256", (256, 320), note="self_attn.pos_embed.height_rel/width_rel",
+             refused="stages.2.1.self_attn.pos_embed.height_rel"),
+    TimmCase("lambda_resnet26rpt_256", (256, 320), refused="stages.2.1.self_attn.pos_emb"),
     TimmCase("qwen3_vit_88m", (192, 256), D2),
     TimmCase("gemma4_vit_167m", (192, 256), D2),
     # --- controls: position information not stored per grid cell ---
