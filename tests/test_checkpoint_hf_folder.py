@@ -420,3 +420,77 @@ def test_is_hf_folder(tmp_path):
     empty.mkdir()
     (empty / "config.json").write_text("{}")
     assert not is_hf_folder(str(empty))
+
+
+# --- the command line: a folder is one input ---------------------------------------------------------------
+
+def test_cli_resizes_a_sharded_folder_as_one_input_and_inspects_it(tmp_path, capsys):
+    from posext.cli import main
+
+    src = _vit_folder(tmp_path, max_shard_size="20KB")
+    before = _snapshot(src)
+    assert main(["inspect", src, "--json", str(tmp_path / "found.json")]) == 0
+    rows = json.load(open(tmp_path / "found.json"))[0]["findings"]
+    assert {r["key"]: r["action"] for r in rows} == {
+        "embeddings.position_embeddings": "resample",
+        "embeddings.patch_embeddings.projection.weight": "resize_patch_embed"}
+    assert all(r["wrapper"] == "model.safetensors.index.json" for r in rows)
+    assert main(["resize", str(tmp_path), "--image-size", "48x64", "--out", str(tmp_path / "out")]) == 0
+    assert _snapshot(src) == before
+    out = str(tmp_path / "out" / "src")
+    model = _load_clean(transformers.ViTModel, out)
+    assert model.config.image_size == [48, 64] and _processor_shape(out, (48, 64)) == (48, 64)
+    # --grid on a folder: image = grid x the config's patch size
+    assert main(["resize", src, "--grid", "5x7"]) == 0
+    assert _load_clean(transformers.ViTModel, src + "_5x7").config.image_size == [40, 56]
+    assert main(["resize", src, "--grid", "6", "--in-place"]) == 1
+    assert "--in-place" in capsys.readouterr().err
+
+
+def test_cli_video_folder_takes_its_frame_grid_from_the_config(tmp_path):
+    from posext.cli import main
+
+    t = transformers
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    torch.manual_seed(0)
+    native = t.VivitModel(t.VivitConfig(**V, image_size=32, num_frames=4, tubelet_size=[2, 8, 8]))
+    native.save_pretrained(src)
+    assert main(["resize", src, "--image-size", "48x64", "--frames", "8", "--out", out]) == 0
+    model = _load_clean(t.VivitModel, os.path.join(out, "src"))
+    assert model.config.num_frames == 8 and model.config.image_size == [48, 64]
+    table = native.state_dict()["embeddings.position_embeddings"]
+    grid = table[:, 1:].reshape(1, 2, 4, 4, 32).permute(0, 4, 1, 2, 3).double()
+    # separable: bicubic per frame, then linear over time (F.interpolate, align_corners=False)
+    frames = F.interpolate(grid[0].permute(1, 0, 2, 3), size=(6, 8), mode="bicubic", align_corners=False)
+    want = F.interpolate(frames.permute(1, 0, 2, 3)[None], size=(4, 6, 8), mode="trilinear",
+                         align_corners=False)
+    want = torch.cat([table[:, :1].double(), want.permute(0, 2, 3, 4, 1).reshape(1, -1, 32)], 1)
+    torch.testing.assert_close(model.embeddings.position_embeddings.detach().double(), want, rtol=0,
+                               atol=1e-5)
+    with torch.no_grad():
+        assert torch.isfinite(model(pixel_values=torch.randn(1, 8, 3, 48, 64)).last_hidden_state).all()
+
+
+def test_cli_yolos_folder_keeps_the_detection_rows(tmp_path):
+    from posext.cli import main
+
+    t = transformers
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    cfg = t.YolosConfig(**dict(V, num_hidden_layers=3), image_size=[32, 48], patch_size=8,
+                        num_detection_tokens=5)
+    torch.manual_seed(0)
+    native = t.YolosModel(cfg)
+    native.save_pretrained(src)
+    assert main(["resize", src, "--image-size", "48x64", "--no-antialias", "--out", out]) == 0
+    model = _load_clean(t.YolosModel, os.path.join(out, "src"))
+    old, new = native.state_dict(), model.state_dict()
+    for key in ("embeddings.position_embeddings", "encoder.interpolation.mid_position_embeddings"):
+        assert new[key].shape[-2] == 1 + 6 * 8 + 5
+        assert torch.equal(new[key][..., -5:, :], old[key][..., -5:, :])  # detection rows bit for bit
+        assert torch.equal(new[key][..., :1, :], old[key][..., :1, :])
+        grid = old[key][..., 1:-5, :].reshape(-1, 4, 6, 32).permute(0, 3, 1, 2)
+        want = F.interpolate(grid, size=(6, 8), mode="bicubic", align_corners=False)
+        torch.testing.assert_close(new[key][..., 1:-5, :].reshape(-1, 48, 32),
+                                   want.permute(0, 2, 3, 1).reshape(-1, 48, 32), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        assert model(pixel_values=torch.randn(1, 3, 48, 64)).last_hidden_state.shape[1] == 1 + 48 + 5

@@ -41,10 +41,11 @@ def family_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -
         return _tnt(d, k, t, args)
     if norm[-2:] == ("embeddings", "position_embeddings") and d.get(k.sibling(1, "detection_tokens")) is not None:
         return _yolos(d, k, t, k.sibling(1, "detection_tokens"), args)
-    if norm[-2:] == ("interpolation", "mid_position_embeddings"):
-        owner = k.sibling(3, "embeddings.detection_tokens")
-        if d.get(owner) is not None:
-            return _yolos(d, k, t, owner, args)
+    if last == "mid_position_embeddings":  # encoder.[interpolation.]mid_position_embeddings (files drop the
+        for drop in (2, 3):                 # module name the model has)
+            owner = k.sibling(drop, "embeddings.detection_tokens")
+            if len(k.parts) >= drop and d.get(owner) is not None:
+                return _yolos(d, k, t, owner, args)
     if norm[-2:] == ("embeddings", "position_embedding") and not k.is_text:
         return _blip(d, k, t, args)
     if norm[-3:] == ("embeddings", "position_embedding", "weight"):

@@ -156,7 +156,12 @@ def _empty_report(path, output, status="ok", reason=""):
 
 
 def resize_file(path, output, target, options):
-    """Resize one file; never raises for a bad file: returns its report (status ok / skipped / failed)."""
+    """Resize one file (or Hugging Face folder); never raises for a bad input: returns its report (status
+    ok / skipped / failed)."""
+    if os.path.isdir(path):
+        from .folder_jobs import resize_hf_folder
+
+        return resize_hf_folder(path, output, target, options)
     from .resize import plan_resize
 
     start = time.perf_counter()

@@ -41,8 +41,8 @@ from .findings import (
     skip,
 )
 from .grid import AmbiguousGridError, GridArgumentError, fmt_grid
-from .patches import kernel_size, only_rule, sibling_rule
 from .hierarchical import stage_table_finding
+from .patches import kernel_size, only_rule, sibling_rule
 from .relative import relative_findings
 from .video import video_finding
 

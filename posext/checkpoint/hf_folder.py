@@ -297,7 +297,7 @@ _STALE_PREFIXES = ("model", "pytorch_model", "tf_model", "flax_model")
 _STALE_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".gguf")
 
 
-def _weight_sets(folder: str) -> List[Tuple[Optional[str], List[str]]]:
+def weight_sets(folder: str) -> List[Tuple[Optional[str], List[str]]]:
     """(index file or None, shard file names) of each complete weight set in ``folder``."""
     sets = []
     for index, single in WEIGHT_SETS:
@@ -318,7 +318,7 @@ def is_hf_folder(path: str) -> bool:
     every shard it names)."""
     try:
         return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE)) and \
-            bool(_weight_sets(path))
+            bool(weight_sets(path))
     except (OSError, ValueError):  # an unreadable or corrupt index is no folder to resize
         return False
 
@@ -338,7 +338,7 @@ class FolderResult:
     dropped: List[str] = field(default_factory=list)
 
 
-def _full_view(src: str, shards: List[str]) -> Tuple[ShapeOnlyStateDict, Dict[str, str]]:
+def full_view(src: str, shards: List[str]) -> Tuple[ShapeOnlyStateDict, Dict[str, str]]:
     """Shape-only view of every key across ``shards`` (values on demand) and key -> shard."""
     tensors, owner, readers = {}, {}, {}
     for shard in shards:
@@ -366,7 +366,7 @@ def _fsync(path: str) -> None:
 
 
 def _resize_weight_set(src, tmp, index, shards, plan_fn, result: FolderResult) -> None:
-    view, _ = _full_view(src, shards)
+    view, _ = full_view(src, shards)
     plan = plan_fn(view)
     result.findings.extend(getattr(plan, "findings", []))
     new_map, size_delta, count_delta = {}, 0, 0
@@ -408,27 +408,12 @@ def _resize_weight_set(src, tmp, index, shards, plan_fn, result: FolderResult) -
     result.updated.append(index)
 
 
-class StateDictPlan:
-    """A plan that resizes each shard on its own with ``resize_state_dict(part, new_grid, **kwargs)``: right
-    when a table and the keys its detection looks at (patch embedding, prefix tokens) share a shard, as they
-    do in every single-file folder."""
+def state_dict_plan(new_grid=None, **kwargs) -> Callable:
+    """``plan_fn`` for :func:`resize_folder`: :func:`posext.checkpoint.resize.plan_resize` of the view of all
+    shards, with the same arguments as ``resize_state_dict``."""
+    from .resize import plan_resize
 
-    def __init__(self, view, new_grid, **kwargs):
-        from .detect import find_position_embeddings
-
-        detect_args = {k: kwargs[k] for k in ("old_size", "num_prefix_tokens") if k in kwargs}
-        self.findings = find_position_embeddings(view, **detect_args)
-        self._new_grid, self._kwargs = new_grid, kwargs
-
-    def apply(self, part):
-        from .resize import resize_state_dict
-
-        return resize_state_dict(part, self._new_grid, **self._kwargs)
-
-
-def state_dict_plan(new_grid, **kwargs) -> Callable:
-    """``plan_fn`` for :func:`resize_folder` built on ``resize_state_dict`` (see :class:`StateDictPlan`)."""
-    return lambda view: StateDictPlan(view, new_grid, **kwargs)
+    return lambda view: plan_resize(view, new_grid, **kwargs)
 
 
 def _is_stale_weights(rel: str) -> bool:
@@ -500,7 +485,7 @@ def resize_folder(src: str, dst: str, plan_fn: Callable, *, image_size=None, pat
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become the output folder's mode
-        sets = _weight_sets(src)
+        sets = weight_sets(src)
         written = {CONFIG_FILE, *processors}
         for index, shards in sets:
             _resize_weight_set(src, tmp, index, shards, plan_fn, result)

@@ -1,6 +1,8 @@
 """The files a command works on and where `posext resize` writes each result.
 
-Arguments are files, folders (searched recursively) or glob patterns. Only regular files are read: a FIFO,
+Arguments are files, folders (searched recursively) or glob patterns. A Hugging Face ``save_pretrained``
+folder (``config.json`` plus weights), named or found while searching, is one input: its shards are
+resized together. Only regular files are read: a FIFO,
 socket or device would block or never end, a dangling symlink or a symlink loop has nothing to read; each is
 reported on its own line and the rest of the batch goes on. Temp folders of atomic writes are never searched.
 
@@ -16,6 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
+from .hf_folder import is_hf_folder
 from .io import CHECKPOINT_SUFFIXES, file_kind
 from .tempfiles import TEMP_PREFIX, is_temp_path
 
@@ -26,6 +29,7 @@ class Inputs:
     sizes: Dict[str, int] = field(default_factory=dict)              # file -> bytes
     problems: List[Tuple[str, str]] = field(default_factory=list)    # (argument or path, one-line reason)
     folders: Set[str] = field(default_factory=set)                   # folders searched
+    hf_folders: Set[str] = field(default_factory=set)                # inputs that are HF folders
 
 
 def entry_id(path: str) -> Tuple[str, str]:
@@ -62,13 +66,23 @@ def collect_inputs(items) -> Inputs:
         except OSError as exc:
             found.problems.append((os.path.normpath(path), _unreadable(path, exc)))
             return
-        if stat.S_ISDIR(st.st_mode) and named:
+        if stat.S_ISDIR(st.st_mode) and is_hf_folder(path):
+            add_hf_folder(path)
+        elif stat.S_ISDIR(st.st_mode) and named:
             add_folder(path)
         elif stat.S_ISREG(st.st_mode):
             add_file(path, st)
         elif not stat.S_ISDIR(st.st_mode):
             found.problems.append((os.path.normpath(path),
                                    f"{file_kind(st.st_mode)}, not a regular file: not read"))
+
+    def add_hf_folder(path):
+        path = os.path.normpath(path)
+        if entry_id(path) not in seen:
+            seen[entry_id(path)] = path
+            found.hf_folders.add(path)
+            found.sizes[path] = sum(os.path.getsize(os.path.join(root, name))
+                                    for root, _, names in os.walk(path) for name in names)
 
     def add_folder(folder):
         def unlistable(exc):
@@ -77,6 +91,9 @@ def collect_inputs(items) -> Inputs:
         for root, dirs, names in os.walk(folder, onerror=unlistable):
             found.folders.add(os.path.normpath(root))
             dirs[:] = sorted(d for d in dirs if not d.startswith(TEMP_PREFIX))
+            for d in [d for d in dirs if is_hf_folder(os.path.join(root, d))]:
+                dirs.remove(d)  # one input: its shards are not searched on their own
+                add_hf_folder(os.path.join(root, d))
             for name in sorted(names):
                 if name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith("."):
                     add(os.path.join(root, name), named=False)
@@ -101,7 +118,7 @@ def output_path(path, label, out_dir=None, in_place=False, suffix=None) -> str:
         return path
     if out_dir:
         return os.path.join(out_dir, os.path.basename(path))
-    stem, ext = os.path.splitext(path)
+    stem, ext = (path.rstrip(os.sep), "") if os.path.isdir(path) else os.path.splitext(path)
     return f"{stem}{suffix if suffix is not None else '_' + label}{ext}"
 
 

@@ -1,7 +1,6 @@
 """`posext inspect`: the position embeddings of checkpoint files, read from their shapes (see
 ``shapes.py``)."""
 import sys
-from dataclasses import asdict
 
 from .inputs import collect_inputs, target_conflicts
 from .reporting import check_report_path, failure_reason, write_report
@@ -16,7 +15,7 @@ def findings_rows(ckpt, options):
     for wrapper, state in ckpt.state_dicts.items():
         for f in find_position_embeddings(state, old_size=options.get("old_size"),
                                           num_prefix_tokens=options.get("num_prefix_tokens")):
-            rows.append({"wrapper": wrapper, "shape": list(state[f.key].shape), **asdict(f)})
+            rows.append({"wrapper": wrapper, "shape": list(state[f.key].shape), **f.row()})
     return rows
 
 
@@ -38,8 +37,14 @@ def run_inspect(args) -> int:
         try:
             for path in found.files:
                 try:
-                    ckpt = load_shapes(path, unsafe_pickle=args.unsafe_pickle)
-                    rows = findings_rows(ckpt, options)
+                    if path in found.hf_folders:
+                        from .folder_jobs import inspect_hf_folder
+
+                        ckpt, rows = None, inspect_hf_folder(path, options)
+                        fmt = "hf-folder"
+                    else:
+                        ckpt = load_shapes(path, unsafe_pickle=args.unsafe_pickle)
+                        rows, fmt = findings_rows(ckpt, options), ckpt.format
                 except Exception as exc:
                     reason = failure_reason(exc)
                     errors.append((path, reason))
@@ -47,13 +52,13 @@ def run_inspect(args) -> int:
                     report.append({"input": path, "error": reason})
                     continue
                 if not rows:
-                    print(f"{path:<40} (no position embedding found; format {ckpt.format})")
+                    print(f"{path:<40} (no position embedding found; format {fmt})")
                 for r in rows:
                     grid = "x".join(map(str, r["old_grid"])) if r["old_grid"] else "-"
                     print(f"{path:<40} {r['wrapper'] or '-':<10} {r['key']:<55} {r['family']:<14} "
                           f"{r['layout']:<16} {grid:<7} {r['num_prefix_tokens']:>2} {r['action']}: "
-                          f"{r['reason']}")
-                report.append({"input": path, "format": ckpt.format, "findings": rows})
+                          f"{r['reason']}" + (f" [grid from {r['grid_from']}]" if r.get("grid_from") else ""))
+                report.append({"input": path, "format": fmt, "findings": rows})
                 del ckpt  # release the file's memory map before the next one
         except (Interrupted, KeyboardInterrupt) as exc:
             print(f"posext inspect: {exc if isinstance(exc, Interrupted) else 'interrupted'}",

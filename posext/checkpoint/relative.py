@@ -16,8 +16,8 @@ from typing import Dict, Optional, Tuple
 from .families import Key, StateView
 from .findings import GRID_ACTIONS, Finding, skip
 from .geometry import GridRule, Step
-from .hierarchical import attention_bias_finding, unsupported_finding, stage_window_finding
 from .grid import AmbiguousGridError, fmt_grid
+from .hierarchical import attention_bias_finding, stage_window_finding, unsupported_finding
 from .patches import only_rule
 
 BEIT_EXTRA_ROWS = 3

@@ -1,0 +1,104 @@
+"""`posext resize` / `posext inspect` on a Hugging Face ``save_pretrained`` folder: one input, one result.
+
+The folder's weights are planned from the shapes of all their shards at once (a table and the keys that
+decide its layout may sit in different shards) and written shard by shard with ``hf_folder.resize_folder``,
+together with ``config.json`` and the processor configs for the new size. ``--grid`` becomes the image size
+grid x patch of ``config.json``. The stored grid (``--old-size``: non-square grids, a video table's frame
+grid) is the one ``config.json`` builds, image_size // patch_size, unless given.
+"""
+import json
+import os
+import time
+
+from .hf_folder import CONFIG_FILE, full_view, read_geometry, resize_folder, state_dict_plan, weight_sets
+from .io import CheckpointError
+from .reporting import failure_reason
+
+
+def _geometry(path):
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+        config = json.load(f)
+    try:
+        return read_geometry(config)
+    except ValueError:
+        return {}
+
+
+def folder_arguments(path, target, options):
+    """(image_size, patch_size, num_frames for the configs; plan_resize keyword arguments)."""
+    geometry = _geometry(path)
+    image, patch = target.get("image_size"), target.get("patch_size")
+    grid = target.get("new_grid")
+    if grid is not None:
+        if "patch_size" not in geometry:
+            raise CheckpointError(f"--grid needs the patch size, and {CONFIG_FILE} names none; pass "
+                                  f"--image-size HxW instead")
+        image = tuple(g * p for g, p in zip(grid, geometry["patch_size"]))
+    old_size = options["old_size"]
+    if old_size is None and "patch_size" in geometry:
+        # the grid the config builds: it tells non-square grids and video frame grids apart
+        old_size = tuple(i // p for i, p in zip(geometry["image_size"], geometry["patch_size"]))
+    plan_kwargs = dict(new_grid=grid, image_size=None if grid is not None else image, patch_size=patch,
+                       num_frames=target.get("num_frames"), mode=options["mode"],
+                       antialias=options["antialias"], old_size=old_size,
+                       num_prefix_tokens=options["num_prefix_tokens"], sincos=options["sincos"])
+    return (image, patch, target.get("num_frames")), plan_kwargs
+
+
+def _shapes(folder):
+    shapes = {}
+    for _, shards in weight_sets(folder):
+        view, _ = full_view(folder, shards)
+        shapes.update({k: list(v.shape) for k, v in view.items()})
+    return shapes
+
+
+def _rows(findings, old_shapes, new_shapes):
+    return [{"wrapper": "", "old_shape": old_shapes.get(f.key), "new_shape": new_shapes.get(f.key), **f.row()}
+            for f in findings]
+
+
+def resize_hf_folder(path, output, target, options):
+    """Resize one HF folder into ``output``; like ``resize_file``, never raises for a bad input."""
+    start = time.perf_counter()
+    report = {"input": path, "output": output, "status": "ok", "reason": "", "findings": [], "removed": [],
+              "bytes": 0, "seconds": 0.0}
+    try:
+        if options["in_place"]:
+            raise CheckpointError("a Hugging Face folder is resized into a new folder: pass --out DIR (or "
+                                  "no --out for a folder next to it), not --in-place")
+        (image, patch, frames), plan_kwargs = folder_arguments(path, target, options)
+        plan_fn = state_dict_plan(**plan_kwargs)
+        old_shapes = _shapes(path)
+        if options["dry_run"]:
+            for _, shards in weight_sets(path):
+                view, _ = full_view(path, shards)
+                plan = plan_fn(view)
+                report["findings"].extend(_rows([c.finding for c in plan.changes.values()], old_shapes, {}))
+            report["status"] = "dry-run"
+        else:
+            result = resize_folder(path, output, plan_fn, image_size=image, patch_size=patch, num_frames=frames)
+            report["findings"] = _rows(result.applied, old_shapes, _shapes(output))
+            report["removed"] = list(result.dropped)
+            report["bytes"] = sum(os.path.getsize(os.path.join(root, name))
+                                  for root, _, names in os.walk(output) for name in names)
+        if not report["findings"] and report["status"] == "ok":
+            report["reason"] = "no grid-dependent tensor changed; configs written for the new size"
+    except Exception as exc:  # one bad folder never stops the batch
+        report.update(status="failed", reason=failure_reason(exc))
+    finally:
+        report["seconds"] = round(time.perf_counter() - start, 4)
+    return report
+
+
+def inspect_hf_folder(path, options):
+    """Findings over all shards of each weight set of the folder, as `posext inspect` rows."""
+    from .detect import find_position_embeddings
+
+    rows = []
+    for index, shards in weight_sets(path):
+        view, _ = full_view(path, shards)
+        for f in find_position_embeddings(view, old_size=options.get("old_size"),
+                                          num_prefix_tokens=options.get("num_prefix_tokens")):
+            rows.append({"wrapper": index or shards[0], "shape": list(view[f.key].shape), **f.row()})
+    return rows
