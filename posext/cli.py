@@ -5,10 +5,11 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels")
-# Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU) and `kernels` (per-op
-# device timing, bandwidth and launches: the GPU proof kit runs it).
-DEFAULT_JOBS = JOBS[:-2]
+JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels", "zoo")
+# Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU), `kernels` (per-op
+# device timing, bandwidth and launches: the GPU proof kit runs it) and `zoo` (whole state dicts of several
+# model families resized, against timm's filters).
+DEFAULT_JOBS = JOBS[:-3]
 
 
 NO_MATPLOTLIB = ("posext bench: matplotlib is not installed, so no plots (pip install 'posext[plot]', or "

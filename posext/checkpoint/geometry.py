@@ -71,7 +71,7 @@ class Target:
     optionally a new frame count for video tables."""
 
     grid: Optional[Pair] = None
-    image_size: Optional[Pair] = None
+    image_size: Optional[Pair] = None  # with a grid: the image that grid stands for (set by the plan)
     patch_size: Optional[Pair] = None
     num_frames: Optional[int] = None
 
@@ -125,8 +125,9 @@ def image_of(rule: Optional[GridRule], old_grid: Pair) -> Optional[Pair]:
 
 
 def new_grid(key: str, rule: Optional[GridRule], old_grid: Pair, target: Target) -> Pair:
-    """The grid a table of ``old_grid`` (rule ``rule``) has under ``target``."""
-    if target.grid is not None:
+    """The grid a table of ``old_grid`` (rule ``rule``) has under ``target``. A grid target carries the image
+    size it stands for when the model's patch grid is plain: tables with a rule follow that image."""
+    if target.grid is not None and (rule is None or target.image_size is None):
         return target.grid
     image, patch = target.image_size, target.patch_size
     if image is None and patch is None:

@@ -35,6 +35,7 @@ _EFFICIENTFORMER_V2 = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.token_mixer|down
 _EFFICIENTVIT = re.compile(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn\.attention_biases$")
 _MVIT = re.compile(r"stages\.\d+\.blocks\.\d+\.attn\.rel_pos_[hw]$")
 EFFICIENTVIT_WINDOW = 7
+_SWIN_TABLE = re.compile(r"layers\.(\d+)\.blocks\.\d+\.(attention\.self|attn)\.relative_position_bias_table$")
 _STAGE_TABLE = re.compile(r"stages\.(\d+)\.blocks\.\d+\.attn\.rel_pos\.relative_position_bias_table$")
 
 
@@ -118,6 +119,37 @@ def stage_window_finding(d: StateView, k: Key, t) -> Optional[Finding]:
                    f"{what} {fmt_grid(window)}: table resized with the window (geometric offsets, as timm's "
                    f"set_window_size)", rule=rule,
                    params={"extra": 0, "table_layout": "rows", "method": "geometric", "window": True})
+
+
+def swin_window_finding(d: StateView, k: Key, t, patch: Optional[GridRule]) -> Optional[Finding]:
+    """Swin v1 window tables (timm ``layers.<s>.blocks.*.attn.``): the window is a model constant unless
+    the stage's feature map (patches, then one stride-2 merge per stage) is smaller than it; then the
+    window shrinks to the feature map, per axis. It never grows past the stored one. HF Swin
+    (``attention.self.``) keeps its window (its model does not run on a stage smaller than the window)."""
+    m = _SWIN_TABLE.search(k.sep.join(k.norm))
+    if m is None or t.dim() != 2:
+        return None
+    if m.group(2) == "attention.self":
+        return skip(k.raw, "hf-swin", "HF Swin window table: the window is a model constant; left alone")
+    window = _odd_square_window(int(t.shape[0]))
+    if window is None or patch is None or patch.patch_key is None:
+        return skip(k.raw, "swin", f"Swin window table {tuple(t.shape)}: no square window or no patch "
+                                   f"embedding to tell the stage grids; left alone")
+    stage = int(m.group(1))
+    rule = GridRule(patch.steps + (patch_step((2, 2)),) * stage,
+                    f"Swin stage {stage}: window = min({window}, feature map of image / "
+                    f"{patch.steps[0].kernel[0] * 2 ** stage}) per axis", patch_key=patch.patch_key,
+                    cap=window)
+    return Finding(k.raw, "resize_rel_pos_bias", "other", (window, window), 0, "swin",
+                   f"Swin stage {stage} window table [(2w-1)^2, heads] of a {window}x{window} window: resized "
+                   f"only where the new feature map is smaller than the window (geometric offsets, as timm's "
+                   f"Swin filter)", rule=rule,
+                   params={"extra": 0, "table_layout": "rows", "method": "geometric", "window": True})
+
+
+def _odd_square_window(rows: int) -> Optional[int]:
+    side = _square_side(rows)
+    return (side + 1) // 2 if side is not None and side % 2 == 1 else None
 
 
 def stage_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -> Optional[Finding]:

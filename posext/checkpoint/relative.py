@@ -6,7 +6,8 @@
   (``relative_position_bias.``) as HF's forward does (bilinear). A persisted ``relative_position_index``
   beside a resized table is rebuilt.
 * MaxViT / MaxxViT ``rel_pos.relative_position_bias_table``: partition windows of image / 32.
-* Swin-style window tables (``layers.*``): the window is a model constant, left alone.
+* Swin window tables (``layers.*``): the window is a model constant unless the new feature map is smaller
+  (``hierarchical.swin_window_finding``).
 * SAM ``rel_pos_h`` / ``rel_pos_w`` ``[2S-1, head_dim]``: S is the patch grid in global-attention blocks
   (resized, linear, as SAM's ``get_rel_pos``) and the window in windowed blocks (left alone).
 """
@@ -17,7 +18,7 @@ from .families import Key, StateView
 from .findings import GRID_ACTIONS, Finding, skip
 from .geometry import GridRule, Step
 from .grid import AmbiguousGridError, fmt_grid
-from .hierarchical import attention_bias_finding, stage_window_finding, unsupported_finding
+from .hierarchical import attention_bias_finding, stage_window_finding, swin_window_finding, unsupported_finding
 from .patches import only_rule
 
 BEIT_EXTRA_ROWS = 3
@@ -59,8 +60,7 @@ def rel_pos_bias_finding(d: StateView, k: Key, t, ctx: Context) -> Optional[Find
     if "rel_pos" in norm and "stages" in norm and ("attn_block" in norm or "attn_grid" in norm):
         return _maxvit_table(k, t)
     if "layers" in norm and "blocks" in norm:
-        return skip(k.raw, "swin", "Swin-style window table: the attention window is a model constant, "
-                                   "not the image grid; left alone")
+        return swin_window_finding(d, k, t, ctx.rule)
     hf = "relative_position_bias" in norm or "shared_position_bias" in norm
     beit = hf or "rel_pos_bias" in norm or ("blocks" in norm and "attn" in norm)
     if not beit or t.dim() != 2:

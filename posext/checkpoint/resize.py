@@ -14,7 +14,7 @@ from ..resample import MODES
 from .apply import EXECUTORS
 from .detect import Finding, find_position_embeddings
 from .findings import GRID_ACTIONS
-from .geometry import GeometryError, Target, arg, new_grid
+from .geometry import GeometryError, Target, arg, image_of, new_grid
 
 SINCOS_POLICIES = ("auto", "interpolate")
 # Actions whose new size is the tensor's own grid under the target.
@@ -49,7 +49,7 @@ class Plan:
         self.target = target
         self.options = options
         self.changes: Dict[str, Change] = {}
-        _check_grid_target(findings, target)
+        self.target = target = _grid_target(findings, target)
         grids = {}
         for f in findings:
             new = self._new_size(f, grids)
@@ -111,14 +111,11 @@ class Plan:
         return out, applied
 
 
-def _check_grid_target(findings: List[Finding], target: Target) -> None:
-    """A single grid fits every table only when they all follow the same patch grid."""
+def _grid_target(findings: List[Finding], target: Target) -> Target:
+    """A single grid fits every table only when they all follow the same patch grid. The image size it
+    stands for (grid x patch, when that patch grid is plain) then sizes the windows and later stages too."""
     if target.grid is None:
-        return
-    for f in findings:
-        if f.params.get("window") and f.action != "skip":
-            raise GeometryError(f"{f.key}: its window follows the image size ({f.rule.source}); pass ",
-                                arg("image_size"), " instead of ", arg("new_grid"), key=f.key)
+        return target
     ruled = [f for f in findings if f.action in GRID_ACTIONS + ("resample_video",) and f.rule is not None]
     first = ruled[0] if ruled else None
     for f in ruled[1:]:
@@ -126,6 +123,16 @@ def _check_grid_target(findings: List[Finding], target: Target) -> None:
             raise GeometryError(f"{first.key} ({first.rule.source}) and {f.key} ({f.rule.source}) have "
                                 f"different grids, so one ", arg("new_grid"), " cannot fit both; pass ",
                                 arg("image_size"), key=f.key)
+    kernels = {f.old_grid for f in findings if f.action == "resize_patch_embed"}
+    image = (image_of(first.rule, target.grid) if first is not None
+             else tuple(g * k for g, k in zip(target.grid, kernels.pop())) if len(kernels) == 1 else None)
+    if image is not None:
+        return replace(target, image_size=image)
+    for f in findings:
+        if f.params.get("window") and f.action != "skip":
+            raise GeometryError(f"{f.key}: its window follows the image size ({f.rule.source}); pass ",
+                                arg("image_size"), " instead of ", arg("new_grid"), key=f.key)
+    return target
 
 
 def plan_resize(state_dict: Mapping, new_grid=None, *, image_size=None, patch_size=None, num_frames=None,
