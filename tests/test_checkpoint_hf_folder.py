@@ -10,14 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posext.checkpoint.hf_folder import (
-    is_hf_folder,
-    read_geometry,
-    resize_folder,
-    state_dict_plan,
-    updated_config,
-    updated_preprocessor,
-)
+from posext.checkpoint.hf_config import read_geometry, updated_config, updated_preprocessor
+from posext.checkpoint.hf_folder import is_hf_folder, resize_folder, state_dict_plan
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()

@@ -10,7 +10,8 @@ import json
 import os
 import time
 
-from .hf_folder import CONFIG_FILE, full_view, read_geometry, resize_folder, state_dict_plan, weight_sets
+from .hf_config import read_geometry
+from .hf_folder import CONFIG_FILE, full_view, resize_folder, state_dict_plan, weight_sets
 from .io import CheckpointError
 from .reporting import failure_reason
 

@@ -18,7 +18,12 @@ from .families import Key, StateView
 from .findings import GRID_ACTIONS, Finding, skip
 from .geometry import GridRule, Step
 from .grid import AmbiguousGridError, fmt_grid
-from .hierarchical import attention_bias_finding, stage_window_finding, swin_window_finding, unsupported_finding
+from .hierarchical import (
+    attention_bias_finding,
+    stage_window_finding,
+    swin_window_finding,
+    unsupported_finding,
+)
 from .patches import only_rule
 
 BEIT_EXTRA_ROWS = 3

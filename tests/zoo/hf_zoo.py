@@ -123,8 +123,7 @@ def _swin(cfg_path, **extra):
             embed_dim=16,
             depths=[1, 1],
             num_heads=[2, 2],
-            window_size=2,
-            **extra,
+            **{"window_size": 2, **extra},
         )
 
     return build

@@ -23,10 +23,11 @@ class TimmCase:
     skip: str = ""
     note: str = ""
     refused: str = ""
+    label: str = ""  # a second case of the same architecture
 
     @property
     def id(self) -> str:
-        return self.name
+        return f"{self.name}-{self.label}" if self.label else self.name
 
 
 D2 = {"depth": 2}
@@ -57,6 +58,8 @@ TIMM_CASES = [
     TimmCase("beit3_base_patch16_224", (192, 256), D2),
     # --- windowed / hierarchical ---
     TimmCase("swin_tiny_patch4_window7_224", (224, 448), {"depths": (1, 1, 1, 1)}),
+    TimmCase("swin_tiny_patch4_window7_224", (64, 96), {"depths": (1, 1, 1, 1)}, label="small",
+             note="the last stages' windows shrink to their feature maps (2x3, 1x1)"),
     TimmCase("swin_s3_tiny_224", (224, 448), {"depths": (1, 1, 1, 1)}),
     TimmCase("swinv2_tiny_window8_256", (256, 512), {"depths": (1, 1, 1, 1)}),
     TimmCase("swinv2_cr_tiny_224", (224, 448), {"depths": (1, 1, 1, 1)}),
