@@ -1,0 +1,174 @@
+"""posext.checkpoint family rules checked against the families' own code: video tables, refusals, MobileCLIP,
+patch sizes, inspect reports and Swin windows.
+
+Every checkpoint comes from the peer library's model code (timm, HF transformers) built with tiny configs and
+seeded random weights, or is written in the peer's key layout (Apple's MobileCLIP). Each resized value is
+compared with an oracle that is not posext: the family's own run-time resize, its checkpoint filter, or a
+float64 reference written here with ``F.interpolate``. Resized dicts load with ``strict=True`` into the model
+built for the new geometry and run a finite forward there.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from posext.checkpoint import resize_state_dict  # noqa: E402
+from posext.checkpoint.grid import AmbiguousGridError  # noqa: E402
+from posext.cli import main  # noqa: E402
+from tests.conftest import assert_error_names  # noqa: E402
+
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+
+HF_TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+TIME = "embeddings.time_embeddings"
+TABLE = "embeddings.position_embeddings"
+
+
+def untouched(sd, out, changed):
+    """Every key of ``sd`` but ``changed`` is the very input object in ``out``, in the same order."""
+    assert list(out) == list(sd)
+    for key, value in sd.items():
+        if key not in changed:
+            assert out[key] is value, key
+
+
+def redraw_positions(model, seed=0):
+    """Position-like parameters drawn at random: transformers starts some at zero, and a zero table would
+    make every resampling look right."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "position" in name or "time_embed" in name or "cls_token" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+    return model
+
+
+def hf_model(cls, config_cls, seed=0, **config):
+    torch.manual_seed(seed)
+    return redraw_positions(getattr(transformers, cls)(getattr(transformers, config_cls)(**config)).eval(),
+                            seed)
+
+
+def timesformer(frames, size):
+    return hf_model("TimesformerModel", "TimesformerConfig", image_size=size, patch_size=8, num_frames=frames,
+                    **HF_TINY)
+
+
+def vivit(frames, size, seed=0):
+    return hf_model("VivitModel", "VivitConfig", seed=seed, image_size=list(size), tubelet_size=[2, 8, 8],
+                    num_frames=frames, **HF_TINY)
+
+
+def embedded(model, x):
+    """The output of the model's embeddings (HF's run-time resizing of the tables lives there: its encoder
+    layers read the frame count and grid from the config)."""
+    with torch.no_grad():
+        return model.embeddings(x)
+
+
+def hidden(model, x):
+    with torch.no_grad():
+        out = model(pixel_values=x).last_hidden_state
+    assert torch.isfinite(out).all()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ video
+
+
+def test_timesformer_frames_match_hf_run_time_nearest():
+    old = timesformer(4, 32)
+    sd = old.state_dict()
+    out, applied = resize_state_dict(sd, num_frames=8)
+    assert [(f.key, f.action) for f in applied] == [(TIME, "resample_temporal")]
+    untouched(sd, out, {TIME})
+    # what TimesformerEmbeddings does when fed another frame count
+    want = F.interpolate(sd[TIME].transpose(1, 2), size=8, mode="nearest").transpose(1, 2)
+    assert out[TIME].shape == (1, 8, 32) and torch.equal(out[TIME], want)
+    new = timesformer(8, 32)
+    new.load_state_dict(out, strict=True)
+    x = torch.randn(1, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    # the native embeddings resample the time table at run time: the resized ones compute the same
+    torch.testing.assert_close(embedded(new, x), embedded(old, x), rtol=0, atol=0)
+    hidden(new, x)
+
+
+def test_timesformer_frames_and_image_size():
+    old = timesformer(4, 32)
+    sd = old.state_dict()
+    x = torch.randn(1, 8, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    new = timesformer(8, 48)
+    # nearest in space too: what HF's forward does at run time for both tables
+    out, applied = resize_state_dict(sd, image_size=(48, 48), num_frames=8, mode="nearest")
+    assert {f.key: f.action for f in applied} == {TABLE: "resample", TIME: "resample_temporal"}
+    untouched(sd, out, {TABLE, TIME})
+    new.load_state_dict(out, strict=True)
+    torch.testing.assert_close(embedded(new, x), embedded(old, x), rtol=0, atol=1e-6)
+    hidden(new, x)
+    # the default bicubic table equals timm's resize of a cls + 4x4 table to 6x6
+    out, _ = resize_state_dict(sd, image_size=(48, 48), num_frames=8)
+    want = timm.layers.resample_abs_pos_embed(sd[TABLE], [6, 6], num_prefix_tokens=1)
+    torch.testing.assert_close(out[TABLE], want, rtol=0, atol=1e-5)
+    assert torch.equal(out[TIME], F.interpolate(sd[TIME].transpose(1, 2), size=8).transpose(1, 2))
+    new.load_state_dict(out, strict=True)
+    hidden(new, x)
+
+
+def video_reference(table, old_thw, new_thw, p, antialias):
+    """Float64 separable resize of a [1, P + T*H*W, C] frame-major table: each frame bicubic in space, then
+    linear over time (both F.interpolate, align_corners=False)."""
+    (t, h, w), (nt, nh, nw) = old_thw, new_thw
+    x = table[0].double()
+    c = x.shape[-1]
+    frames = x[p:].reshape(t, h, w, c).permute(0, 3, 1, 2)
+    frames = F.interpolate(frames, size=(nh, nw), mode="bicubic", align_corners=False, antialias=antialias)
+    series = frames.permute(1, 2, 3, 0).reshape(1, c * nh * nw, t)
+    series = F.interpolate(series, size=nt, mode="linear", align_corners=False)
+    grid = series.reshape(c, nh, nw, nt).permute(3, 1, 2, 0).reshape(nt * nh * nw, c)
+    return torch.cat([x[:p], grid])[None]
+
+
+@pytest.mark.parametrize("image_size,antialias", [(None, True), ((48, 64), True), ((48, 64), False),
+                                                  ((24, 16), True), ((24, 16), False)])
+def test_vivit_frames_match_separable_reference(image_size, antialias):
+    sd = vivit(4, (32, 32)).state_dict()
+    kw = dict(num_frames=8, antialias=antialias)
+    if image_size is not None:
+        kw["image_size"] = image_size
+    # T' x H x W = 2 x 4 x 4 rows: the shape does not tell the frame grid
+    assert_error_names(lambda: resize_state_dict(sd, **kw), AmbiguousGridError, [TABLE, "old_size=(H, W)"])
+    out, applied = resize_state_dict(sd, old_size=(4, 4), **kw)
+    assert [(f.key, f.action) for f in applied] == [(TABLE, "resample_video")]
+    untouched(sd, out, {TABLE})
+    size = image_size or (32, 32)
+    new_thw = (4, size[0] // 8, size[1] // 8)
+    want = video_reference(sd[TABLE], (2, 4, 4), new_thw, 1, antialias)
+    assert out[TABLE].dtype == torch.float32 and out[TABLE].shape == want.shape
+    torch.testing.assert_close(out[TABLE].double(), want, rtol=0, atol=1e-5)
+    assert torch.equal(out[TABLE][:, :1], sd[TABLE][:, :1])  # the class row kept bit for bit
+    new = vivit(8, size, seed=1)
+    new.load_state_dict(out, strict=True)
+    x = torch.randn(1, 8, 3, *size, generator=torch.Generator().manual_seed(1))
+    assert hidden(new, x).shape == (1, 1 + new_thw[0] * new_thw[1] * new_thw[2], 32)
+
+
+def test_vivit_frames_command_line(tmp_path, capsys):
+    sd = vivit(4, (32, 32)).state_dict()
+    src, out_dir = tmp_path / "vivit.pth", tmp_path / "out"
+    torch.save(sd, src)
+    assert main(["resize", str(src), "--frames", "8", "--out", str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert TABLE in err and "--old-size HxW" in err and "old_size=" not in err
+    assert not (out_dir / "vivit.pth").exists()
+    assert main(["resize", str(src), "--frames", "8", "--old-size", "4x4", "--out", str(out_dir)]) == 0
+    written = torch.load(out_dir / "vivit.pth", weights_only=True)
+    want, _ = resize_state_dict(sd, num_frames=8, old_size=(4, 4))
+    assert list(written) == list(want) and all(torch.equal(written[k], want[k]) for k in want)
+    new = vivit(8, (32, 32), seed=1)
+    new.load_state_dict(written, strict=True)
+    hidden(new, torch.randn(1, 8, 3, 32, 32))
