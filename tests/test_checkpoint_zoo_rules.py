@@ -17,6 +17,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from posext.checkpoint import resize_state_dict  # noqa: E402
+from posext.checkpoint.geometry import GeometryError  # noqa: E402
 from posext.checkpoint.grid import AmbiguousGridError  # noqa: E402
 from posext.cli import main  # noqa: E402
 from tests.conftest import assert_error_names  # noqa: E402
@@ -172,3 +173,129 @@ def test_vivit_frames_command_line(tmp_path, capsys):
     new = vivit(8, (32, 32), seed=1)
     new.load_state_dict(written, strict=True)
     hidden(new, torch.randn(1, 8, 3, 32, 32))
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+
+def timm_model(name, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+def timm_forward(model, size):
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1)))
+    assert torch.isfinite(out).all()
+    return out
+
+
+CROSSVIT = dict(depth=((1, 1, 0),))
+SAM = dict(img_size=224, window_size=14, depth=2, global_attn_indexes=(1,), embed_dim=64, num_heads=2,
+           neck_chans=16)
+
+
+def crossvit_sd():
+    return timm_model("crossvit_tiny_240", **CROSSVIT).state_dict()
+
+
+def sam_sd():
+    return timm_model("samvit_base_patch16", **SAM).state_dict()
+
+
+def mvitv2_sd():
+    """mvitv2_tiny's class with one block per stage and 16 channels."""
+    from timm.models.mvitv2 import MultiScaleVit, MultiScaleVitCfg
+
+    torch.manual_seed(0)
+    cfg = MultiScaleVitCfg(depths=(1, 1, 1, 1), embed_dim=16, num_heads=1)
+    return MultiScaleVit(cfg, img_size=224, num_classes=10).state_dict()
+
+
+def bare_table_sd():
+    return {"pos_embed": torch.randn(1, 17, 8, generator=torch.Generator().manual_seed(0))}
+
+
+def vivit_sd():
+    return vivit(4, (32, 32)).state_dict()
+
+
+def hybrid_sd():
+    return timm_model("vit_tiny_r_s16_p8_224", depth=1).state_dict()
+
+
+MVIT_KEY = "stages.0.blocks.0.attn.rel_pos_h"
+SAM_KEY = "blocks.0.attn.rel_pos_h"
+
+
+def refusal(name, make, kwargs, cli, error, words, cli_words, xfail=""):
+    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
+    return pytest.param(make, kwargs, cli, error, words, cli_words, id=name, marks=marks)
+
+
+# (state dict, library arguments, command-line arguments, error, words of the library message, words of the
+# command-line message): each names the key and the argument that settles it, spelled for its reader
+REFUSALS = [
+    refusal("crossvit_one_grid", crossvit_sd, dict(new_grid=(10, 10)), ["--grid", "10x10"], GeometryError,
+            ["pos_embed_0", "pos_embed_1", "new_grid=(H, W)", "image_size=(H, W)"],
+            ["pos_embed_0", "pos_embed_1", "--grid HxW", "--image-size HxW"]),
+    # the 14-token window equals the 14x14 grid: windowed and global blocks cannot be told apart
+    refusal("sam_window_equals_grid", sam_sd, dict(image_size=(256, 256)), ["--image-size", "256"],
+            AmbiguousGridError, [SAM_KEY, "27 rows", "window"], [SAM_KEY, "27 rows", "window"]),
+    refusal("mvitv2_image_size", mvitv2_sd, dict(image_size=(192, 192)), ["--image-size", "192"],
+            GeometryError, [MVIT_KEY, "MViTv2", "image_size=(192, 192)"],
+            [MVIT_KEY, "MViTv2", "--image-size 192x192"]),
+    refusal("mvitv2_grid", mvitv2_sd, dict(new_grid=(12, 12)), ["--grid", "12"], GeometryError,
+            [MVIT_KEY, "new_grid=(12, 12)"], [MVIT_KEY, "--grid 12x12"]),
+    refusal("no_patch_kernel", bare_table_sd, dict(image_size=(64, 64)), ["--image-size", "64"],
+            GeometryError, ["pos_embed", "patch_size=(P, P)", "image_size=(H, W)"],
+            ["pos_embed", "--patch-size P", "--image-size HxW"]),
+    refusal("frames_below_tubelet", vivit_sd, dict(num_frames=1, old_size=(4, 4)),
+            ["--frames", "1", "--old-size", "4x4"], GeometryError, [TABLE, "num_frames=1", "tubelet of 2"],
+            [TABLE, "--frames 1", "tubelet of 2"]),
+    refusal("hybrid_patch_alone", hybrid_sd, dict(patch_size=(4, 4)), ["--patch-size", "4"], GeometryError,
+            ["pos_embed", "image_size=(H, W)"], ["pos_embed", "--image-size HxW"],
+            xfail="a hybrid's stride-32 grid rule reads as a plain patch grid, so patch_size alone is "
+                  "silently ignored (nothing applied) instead of refused"),
+]
+LIBRARY_SPELLINGS = ("image_size=", "new_grid=", "patch_size=", "num_frames=", "old_size=")
+
+
+@pytest.mark.parametrize("make,kwargs,cli,error,words,cli_words", REFUSALS)
+def test_refusal_names_the_key_and_the_argument(tmp_path, capsys, make, kwargs, cli, error, words,
+                                                 cli_words):
+    sd = make()
+    assert_error_names(lambda: resize_state_dict(sd, **kwargs), error, words)
+    src, out_dir = tmp_path / "model.pth", tmp_path / "out"
+    torch.save(sd, src)
+    assert main(["resize", str(src), *cli, "--out", str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if str(src) in line)
+    for word in cli_words:
+        assert word in line, f"{word!r} not in {line}"
+    assert not any(s in line for s in LIBRARY_SPELLINGS), line
+    assert not (out_dir / src.name).exists()
+
+
+def test_crossvit_image_size_settles_both_branches():
+    sd = crossvit_sd()
+    out, applied = resize_state_dict(sd, image_size=(360, 360))
+    new = timm_model("crossvit_tiny_240", seed=1, img_size=360, **CROSSVIT)
+    grids = {k: v.shape[-2] for k, v in new.state_dict().items() if k.startswith("pos_embed_")}
+    assert {f.key for f in applied} == {"pos_embed_0", "pos_embed_1"}
+    # branch 0: 12x12 patches of the whole image; branch 1: 16x16 patches of the image scaled by 224 / 240
+    assert grids == {"pos_embed_0": 1 + 30 * 30, "pos_embed_1": 1 + 21 * 21}
+    for key, side in (("pos_embed_0", 30), ("pos_embed_1", 21)):
+        want = timm.layers.resample_abs_pos_embed(sd[key], [side, side], num_prefix_tokens=1)
+        torch.testing.assert_close(out[key], want, rtol=0, atol=1e-5)
+    untouched(sd, out, {"pos_embed_0", "pos_embed_1"})
+    new.load_state_dict(out, strict=True)
+    timm_forward(new, (360, 360))
+
+
+def test_bare_table_patch_size_settles_it():
+    sd = bare_table_sd()
+    out, applied = resize_state_dict(sd, image_size=(96, 64), patch_size=(16, 16))
+    assert [f.key for f in applied] == ["pos_embed"]
+    want = timm.layers.resample_abs_pos_embed(sd["pos_embed"], [6, 4], num_prefix_tokens=1)
+    torch.testing.assert_close(out["pos_embed"], want, rtol=0, atol=1e-5)
