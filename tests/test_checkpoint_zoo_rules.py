@@ -299,3 +299,63 @@ def test_bare_table_patch_size_settles_it():
     assert [f.key for f in applied] == ["pos_embed"]
     want = timm.layers.resample_abs_pos_embed(sd["pos_embed"], [6, 4], num_prefix_tokens=1)
     torch.testing.assert_close(out["pos_embed"], want, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ MobileCLIP
+
+APPLE = "image_encoder.model."
+APPLE_TABLE = APPLE + "pos_embed.pos_embed.pos_embed"
+APPLE_TEXT = "text_encoder.positional_embedding.pos_embed.pos_embed"
+# timm name -> Apple's, the inverse of timm's vision_transformer_hybrid._convert_mobileclip, applied in order
+TO_APPLE = (("patch_embed.backbone.", "patch_emb."), (".conv.", ".block.conv."), (".bn.", ".block.norm."),
+            ("blocks.", "transformer."), ("norm1", "pre_norm_mha.0"),
+            ("attn.qkv.", "pre_norm_mha.1.qkv_proj."), ("attn.proj.", "pre_norm_mha.1.out_proj."),
+            ("norm2", "pre_norm_ffn.0"), ("mlp.fc1", "pre_norm_ffn.1"), ("mlp.fc2", "pre_norm_ffn.4"))
+
+
+def apple_layout(sd, text_rows=77):
+    """A timm vit_base_mci_224 state dict written as Apple's MobileCLIP checkpoint (image tower under
+    image_encoder.model., the table [1, 1, N, C], the head as classifier.proj) plus a text table."""
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("head."):
+            continue
+        name = "post_transformer_norm." + key[len("norm."):] if key.startswith("norm.") else key
+        for old, new in TO_APPLE:
+            name = name.replace(old, new)
+        if key == "pos_embed":
+            name, value = "pos_embed.pos_embed.pos_embed", value[None]
+        out[APPLE + name] = value
+    out[APPLE + "classifier.proj"] = sd["head.weight"].T
+    c = sd["pos_embed"].shape[-1]
+    out[APPLE_TEXT] = torch.randn(1, 1, text_rows, c, generator=torch.Generator().manual_seed(2))
+    return out
+
+
+def test_mobileclip_apple_layout_matches_timm_conversion():
+    from timm.models import vision_transformer_hybrid as hybrid
+
+    old = timm_model("vit_base_mci_224", depth=1)
+    sd = old.state_dict()
+    apple = apple_layout(sd)
+    # the layout is what timm reads: its converter gives back the timm dict
+    back = hybrid._convert_mobileclip(apple, old)
+    assert set(back) == set(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd if k != "head.bias")
+    out, applied = resize_state_dict(apple, image_size=(160, 224))
+    assert [(f.key, f.action) for f in applied] == [(APPLE_TABLE, "resample")]
+    f = applied[0]
+    # conv stem of kernels 4, 2, 2 (stride = kernel): a 16-pixel grid, no prefix rows (no_embed_class)
+    assert (f.family, f.old_grid, f.num_prefix_tokens) == ("mobileclip", (14, 14), 0)
+    assert out[APPLE_TABLE].shape == (1, 1, 10 * 14, 768)
+    untouched(apple, out, {APPLE_TABLE})
+    assert out[APPLE_TEXT] is apple[APPLE_TEXT]  # the text table is left alone
+    new = timm_model("vit_base_mci_224", seed=1, depth=1, img_size=(160, 224))
+    converted = hybrid.checkpoint_filter_fn(out, new)
+    new.load_state_dict(converted, strict=True)
+    timm_forward(new, (160, 224))
+    # timm's own path: its filter converts the native Apple dict and resamples pos_embed for the new model
+    reference = hybrid.checkpoint_filter_fn(apple, new)
+    assert reference["pos_embed"].shape == converted["pos_embed"].shape == (1, 140, 768)
+    torch.testing.assert_close(converted["pos_embed"], reference["pos_embed"], rtol=0, atol=1e-5)
+    assert all(torch.equal(converted[k], reference[k]) for k in reference if k != "pos_embed")
