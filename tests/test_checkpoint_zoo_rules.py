@@ -19,6 +19,7 @@ import torch.nn.functional as F  # noqa: E402
 from posext.checkpoint import resize_state_dict  # noqa: E402
 from posext.checkpoint.geometry import GeometryError  # noqa: E402
 from posext.checkpoint.grid import AmbiguousGridError  # noqa: E402
+from posext.checkpoint.reporting import failure_reason  # noqa: E402
 from posext.cli import main  # noqa: E402
 from tests.conftest import assert_error_names  # noqa: E402
 
@@ -266,6 +267,11 @@ def test_refusal_names_the_key_and_the_argument(tmp_path, capsys, make, kwargs, 
                                                  cli_words):
     sd = make()
     assert_error_names(lambda: resize_state_dict(sd, **kwargs), error, words)
+    with pytest.raises(error) as info:
+        resize_state_dict(sd, **kwargs)
+    reason = failure_reason(info.value)  # what the command line prints: the flags, on one line
+    assert reason == " ".join(info.value.render("cli").split())
+    assert all(word in reason for word in cli_words), reason
     src, out_dir = tmp_path / "model.pth", tmp_path / "out"
     torch.save(sd, src)
     assert main(["resize", str(src), *cli, "--out", str(out_dir)]) == 1
