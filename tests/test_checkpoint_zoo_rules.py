@@ -255,9 +255,7 @@ REFUSALS = [
             ["--frames", "1", "--old-size", "4x4"], GeometryError, [TABLE, "num_frames=1", "tubelet of 2"],
             [TABLE, "--frames 1", "tubelet of 2"]),
     refusal("hybrid_patch_alone", hybrid_sd, dict(patch_size=(4, 4)), ["--patch-size", "4"], GeometryError,
-            ["pos_embed", "image_size=(H, W)"], ["pos_embed", "--image-size HxW"],
-            xfail="a hybrid's stride-32 grid rule reads as a plain patch grid, so patch_size alone is "
-                  "silently ignored (nothing applied) instead of refused"),
+            ["pos_embed", "image_size=(H, W)"], ["pos_embed", "--image-size HxW"]),
 ]
 LIBRARY_SPELLINGS = ("image_size=", "new_grid=", "patch_size=", "num_frames=", "old_size=")
 
@@ -395,8 +393,6 @@ def _folder_with_config(root):
     return found[0]
 
 
-@pytest.mark.xfail(strict=True, reason="posext resize does not yet treat a save_pretrained folder as one "
-                                       "model: only its weight file is written, without config.json")
 def test_hf_folder_image_size_command_line(tmp_path):
     src, out_dir = tmp_path / "vit", tmp_path / "out"
     old = hf_model("ViTModel", "ViTConfig", image_size=32, patch_size=8, **HF_TINY)
@@ -441,7 +437,7 @@ def test_inspect_report_beit_rel_pos_and_pit_nchw(inspected):
     assert table["action"] == "resize_rel_pos_bias" and table["family"] == "beit"
     assert tuple(table["old_grid"]) == tuple(beit.patch_embed.grid_size) == (14, 14)
     assert table["shape"] == [27 * 27 + 3, 2] and table["params"]["extra"] == 3
-    assert "patch_embed.proj.weight" in table["rule"]["source"]
+    assert "patch_embed.proj.weight" in table["grid_from"]
     kernel = rows["beit.pth"]["patch_embed.proj.weight"]
     assert (kernel["action"], kernel["old_grid"]) == ("resize_patch_embed", [16, 16])
     pos = rows["pit.pth"]["pos_embed"]
@@ -449,11 +445,9 @@ def test_inspect_report_beit_rel_pos_and_pit_nchw(inspected):
         grid = pit.patch_embed(torch.zeros(1, 3, 224, 224)).shape[-2:]  # PiT's overlapping patches
     assert (pos["action"], pos["layout"], pos["family"]) == ("resample", "nchw", "pit")
     assert tuple(pos["old_grid"]) == tuple(grid) == (27, 27) and pos["shape"] == list(pit.pos_embed.shape)
-    assert "patch_embed.conv.weight" in pos["rule"]["source"] and "stride 8x8" in pos["rule"]["source"]
+    assert "patch_embed.conv.weight" in pos["grid_from"] and "stride 8x8" in pos["grid_from"]
 
 
-@pytest.mark.xfail(strict=True, reason="inspect's --json rows are the Finding fields (the rule as a nested "
-                                       "dict), not Finding.row() as in resize's report: no grid_from")
 def test_inspect_report_names_grid_from_as_resize_does(inspected):
     rows, _, _ = inspected
     assert "patch_embed.proj.weight" in rows["beit.pth"][BEIT_TABLE]["grid_from"]

@@ -171,12 +171,13 @@ def resize_file(path, output, target, options):
             raise CheckpointError("the output would overwrite the input; pass --in-place to allow that")
         ckpt = load_checkpoint(path, unsafe_pickle=options["unsafe_pickle"])
         device = torch.device(options["device"])
-        new_states, old_shapes = {}, set()
+        new_states, old_shapes, found = {}, set(), 0
         for wrapper, state in ckpt.state_dicts.items():
             plan = plan_resize(state, **target, mode=options["mode"], antialias=options["antialias"],
                                old_size=options["old_size"], num_prefix_tokens=options["num_prefix_tokens"],
                                sincos=options["sincos"])
             check_memory(state, plan)
+            found += sum(f.action != "skip" for f in plan.findings)
             keys = set(plan.changes)
             staged = {k: (v.to(device) if k in keys else v) for k, v in state.items()}
             resized, applied = plan.apply(staged)
@@ -188,7 +189,8 @@ def resize_file(path, output, target, options):
                 report["findings"].append({"wrapper": wrapper, "old_shape": list(state[f.key].shape),
                                            "new_shape": new_shape, **f.row()})
         if not report["findings"]:
-            report.update(status="skipped", reason="no position embedding found")
+            report.update(status="skipped", reason="no position embedding found" if not found else
+                          "nothing to change: every grid-dependent tensor already has its new size")
             return report
         new = replace_state_dicts(ckpt, new_states)
         report["removed"] = drop_grid_dependent_optimizer_state(new.container, old_shapes,

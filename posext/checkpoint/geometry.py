@@ -138,6 +138,10 @@ def new_grid(key: str, rule: Optional[GridRule], old_grid: Pair, target: Target)
         raise GeometryError(f"{key}: no patch-embedding kernel tells the patch size of this "
                             f"{old_grid[0]}x{old_grid[1]} grid; pass ", arg("patch_size"), " with ",
                             arg("image_size"), ", or ", arg("new_grid"), key=key)
+    if patch is not None and rule.patch_key is None:
+        raise GeometryError(f"{key}: its grid does not come from a patch-embedding kernel ({rule.source}), so ",
+                            arg("patch_size", patch), " cannot change it; keep the patch size and pass ",
+                            arg("image_size"), " alone", key=key)
     if image is None:
         image = image_of(rule, old_grid)
         if image is None:
