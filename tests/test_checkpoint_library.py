@@ -22,8 +22,8 @@ from posext.checkpoint import AmbiguousGridError, Finding, find_position_embeddi
 from posext.compat.mae import get_2d_sincos_pos_embed
 from tests.conftest import assert_error_names
 
-ACTED = ("resample", "regenerate_sincos", "regenerate_position_ids", "drop", "resize_rel_pos", "resize_rel_pos_bias",
-         "regenerate_rel_pos_index", "resize_patch_embed")
+ACTED = ("resample", "regenerate_sincos", "regenerate_position_ids", "drop", "resize_rel_pos",
+         "resize_rel_pos_bias", "regenerate_rel_pos_index", "resize_patch_embed")
 
 
 def grid_of(img, patch):
@@ -190,7 +190,8 @@ def test_samvit_nhwc_table_windowed_rel_pos_kept_global_rel_pos_resized():
     out, _ = check_resize(sd, (6, 6), {"pos_embed": want})
     load_and_run(new, out, 96)
     # a global-attention block's rel_pos spans the grid: 2*4-1 rows -> 2*6-1, linearly as SAM's get_rel_pos
-    glob, glob_new = timm_pair("samvit_base_patch16", 64, 96, global_attn_indexes=(1,), **{**kwargs, "depth": 2})
+    glob, glob_new = timm_pair("samvit_base_patch16", 64, 96, global_attn_indexes=(1,),
+                               **{**kwargs, "depth": 2})
     gsd = {"image_encoder." + k: v for k, v in glob.state_dict().items()}
     gsd["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.randn(2, 8)
     found = findings_by_key(gsd)
@@ -203,11 +204,12 @@ def test_samvit_nhwc_table_windowed_rel_pos_kept_global_rel_pos_resized():
         return torch.nn.functional.interpolate(rel_pos.T[None], size=n, mode="linear")[0].T
 
     expected = {"image_encoder.pos_embed": expected_resample(gsd["image_encoder.pos_embed"], (6, 6), 0)}
-    expected.update({f"image_encoder.blocks.1.attn.rel_pos_{a}": linear(gsd[f"image_encoder.blocks.1.attn.rel_pos_{a}"],
-                                                                        11) for a in "hw"})
+    for axis in "hw":
+        key = f"image_encoder.blocks.1.attn.rel_pos_{axis}"
+        expected[key] = linear(gsd[key], 11)
     out, _ = check_resize(gsd, (6, 6), expected)
-    load_and_run(glob_new, {k[len("image_encoder."):]: v for k, v in out.items() if k.startswith("image_encoder.")},
-                 96)
+    encoder = {k[len("image_encoder."):]: v for k, v in out.items() if k.startswith("image_encoder.")}
+    load_and_run(glob_new, encoder, 96)
 
 
 def test_naflexvit_nhwc():

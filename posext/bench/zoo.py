@@ -70,9 +70,9 @@ def _row(name, kwargs, new, patch, repeats):
     expected = target.state_dict()
     if any(k not in ref or ref[k].shape != v.shape for k, v in expected.items()):
         return row  # timm's filter does not resize these tensors: no baseline
-    row.update(timm_ms=1e3 * timm_s, ratio=posext_s / timm_s,
-               max_diff=max(((out[k].float() - ref[k].float()).abs().max().item()
-                             for k in expected if out[k].is_floating_point() and out[k].numel()), default=0.0))
+    diffs = [(out[k].float() - ref[k].float()).abs().max().item()
+             for k in expected if out[k].is_floating_point() and out[k].numel()]
+    row.update(timm_ms=1e3 * timm_s, ratio=posext_s / timm_s, max_diff=max(diffs, default=0.0))
     return row
 
 
@@ -107,8 +107,8 @@ def summary(rows):
                    f"{max(r['max_diff'] for r in timed):.1e}.")
     alone = [r["arch"] for r in rows if r["ratio"] is None]
     if alone:
-        out.append(f"No timm filter resizes {', '.join(alone)}: posext's result loads strictly into the model "
-                   f"built at the new size.")
+        out.append(f"No timm filter resizes {', '.join(alone)}: posext's result loads strictly into the "
+                   f"model built at the new size.")
     return out
 
 

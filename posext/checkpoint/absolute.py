@@ -39,7 +39,8 @@ def family_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -
         return _crossvit(d, k, t, args)
     if last == "patch_pos" and d.get(k.sibling(1, "pixel_pos")) is not None:
         return _tnt(d, k, t, args)
-    if norm[-2:] == ("embeddings", "position_embeddings") and d.get(k.sibling(1, "detection_tokens")) is not None:
+    detections = d.get(k.sibling(1, "detection_tokens"))
+    if norm[-2:] == ("embeddings", "position_embeddings") and detections is not None:
         return _yolos(d, k, t, k.sibling(1, "detection_tokens"), args)
     if last == "mid_position_embeddings":  # encoder.[interpolation.]mid_position_embeddings (files drop the
         for drop in (2, 3):                 # module name the model has)
@@ -62,10 +63,11 @@ def family_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -
 def _pit(d, k, t, args):
     kernel, _ = kernel_size(d, k.sibling(1, "patch_embed.conv.weight"))
     stride = (kernel[0] // 2, kernel[1] // 2)
-    rule = GridRule((Step(kernel, stride),), f"PiT patch embedding {k.sibling(1, 'patch_embed.conv.weight')}: "
-                                             f"kernel {fmt_grid(kernel)}, stride {fmt_grid(stride)}")
-    return grid_finding(d, k, t, "pit", (0,), "PiT adds the table to the patch grid only", "PiT pos_embed", *args,
-                        layout="nchw", rule=rule)
+    conv = k.sibling(1, "patch_embed.conv.weight")
+    rule = GridRule((Step(kernel, stride),), f"PiT patch embedding {conv}: kernel {fmt_grid(kernel)}, "
+                                             f"stride {fmt_grid(stride)}")
+    return grid_finding(d, k, t, "pit", (0,), "PiT adds the table to the patch grid only", "PiT pos_embed",
+                        *args, layout="nchw", rule=rule)
 
 
 def _crossvit(d, k, t, args):
@@ -88,8 +90,8 @@ def _crossvit(d, k, t, args):
     pixels, kernel = seen[branch]
     scale = 1.0 if pixels == image else pixels / image
     step = Step(kernel, kernel, scale=scale)
-    source = f"CrossViT branch {branch}: patch {fmt_grid(kernel)}" + (f" on the image scaled by {pixels}/{image}"
-                                                                     if scale != 1.0 else "")
+    scaled = f" on the image scaled by {pixels}/{image}" if scale != 1.0 else ""
+    source = f"CrossViT branch {branch}: patch {fmt_grid(kernel)}{scaled}"
     rule = GridRule((step,), source, patch_key=k.prefix(1) + f"patch_embed.{branch}.proj.weight"
                     if scale == 1.0 else None)
     return grid_finding(d, k, t, "crossvit", (1,), f"CrossViT branch {branch} stores its cls row",
@@ -107,10 +109,10 @@ def _tnt(d, k, t, args):
 def _yolos(d, k, t, detection_key, args):
     detections = int(d.get(detection_key).shape[-2])
     what = "YOLOS " + ".".join(k.norm[-2:])
-    return grid_finding(d, k, t, "hf-yolos", (1,), f"YOLOS stores the cls row, the grid, then the {detections} "
-                        f"detection-token rows ({detection_key})", what, *args, layout="tokens",
-                        num_suffix_tokens=detections, rule=kernel_rule(d, detection_key.rsplit(".", 1)[0]
-                                                                       + ".patch_embeddings.projection.weight"))
+    kernel = detection_key.rsplit(".", 1)[0] + ".patch_embeddings.projection.weight"
+    return grid_finding(d, k, t, "hf-yolos", (1,), f"YOLOS stores the cls row, the grid, then the "
+                        f"{detections} detection-token rows ({detection_key})", what, *args, layout="tokens",
+                        num_suffix_tokens=detections, rule=kernel_rule(d, kernel))
 
 
 def _blip(d, k, t, args):
@@ -133,7 +135,8 @@ def _mobileclip(d, k, t, args):
     if kernels:
         total = (math.prod(kk[0] for kk in kernels), math.prod(kk[1] for kk in kernels))
         rule = GridRule((patch_step(total),), f"MobileCLIP conv stem {stem}* (kernels "
-                                              f"{', '.join(map(fmt_grid, kernels))}): stride {fmt_grid(total)}")
+                                              f"{', '.join(map(fmt_grid, kernels))}): "
+                                              f"stride {fmt_grid(total)}")
     cls = d.get(k.sibling(3, "cls_token")) is not None
     return grid_finding(d, k, t, "mobileclip", (0, 1) if cls else (0,),
                         "MobileCLIP [1, 1, P+N, C] table", "MobileCLIP pos_embed", *args, layout="tokens",

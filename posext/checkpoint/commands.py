@@ -83,8 +83,8 @@ def add_parsers(sub) -> None:
     resize = sub.add_parser("resize", help="resize the position embeddings of checkpoint files to a new grid")
     resize.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
     target = resize.add_mutually_exclusive_group()
-    target.add_argument("--grid", type=grid_size, help="new patch grid, N or HxW (H*W at most 4096*4096), for "
-                                                       "every table")
+    target.add_argument("--grid", type=grid_size,
+                        help="new patch grid, N or HxW (H*W at most 4096*4096), for every table")
     target.add_argument("--image-size", type=size_pair,
                         help="new image size S or HxW: each tensor's grid follows from its own patch "
                              "embedding (or its family's rule)")

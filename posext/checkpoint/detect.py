@@ -1,17 +1,23 @@
-"""Find the grid-shaped position embeddings of a flat state dict, with their layout, prefix rows and grid.
+"""Find every grid-dependent tensor of a flat state dict, with its layout, prefix rows, grid and rule.
 
-What this relies on (where each family stores its tables, the prefix-row rules, the layouts and the tables
-that are never touched) is written down in the repository's ``docs/checkpoints.md``. In short:
+What this relies on (where each family stores its tensors, the prefix-row rules, the layouts, the rules
+that give each tensor's grid, and what is never touched) is written down in the repository's
+``docs/checkpoints.md``. In short, in the order the detector applies them:
 
-* Tables are recognised by their key: timm-style ``pos_embed`` (also NHWC for SAM / NaFlex), MAE
-  ``decoder_pos_embed``, open_clip / OpenAI CLIP ``visual.positional_embedding``, open_clip timm towers
-  ``visual.trunk.pos_embed``, HF ``embeddings.position_embeddings`` and ``vision_model.embeddings.
-  position_embedding.weight``, big_vision / vision_transformer ``.npz`` keys (``families.py``).
+* Absolute tables by their key: timm-style ``pos_embed`` (NHWC for SAM), MAE ``decoder_pos_embed``,
+  open_clip / OpenAI CLIP ``visual.positional_embedding``, HF ``embeddings.position_embeddings`` and
+  ``vision_model.embeddings.position_embedding.weight``, big_vision / vision_transformer ``.npz`` keys
+  (``families.py``), and the families with their own layouts: video tables (``video.py``), multi-stage
+  tables (``hierarchical.py``), PiT, CrossViT, TNT, YOLOS, BLIP, MobileCLIP (``absolute.py``).
 * P (rows stored in front of the grid) comes from family evidence first, then the square rule; explicit
   ``old_size`` / ``num_prefix_tokens`` override; anything still undecidable raises
-  :class:`AmbiguousGridError` (``grid.py``).
-* Text tables, SAM's prompt-encoder matrix and relative-position tables are reported with action ``"skip"``
-  and never resized (``families.NEVER_RESIZED``).
+  :class:`AmbiguousGridError` (``grid.py``). Each table's image -> grid rule comes from the patch-embedding
+  kernel beside it (``patches.py``) unless its family sets one.
+* Relative-position tensors, attention biases and index buffers next (``relative.py``), then stale HF
+  ``position_ids``, persisted RoPE buffers and the patch-embedding kernels themselves.
+* Text tables, SAM's prompt-encoder matrix and tables the model resizes at run time get action ``"skip"``
+  (``families.NEVER_RESIZED`` and the family rules); tensors whose size posext does not decide get
+  ``"unsupported"`` and are refused when the image size changes.
 """
 from typing import Dict, List, Mapping, Optional
 
@@ -90,9 +96,11 @@ def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens
             return skip(k.raw, "qwen-vl", "Qwen-VL-style vision table (encoder.pos_embed beside "
                                           "encoder.patch_embed): a fixed grid the model interpolates to each "
                                           "image's grid at run time; left alone")
-        if t.dim() == 4 and any(d.get(k.sibling(1, n)) is not None for n in ("pos_embed_win", "pos_embed_window")):
+        if t.dim() == 4 and any(d.get(k.sibling(1, n)) is not None
+                                for n in ("pos_embed_win", "pos_embed_window")):
             return skip(k.raw, "hiera", "Hiera / SAM2 background table [1, C, h, w] beside a window table: a "
-                                        "fixed size the model interpolates to its grid at run time; left alone")
+                                        "fixed size the model interpolates to its grid at run time; left "
+                                        "alone")
         if family == "timm-vit" and t.dim() == 4 and any(p in norm
                                                          for p in ("image_encoder", "vision_encoder")):
             family = "sam"

@@ -78,7 +78,8 @@ def grid_finding(d: StateView, k: Key, t: torch.Tensor, family: str, candidates,
                                     prefix_arg(num_prefix_tokens), key=k.raw)
         shape = "NHWC [1, H, W, C]" if layout == "nhwc" else "NCHW [1, C, H, W]"
         return Finding(k.raw, "resample", layout, grid, 0, family,
-                       f"{what}: {shape} table, grid {fmt_grid(grid)} from its shape, no prefix rows", rule=rule)
+                       f"{what}: {shape} table, grid {fmt_grid(grid)} from its shape, no prefix rows",
+                       rule=rule)
     rows = int(t.shape[-2]) - num_suffix_tokens
     p, grid, how = decide_grid(k.raw, t, rows, candidates, evidence, old_size, num_prefix_tokens)
     values = d.values(k.raw)

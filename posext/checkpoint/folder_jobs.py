@@ -78,7 +78,8 @@ def resize_hf_folder(path, output, target, options):
                 report["findings"].extend(_rows([c.finding for c in plan.changes.values()], old_shapes, {}))
             report["status"] = "dry-run"
         else:
-            result = resize_folder(path, output, plan_fn, image_size=image, patch_size=patch, num_frames=frames)
+            result = resize_folder(path, output, plan_fn, image_size=image, patch_size=patch,
+                                   num_frames=frames)
             report["findings"] = _rows(result.applied, old_shapes, _shapes(output))
             report["removed"] = list(result.dropped)
             report["bytes"] = sum(os.path.getsize(os.path.join(root, name))

@@ -139,7 +139,8 @@ def new_grid(key: str, rule: Optional[GridRule], old_grid: Pair, target: Target)
                             f"{old_grid[0]}x{old_grid[1]} grid; pass ", arg("patch_size"), " with ",
                             arg("image_size"), ", or ", arg("new_grid"), key=key)
     if patch is not None and rule.patch_key is None:
-        raise GeometryError(f"{key}: its grid does not come from a patch-embedding kernel ({rule.source}), so ",
+        raise GeometryError(f"{key}: its grid does not come from a patch-embedding kernel ({rule.source}), "
+                            f"so ",
                             arg("patch_size", patch), " cannot change it; keep the patch size and pass ",
                             arg("image_size"), " alone", key=key)
     if image is None:

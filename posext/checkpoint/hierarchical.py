@@ -31,7 +31,8 @@ STEM7_S2 = Step((7, 7), (2, 2), (3, 3))
 GCVIT_WINDOW_RATIOS = (32, 32, 16, 32)
 
 _LEVIT = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.attn|downsample\.attn_downsample)\.attention_biases$")
-_EFFICIENTFORMER_V2 = re.compile(r"stages\.(\d+)\.(blocks\.\d+\.token_mixer|downsample\.attn)\.attention_biases$")
+_EFFICIENTFORMER_V2 = re.compile(
+    r"stages\.(\d+)\.(blocks\.\d+\.token_mixer|downsample\.attn)\.attention_biases$")
 _EFFICIENTVIT = re.compile(r"stages\.(\d+)\.blocks\.\d+\.mixer\.m\.attn\.attention_biases$")
 _MVIT = re.compile(r"stages\.\d+\.blocks\.\d+\.attn\.rel_pos_[hw]$")
 EFFICIENTVIT_WINDOW = 7
@@ -54,8 +55,9 @@ def attention_bias_finding(d: StateView, k: Key, t) -> Optional[Finding]:
     if vit_msra:
         stage = int(vit_msra.group(1))
         steps = (patch_step((16, 16)),) + (SUBSAMPLE,) * stage
-        family, source = "efficientvit_msra", (f"EfficientViT-MSRA stage {stage}: window = min({EFFICIENTVIT_WINDOW}, "
-                                               f"feature map of the image's smaller side / {16 * 2 ** stage})")
+        family = "efficientvit_msra"
+        source = (f"EfficientViT-MSRA stage {stage}: window = min({EFFICIENTVIT_WINDOW}, feature map of the "
+                  f"image's smaller side / {16 * 2 ** stage})")
         cap, square = EFFICIENTVIT_WINDOW, True
     elif levit and d.get(k.raw[:len(k.raw) - len(levit.group(0))] + "stem.conv4.linear.weight") is not None:
         stage, downsample = int(levit.group(1)), levit.group(2).startswith("downsample")
@@ -67,12 +69,13 @@ def attention_bias_finding(d: StateView, k: Key, t) -> Optional[Finding]:
         family, source = "efficientformer_v2", f"EfficientFormerV2 stage {stage} attention at image / " \
                                                f"{16 if downsample else 32}"
     else:
-        return skip(k.raw, "levit-style", f"attention_biases {tuple(t.shape)} of a family whose resolution per "
-                                          f"stage is not known here (a window, or a fixed size); left alone")
+        return skip(k.raw, "levit-style", f"attention_biases {tuple(t.shape)} of a family whose resolution "
+                                          f"per stage is not known here (a window, or a fixed size); left "
+                                          f"alone")
     side = _square_side(int(t.shape[1]))
     if side is None:
-        return skip(k.raw, family, f"attention_biases {tuple(t.shape)}: the stored resolution is not square, so "
-                                   f"it cannot be read from the shape; left alone")
+        return skip(k.raw, family, f"attention_biases {tuple(t.shape)}: the stored resolution is not square, "
+                                   f"so it cannot be read from the shape; left alone")
     return Finding(k.raw, "resize_attention_biases", "other", (side, side), 0, family,
                    f"{family} attention_biases [heads, r*r] over the {side}x{side} stage resolution: resized "
                    f"bicubically (antialiased) over the (|dy|, |dx|) offset grid",
@@ -87,11 +90,13 @@ def unsupported_finding(d: StateView, k: Key, t) -> Optional[Finding]:
     if _MVIT.search(rel) and d.has_under(k.prefix(4), "pool_q"):
         family, what = "mvitv2", "MViTv2 rel_pos table (its size follows each block's pooling strides)"
     elif re.search(r"self_attn\.(pos_embed\.(height|width)_rel|pos_emb)$", rel):
-        family, what = "byobnet", "BoTNet / Lambda-ResNet relative table (its size follows each block's stride)"
+        family = "byobnet"
+        what = "BoTNet / Lambda-ResNet relative table (its size follows each block's stride)"
     else:
         return None
     return Finding(k.raw, "unsupported", "other", None, 0, family,
-                   f"{what}: not resized by posext; timm's own checkpoint filter or model code must rebuild it")
+                   f"{what}: not resized by posext; timm's own checkpoint filter or model code must rebuild "
+                   f"it")
 
 
 def stage_window_finding(d: StateView, k: Key, t) -> Optional[Finding]:
@@ -109,7 +114,8 @@ def stage_window_finding(d: StateView, k: Key, t) -> Optional[Finding]:
         if stage >= len(GCVIT_WINDOW_RATIOS):
             return None
         ratio = GCVIT_WINDOW_RATIOS[stage]
-        rule = GridRule((Step((ratio, ratio), (ratio, ratio)),), f"GCViT stage {stage}: window = image / {ratio}")
+        rule = GridRule((Step((ratio, ratio), (ratio, ratio)),),
+                        f"GCViT stage {stage}: window = image / {ratio}")
         family, what = "gcvit", f"GCViT stage {stage} window (image / {ratio})"
     else:
         rule = GridRule((CONV3_S2,) * (stage + 2), f"CoAtNet stage {stage}: window = feature map, image / "
@@ -141,9 +147,9 @@ def swin_window_finding(d: StateView, k: Key, t, patch: Optional[GridRule]) -> O
                     f"{patch.steps[0].kernel[0] * 2 ** stage}) per axis", patch_key=patch.patch_key,
                     cap=window)
     return Finding(k.raw, "resize_rel_pos_bias", "other", (window, window), 0, "swin",
-                   f"Swin stage {stage} window table [(2w-1)^2, heads] of a {window}x{window} window: resized "
-                   f"only where the new feature map is smaller than the window (geometric offsets, as timm's "
-                   f"Swin filter)", rule=rule,
+                   f"Swin stage {stage} window table [(2w-1)^2, heads] of a {window}x{window} window: "
+                   f"resized only where the new feature map is smaller than the window (geometric offsets, "
+                   f"as timm's Swin filter)", rule=rule,
                    params={"extra": 0, "table_layout": "rows", "method": "geometric", "window": True})
 
 
@@ -175,8 +181,8 @@ def stage_table_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) ->
             return None
         rule = GridRule((STEM7_S2, patch_step(proj[0]), patch_step((2, 2))),
                         f"VOLO: 7x7 stride-2 stem, {fmt_grid(proj[0])} patches, stride-2 merge")
-        return grid_finding(d, k, t, "volo", (0,), "VOLO's NHWC table", "VOLO pos_embed", *args, allow_nhwc=True,
-                            rule=rule)
+        return grid_finding(d, k, t, "volo", (0,), "VOLO's NHWC table", "VOLO pos_embed", *args,
+                            allow_nhwc=True, rule=rule)
     m = re.fullmatch(r"levels\.(\d+)\.pos_embed", ".".join(k.norm[-3:]))
     if m and t.dim() == 4:
         return _nest(d, k, t, int(m.group(1)))
@@ -188,8 +194,8 @@ def _nest(d, k, t, level):
     per_side, side = _square_side(blocks), _square_side(tokens)
     patch = kernel_size(d, k.sibling(3, "patch_embed.proj.weight"))
     if per_side is None or side is None or patch is None:
-        return skip(k.raw, "nest", f"NesT pos_embed {tuple(t.shape)} with no square blocks or patch embedding; "
-                                   f"left alone")
+        return skip(k.raw, "nest", f"NesT pos_embed {tuple(t.shape)} with no square blocks or patch "
+                                   f"embedding; left alone")
     grid = (per_side * side,) * 2
     rule = GridRule((patch_step(patch[0]),) + (CONV3_S2,) * level,
                     f"NesT level {level}: {fmt_grid(patch[0])} patches, then {level} stride-2 pools")

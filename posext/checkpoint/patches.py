@@ -20,8 +20,9 @@ from .families import Key, StateView
 from .geometry import GridRule, Step, patch_step
 
 # Where each layout keeps the patch-embedding kernel, relative to the table's prefix.
-PATCH_KERNEL_NAMES = ("patch_embed.proj.weight", "patch_embeddings.projection.weight", "patch_embedding.weight",
-                      "patch_embed.projection.weight", "conv1.weight", "embedding/kernel")
+PATCH_KERNEL_NAMES = ("patch_embed.proj.weight", "patch_embeddings.projection.weight",
+                      "patch_embedding.weight", "patch_embed.projection.weight", "conv1.weight",
+                      "embedding/kernel")
 # The names trusted when the kernel is not beside the table (``conv1`` is too common a name for that).
 LONE_KERNEL_NAMES = tuple(n for n in PATCH_KERNEL_NAMES if n != "conv1.weight")
 OVERLAPPING_STEM = Step((7, 7), (4, 4), (3, 3))
@@ -57,7 +58,7 @@ def backbone_stride(d: StateView, prefix: str) -> Optional[Tuple[int, str]]:
         return 2 * 2 ** _stage_count(keys, r"^stages\.(\d+)\.") * 2, "ViTamin conv stem"
     if has("stem.conv.weight") or has("conv.weight"):
         n = _stage_count(keys, r"^stages\.(\d+)\.")
-        return 4 * 2 ** max(n - 1, 0), f"ResNetV2 backbone ({n} stages)"
+        return 4 * 2 ** max(n - 1, 0), f"ResNetV2 backbone ({n} stages)" if n else "ResNetV2 stem"
     if has("bit.embedder.convolution.weight"):
         n = _stage_count(keys, r"^bit\.encoder\.stages\.(\d+)\.")
         return 4 * 2 ** max(n - 1, 0), f"BiT backbone ({n} stages)"
@@ -81,7 +82,8 @@ def kernel_rule(d: StateView, key: str) -> Optional[GridRule]:
     return GridRule((patch_step(kernel),), what, patch_key=key)
 
 
-def sibling_rule(d: StateView, k: Key, drop: int, names: Sequence[str] = PATCH_KERNEL_NAMES) -> Optional[GridRule]:
+def sibling_rule(d: StateView, k: Key, drop: int,
+                 names: Sequence[str] = PATCH_KERNEL_NAMES) -> Optional[GridRule]:
     """The rule from a patch-embedding kernel next to the table (the prefix of its last ``drop`` parts),
     with a hybrid backbone's stride in front when one sits beside the projection (or instead of it)."""
     for name in names:

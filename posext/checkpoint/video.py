@@ -3,7 +3,7 @@
 * A table beside a Conv3d patch embedding (``[C, 3, t, p_h, p_w]``: HF ViViT ``embeddings.
   position_embeddings``, timm-style ``pos_embed`` of VideoMAE-like models) stores P + T' x H x W rows,
   frame-major, T' = frames / t. The split of T' x H x W is not in the shape, so ``old_size=(H, W)``
-  (``--old-size``) settles it unless T' = 1; the table is resampled separably (space per frame, then time
+  (``--old-size``; for a Hugging Face folder, its ``config.json``) settles it; the table is resampled separably (space per frame, then time
   linearly) to (num_frames / t, new grid).
 * TimeSformer ``embeddings.time_embeddings`` ``[1, T, C]``: one row per frame, resampled over T with
   nearest neighbours, as its model does at run time when the frame count differs.
@@ -46,13 +46,14 @@ def video_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -> Optio
     rows = int(t.shape[-2]) - p
     if old_size is None:
         raise AmbiguousGridError(f"{k.raw}: a video table of {rows} grid rows behind the tubelet embedding "
-                                 f"{kernel_key} (t={tubelet}) holds T' x H x W tokens, and the shape does not "
-                                 f"tell T' from H x W; pass ", old_size_arg(), " (the frame grid)", key=k.raw,
-                                 num_tokens=rows)
+                                 f"{kernel_key} (t={tubelet}) holds T' x H x W tokens, and the shape does "
+                                 f"not tell T' from H x W; pass ", old_size_arg(), " (the frame grid)",
+                                 key=k.raw, num_tokens=rows)
     cells = old_size[0] * old_size[1]
     if rows <= 0 or rows % cells:
-        raise GridArgumentError(f"{k.raw}: ", old_size_arg(old_size), f" does not divide the {rows} grid rows "
-                                f"of shape {tuple(t.shape)} (", prefix_arg(p), ")", key=k.raw, num_tokens=rows)
+        raise GridArgumentError(f"{k.raw}: ", old_size_arg(old_size), f" does not divide the {rows} grid "
+                                f"rows of shape {tuple(t.shape)} (", prefix_arg(p), ")", key=k.raw,
+                                num_tokens=rows)
     if not t.is_floating_point():
         return skip(k.raw, "video", f"video table of dtype {t.dtype}: not a floating table, left alone")
     frames = rows // cells

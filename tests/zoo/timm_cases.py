@@ -4,9 +4,9 @@ Each case names a timm model, the keyword arguments that keep it small (fewer bl
 grid-dependent tables than the family has kinds of), the image size its checkpoint is built at
 (``native``; ``None`` = the model's default input size) and the new image size ``new`` = ``(H, W)`` the
 checkpoint is resized to. ``new`` is non-square unless the architecture only accepts square inputs
-(``square_only=True``). ``refused`` names a key posext must refuse to resize (its size is not decided by
-posext's rules), with an error naming that key. ``control=True`` marks families whose state dict has no grid-dependent tensor
-(position information from convolutions or computed at run time): the resize must leave them alone.
+(``square_only=True``). ``refused`` names a key posext must refuse to resize (its size is not decided
+by posext's rules), with an error naming that key. ``control=True`` marks families whose state dict
+has no grid-dependent tensor (position information from convolutions or computed at run time): the resize must leave them alone.
 """
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
