@@ -131,7 +131,8 @@ def _grid_target(findings: List[Finding], target: Target) -> Target:
     for f in findings:  # without a patch grid to stand for, a grid fits only plain patch-grid tensors
         if f.action in ("skip", "unsupported") or f.rule is None or image_of(f.rule, (1, 1)) is not None:
             continue
-        what = "its window follows the image size" if f.params.get("window") else "its grid is not the patch grid"
+        what = ("its window follows the image size" if f.params.get("window")
+                else "its grid is not the patch grid")
         raise GeometryError(f"{f.key}: {what} ({f.rule.source}); pass ", arg("image_size"), " instead of ",
                             arg("new_grid"), key=f.key)
     return target

@@ -3,8 +3,8 @@
 * A table beside a Conv3d patch embedding (``[C, 3, t, p_h, p_w]``: HF ViViT ``embeddings.
   position_embeddings``, timm-style ``pos_embed`` of VideoMAE-like models) stores P + T' x H x W rows,
   frame-major, T' = frames / t. The split of T' x H x W is not in the shape, so ``old_size=(H, W)``
-  (``--old-size``; for a Hugging Face folder, its ``config.json``) settles it; the table is resampled separably (space per frame, then time
-  linearly) to (num_frames / t, new grid).
+  (``--old-size``; for a Hugging Face folder, its ``config.json``) settles it; the table is resampled
+  separably (space per frame, then time linearly) to (num_frames / t, new grid).
 * TimeSformer ``embeddings.time_embeddings`` ``[1, T, C]``: one row per frame, resampled over T with
   nearest neighbours, as its model does at run time when the frame count differs.
 """

@@ -7,8 +7,8 @@
     python -m tests.zoo.report --readme README.md --check   # exit 1 when that block differs from a run
 
 Each zoo module (``tests/zoo/timm_zoo.py``, ``tests/zoo/hf_zoo.py``; a missing one is left out) exposes a list
-of cases (``ZOO_CASES``; ``HF_CASES`` / ``TIMM_CASES`` / ``CASES`` also accepted) and ``run_case(case)``, whose
-result (an object or a dict) has ``name``, ``resized`` (the keys whose tensors changed, or their count),
+of cases (``ZOO_CASES``; ``HF_CASES`` / ``TIMM_CASES`` / ``CASES`` also accepted) and ``run_case(case)``,
+whose result (an object or a dict) has ``name``, ``resized`` (the keys whose tensors changed, or their count),
 ``error`` (empty or text), and either ``load_forward`` (True, or the failure as text) or ``loaded`` +
 ``forward`` (bools), and either ``timm_status`` / ``timm_diff`` (timm zoo) or ``adapter_equal``
 (True / False / None = no adapter; HF zoo): the resized checkpoint against the family's own resize.
@@ -44,10 +44,10 @@ LEGEND = (
     "model resizes itself at run time.",
     "- *equal to the family's own adapter*: timm: the state dict equals timm's `checkpoint_filter_fn` output "
     "within 1e-5 (default settings, bicubic + antialias); transformers: the resized model's output equals "
-    "the native model run with `interpolate_pos_encoding` (or its forward's own resize) within 1e-5, with the "
-    "interpolation settings of that path. *no adapter*: the library has none for that family; *adapter "
-    "keeps `KEY` at the old size*: timm's filter leaves that tensor as it was, so its output does not load at "
-    "the new size.",
+    "the native model run with `interpolate_pos_encoding` (or its forward's own resize) within 1e-5, with "
+    "the interpolation settings of that path. *no adapter*: the library has none for that family; *adapter "
+    "keeps `KEY` at the old size*: timm's filter leaves that tensor as it was, so its output does not load "
+    "at the new size.",
 )
 
 
@@ -97,7 +97,9 @@ def _adapter_cell(get) -> str:
         if status == "no adapter":
             return "no adapter"
         m = re.search(r"size mismatch for ([\w.]+)", str(status))
-        return f"adapter keeps `{m.group(1)}` at the old size" if m else f"adapter fails: {_one_line(status, 80)}"
+        if m:
+            return f"adapter keeps `{m.group(1)}` at the old size"
+        return f"adapter fails: {_one_line(status, 80)}"
     eq = get("equal_to_reference")
     if eq is not None:
         return str(eq)
@@ -149,7 +151,8 @@ def evaluate(label, case, res) -> dict:
     lf = r["load_forward"]
     load = "ok" if lf is True else f"FAIL: {_one_line(lf, 110)}"
     ok = lf is True and r["equal"] != "no"
-    if (getattr(case, "control", False) or getattr(case, "left_alone", False)) and r["resized"] not in (0, "?"):
+    untouched = getattr(case, "control", False) or getattr(case, "left_alone", False)
+    if untouched and r["resized"] not in (0, "?"):
         ok, load = False, f"FAIL: {r['resized']} tensors changed where none may"
     kind = "control" if getattr(case, "control", False) else ("resized" if r["resized"] else "untouched")
     return {"cells": [arch, lib, str(r["resized"]), load, r["equal"]], "ok": ok, "kind": kind}

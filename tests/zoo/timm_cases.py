@@ -6,7 +6,8 @@ grid-dependent tables than the family has kinds of), the image size its checkpoi
 checkpoint is resized to. ``new`` is non-square unless the architecture only accepts square inputs
 (``square_only=True``). ``refused`` names a key posext must refuse to resize (its size is not decided
 by posext's rules), with an error naming that key. ``control=True`` marks families whose state dict
-has no grid-dependent tensor (position information from convolutions or computed at run time): the resize must leave them alone.
+has no grid-dependent tensor (position information from convolutions or computed at run time): the resize
+must leave them alone.
 """
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
