@@ -85,7 +85,7 @@ def run(devices, quick=False):
 
 COLUMNS = [("arch", "architecture", "{}"), ("new", "new image", "{}"), ("tensors", "tensors", "{}"),
            ("posext_ms", "posext ms", "{:.1f}"), ("timm_ms", "timm filter ms", "{:.1f}"),
-           ("ratio", "posext / timm", "{:.2f}x"), ("max_diff", "max |diff|", "{:.1e}")]
+           ("ratio", "posext / timm", "{:.2f}x"), ("max_diff", "max abs diff", "{:.1e}")]
 LEGEND = [
     ("tensors", "tensors = grid-dependent tensors posext resized (tables, relative-position tables, biases, "
                 "kernels)"),
@@ -93,7 +93,7 @@ LEGEND = [
     ("timm_ms", "timm filter ms = timm's checkpoint_filter_fn(sd, new_model); empty where it does not resize "
                 "what the new model needs (SAM rel_pos, LeViT biases)"),
     ("ratio", "posext / timm = posext ms / timm filter ms; lower is better"),
-    ("max_diff", "max |diff| = largest difference between posext's and timm's tensors"),
+    ("max_diff", "max abs diff = largest absolute difference between posext's and timm's tensors"),
     (None, f"ms = median of {REPEATS} runs (1 with --quick), CPU, random weights"),
 ]
 
