@@ -17,7 +17,7 @@ from .hf_config import NESTED_PROCESSORS, PROCESSOR_FILES, updated_config, updat
 from .io import load_checkpoint, replace_state_dicts, save_checkpoint
 from .shapes import ShapeOnlyStateDict, load_shapes
 from .signals import critical
-from .tempfiles import TEMP_PREFIX, lock_folder, make_temp_folder
+from .tempfiles import TEMP_PREFIX, discard, lock_folder, make_temp_folder
 
 CONFIG_FILE = "config.json"
 # (index, single file) of each weight set HF writes; a folder may hold both kinds
@@ -240,10 +240,7 @@ def resize_folder(src: str, dst: str, plan_fn: Callable, *, image_size=None, pat
         tmp = None
     finally:
         with critical():
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-            if lock_fd is not None:
-                os.close(lock_fd)
+            discard(tmp, lock_fd)
     return result
 
 

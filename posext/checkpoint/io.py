@@ -8,7 +8,6 @@ kept), NumPy .npz (big_vision / vision_transformer, '/'-joined keys). Torch pick
 """
 import argparse
 import os
-import shutil
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from .signals import critical
-from .tempfiles import lock_folder, make_temp_folder
+from .tempfiles import discard, lock_folder, make_temp_folder
 
 WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
@@ -232,10 +231,7 @@ def atomic_write(path: str, write: Callable[[str], None]) -> int:
             os.replace(tmp, path)
     finally:
         with critical():
-            if tmp_dir is not None:
-                shutil.rmtree(tmp_dir, ignore_errors=True)
-            if lock_fd is not None:
-                os.close(lock_fd)
+            discard(tmp_dir, lock_fd)
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)
         try:

@@ -45,6 +45,15 @@ def lock_folder(path: str) -> Optional[int]:
     return fd
 
 
+def discard(path: Optional[str], lock_fd: Optional[int]) -> None:
+    """Remove the temp folder ``path`` (if any) and release its lock: what every writer does on the way out,
+    done or not. The caller holds off signals (``signals.critical``) around it."""
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+    if lock_fd is not None:
+        os.close(lock_fd)
+
+
 def _pid_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
