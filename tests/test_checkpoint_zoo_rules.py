@@ -472,3 +472,20 @@ def test_swin_wider_image_keeps_every_window():
     assert set(ref) == set(sd) and all(torch.equal(ref[k], sd[k]) for k in sd)
     new.load_state_dict(out, strict=True)
     timm_forward(new, (224, 448))
+
+
+def test_target_arguments_are_checked():
+    sd = {"cls_token": torch.randn(1, 1, 8), "pos_embed": torch.randn(1, 17, 8),
+          "patch_embed.proj.weight": torch.randn(8, 3, 4, 4)}
+    cases = [({}, ValueError, "nothing to resize"),
+             (dict(new_grid=(5, 5), image_size=(20, 20)), ValueError, "not both"),
+             (dict(new_grid=(5, 5), patch_size=(2, 2)), ValueError, "needs image_size"),
+             (dict(image_size=(0, 20)), ValueError, "image_size"),
+             (dict(num_frames=0), ValueError, "num_frames"),
+             (dict(num_frames="4"), TypeError, "num_frames"),
+             (dict(patch_size=(2.5, 2)), TypeError, "patch_size")]
+    for kwargs, error, words in cases:
+        with pytest.raises(error, match=words):
+            resize_state_dict(sd, **kwargs)
+    out, applied = resize_state_dict(sd, image_size=(20, 24))  # 4x4 patches: 5x6 grid
+    assert out["pos_embed"].shape == (1, 31, 8) and [f.key for f in applied] == ["pos_embed"]

@@ -7,7 +7,7 @@ stride = kernel), a hybrid backbone's total stride, or a family's own rule (PiT'
 LeViT's stride-2 stages, MaxViT windows of image / 32). The new grid of every table is then its own rule
 applied to the new image size: models with several branches or stages need no grid per table.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .. import _checks
@@ -56,14 +56,6 @@ class GridRule:
             size = step.apply(size)
         return tuple(min(s, self.cap) for s in size) if self.cap is not None else size
 
-    @property
-    def patch(self) -> Optional[Pair]:
-        return self.steps[0].kernel if self.patch_key is not None else None
-
-    def then(self, *steps: Step, source: str = "") -> "GridRule":
-        """This rule followed by more layers (a later stage)."""
-        return replace(self, steps=self.steps + steps, source=self.source + (f", {source}" if source else ""))
-
 
 @dataclass(frozen=True)
 class Target:
@@ -90,18 +82,6 @@ class Target:
         if grid is None and image is None and patch is None and frames is None:
             raise ValueError("nothing to resize to: pass new_grid, image_size, patch_size or num_frames")
         return Target(grid, image, patch, frames)
-
-    def describe(self) -> str:
-        parts = []
-        if self.grid is not None:
-            parts.append(f"grid {self.grid[0]}x{self.grid[1]}")
-        if self.image_size is not None:
-            parts.append(f"image {self.image_size[0]}x{self.image_size[1]}")
-        if self.patch_size is not None:
-            parts.append(f"patch {self.patch_size[0]}x{self.patch_size[1]}")
-        if self.num_frames is not None:
-            parts.append(f"{self.num_frames} frames")
-        return ", ".join(parts)
 
 
 class GeometryError(GridArgumentError):
