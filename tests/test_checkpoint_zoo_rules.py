@@ -489,3 +489,27 @@ def test_target_arguments_are_checked():
             resize_state_dict(sd, **kwargs)
     out, applied = resize_state_dict(sd, image_size=(20, 24))  # 4x4 patches: 5x6 grid
     assert out["pos_embed"].shape == (1, 31, 8) and [f.key for f in applied] == ["pos_embed"]
+
+
+def test_hiera_video_separate_spatial_and_temporal_tables():
+    from timm.layers import resample_abs_pos_embed
+    from timm.models.hiera import Hiera
+
+    kw = dict(in_chans=3, embed_dim=16, num_heads=1, stages=(1, 1, 1, 1), q_stride=(1, 2, 2),
+              patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4), patch_padding=(1, 3, 3),
+              mask_unit_size=(1, 8, 8), sep_pos_embed=True, num_classes=5)
+    torch.manual_seed(0)
+    sd = Hiera(img_size=(4, 128, 128), **kw).state_dict()
+    out, applied = resize_state_dict(sd, image_size=(128, 192), num_frames=8)
+    assert {f.key: f.action for f in applied} == {"pos_embed_spatial": "resample",
+                                                  "pos_embed_temporal": "resample_temporal"}
+    # spatial: the 32x32 grid of the 7x7 stride-4 stem -> 32x48, as timm resamples an image table
+    want = resample_abs_pos_embed(sd["pos_embed_spatial"], [32, 48], num_prefix_tokens=0)
+    torch.testing.assert_close(out["pos_embed_spatial"], want, rtol=0, atol=1e-5)
+    # temporal: 4 frames / stride 2 = 2 slots -> 8 / 2 = 4, linearly
+    want = F.interpolate(sd["pos_embed_temporal"].transpose(1, 2), size=4, mode="linear").transpose(1, 2)
+    torch.testing.assert_close(out["pos_embed_temporal"], want, rtol=0, atol=1e-6)
+    new = Hiera(img_size=(8, 128, 192), **kw).eval()
+    new.load_state_dict(out, strict=True)
+    with torch.no_grad():
+        assert torch.isfinite(new(torch.randn(1, 3, 8, 128, 192))).all()

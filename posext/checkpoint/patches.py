@@ -76,7 +76,7 @@ def kernel_rule(d: StateView, key: str) -> Optional[GridRule]:
     kernel, frames = size
     shape = "x".join(map(str, d.get(key).shape))
     what = f"patch embedding {key} [{shape}]"
-    if kernel == (7, 7) and frames is None:
+    if kernel == (7, 7):
         return GridRule((OVERLAPPING_STEM,), f"{what}: overlapping 7x7 patches, stride 4, padding 3")
     what += f": patch {kernel[0]}x{kernel[1]}" + (f", tubelet {frames}" if frames is not None else "")
     return GridRule((patch_step(kernel),), what, patch_key=key)

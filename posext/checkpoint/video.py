@@ -7,16 +7,27 @@
   separably (space per frame, then time linearly) to (num_frames / t, new grid).
 * TimeSformer ``embeddings.time_embeddings`` ``[1, T, C]``: one row per frame, resampled over T with
   nearest neighbours, as its model does at run time when the frame count differs.
+* Hiera video (``sep_pos_embed``): ``pos_embed_spatial`` ``[1, H*W, C]`` (the spatial grid, resampled as an
+  image table) and ``pos_embed_temporal`` ``[1, T', C]`` (resampled linearly over time) behind a Conv3d
+  stem; a 3 x 7 x 7 stem has stride (2, 4, 4).
 """
 from typing import Optional
 
 from .families import Key, StateView
-from .findings import Finding, skip
+from .findings import Finding, grid_finding, skip
 from .geometry import GridRule
 from .grid import AmbiguousGridError, GridArgumentError, old_size_arg, prefix_arg
 from .patches import kernel_rule, kernel_size
 
 TUBELET_KERNELS = ("patch_embeddings.projection.weight", "patch_embed.proj.weight")
+# temporal stride of a Conv3d stem whose kernel is not its stride: Hiera's 3 x 7 x 7 stem steps 2 frames
+HIERA_TEMPORAL_STRIDE = {3: 2}
+
+
+def _temporal_stride(size) -> int:
+    """Frames per slot of a Conv3d stem ``(spatial kernel, t)``: t, but 2 for the overlapping 3x7x7 one."""
+    spatial, frames = size
+    return HIERA_TEMPORAL_STRIDE.get(frames, frames) if spatial == (7, 7) else frames
 
 
 def _tubelet(d: StateView, k: Key):
@@ -24,7 +35,7 @@ def _tubelet(d: StateView, k: Key):
         key = k.sibling(1, name)
         size = kernel_size(d, key)
         if size is not None and size[1] is not None:
-            return key, size[1]
+            return key, _temporal_stride(size)
     return None, None
 
 
@@ -35,6 +46,8 @@ def video_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -> Optio
         return Finding(k.raw, "resample_temporal", "tokens", None, 0, "hf-timesformer",
                        f"TimeSformer time_embeddings [1, T, C] with T={frames} frames: resampled over time "
                        f"(nearest, as its model does at run time)", params={"frames": frames, "tubelet": 1})
+    if k.norm[-1] in ("pos_embed_spatial", "pos_embed_temporal") and t.dim() == 3:
+        return _hiera(d, k, t, old_size)
     if k.norm[-1] not in ("position_embeddings", "pos_embed") or t.dim() != 3 or k.is_text:
         return None
     kernel_key, tubelet = _tubelet(d, k)
@@ -62,3 +75,20 @@ def video_finding(d: StateView, k: Key, t, old_size, num_prefix_tokens) -> Optio
                    f"P={p}{' (cls_token)' if cls else ''}, T'={frames} frame slots of a "
                    f"{old_size[0]}x{old_size[1]} grid; resampled separably (space, then time linearly)",
                    rule=rule, params={"frames": frames, "tubelet": tubelet})
+
+
+def _hiera(d: StateView, k: Key, t, old_size) -> Optional[Finding]:
+    kernel_key = k.sibling(1, "patch_embed.proj.weight")
+    size = kernel_size(d, kernel_key)
+    if size is None or size[1] is None or d.get(k.sibling(1, "pos_embed_temporal")) is None:
+        return None
+    stride = _temporal_stride(size)
+    if k.norm[-1] == "pos_embed_temporal":
+        frames = int(t.shape[-2])
+        return Finding(k.raw, "resample_temporal", "tokens", None, 0, "hiera",
+                       f"Hiera pos_embed_temporal [1, T', C] with T'={frames} frame slots (temporal stride "
+                       f"{stride}): resampled linearly over time",
+                       params={"frames": frames, "tubelet": stride, "temporal_mode": "linear"})
+    return grid_finding(d, k, t, "hiera", (0,), "Hiera's spatial table has no prefix rows",
+                        "Hiera pos_embed_spatial", old_size, None, layout="tokens",
+                        rule=kernel_rule(d, kernel_key))
