@@ -513,3 +513,21 @@ def test_hiera_video_separate_spatial_and_temporal_tables():
     new.load_state_dict(out, strict=True)
     with torch.no_grad():
         assert torch.isfinite(new(torch.randn(1, 3, 8, 128, 192))).all()
+
+
+def test_persisted_relative_position_index_is_rebuilt_as_the_new_model_builds_it():
+    """Original BEiT / Data2Vec checkpoints persist relative_position_index [N+1, N+1] beside each table."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    old = timm.create_model("beit_base_patch16_224", depth=1, img_size=64)
+    new = timm.create_model("beit_base_patch16_224", depth=1, img_size=(48, 80))
+    sd = dict(old.state_dict())
+    sd["blocks.0.attn.relative_position_index"] = old.blocks[0].attn.relative_position_index.clone()
+    out, applied = resize_state_dict(sd, image_size=(48, 80))
+    actions = {f.key: f.action for f in applied}
+    assert actions["blocks.0.attn.relative_position_index"] == "regenerate_rel_pos_index"
+    key = "blocks.0.attn.relative_position_index"
+    assert out[key].dtype == sd[key].dtype
+    assert torch.equal(out[key], new.blocks[0].attn.relative_position_index)
+    del out[key]
+    new.load_state_dict(out, strict=True)
