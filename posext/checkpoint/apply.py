@@ -81,10 +81,6 @@ def resize_attention_biases(t: torch.Tensor, f, new, options) -> torch.Tensor:
     return transforms.resize_attention_biases(t, f.old_grid, new)
 
 
-def regenerate_attention_bias_idxs(t: torch.Tensor, f, new, options) -> torch.Tensor:
-    return transforms.attention_bias_idxs(new).to(dtype=t.dtype, device=t.device)
-
-
 def resample_blocked(t: torch.Tensor, f, new, options) -> torch.Tensor:
     blocks = f.params["blocks"]
     per_side = math.isqrt(blocks)
@@ -111,7 +107,6 @@ EXECUTORS = {
     "regenerate_rel_pos_index": regenerate_rel_pos_index,
     "resize_rel_pos": resize_rel_pos,
     "resize_attention_biases": resize_attention_biases,
-    "regenerate_attention_bias_idxs": regenerate_attention_bias_idxs,
     "resize_patch_embed": resize_patch_embed,
     "resample_blocked": resample_blocked,
 }

@@ -20,8 +20,7 @@ from .grid import (
 
 ACTIONS = ("resample", "regenerate_sincos", "regenerate_position_ids", "resample_video", "resample_temporal",
            "resize_rel_pos_bias", "regenerate_rel_pos_index", "resize_rel_pos", "resize_attention_biases",
-           "regenerate_attention_bias_idxs", "resize_patch_embed", "resample_blocked", "drop", "skip",
-           "unsupported")
+           "resize_patch_embed", "resample_blocked", "drop", "skip", "unsupported")
 LAYOUTS = ("tokens", "tokens_unbatched", "nhwc", "nchw", "hwio", "other")
 GRID_ACTIONS = ("resample", "regenerate_sincos")
 

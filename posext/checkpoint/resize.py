@@ -19,8 +19,7 @@ from .geometry import GeometryError, Target, arg, image_of, new_grid
 SINCOS_POLICIES = ("auto", "interpolate")
 # Actions whose new size is the tensor's own grid under the target.
 _GRID_SIZED = GRID_ACTIONS + ("resize_rel_pos_bias", "regenerate_rel_pos_index", "resize_rel_pos",
-                              "resize_attention_biases", "regenerate_attention_bias_idxs", "resample_blocked",
-                              "drop")
+                              "resize_attention_biases", "resample_blocked", "drop")
 
 
 @dataclass
