@@ -45,13 +45,12 @@ class Plan:
 
     def __init__(self, findings: List[Finding], target: Target, options: dict):
         self.findings = findings
-        self.target = target
         self.options = options
         self.changes: Dict[str, Change] = {}
-        self.target = target = _grid_target(findings, target)
+        self.target = _grid_target(findings, target)
         grids = {}
         for f in findings:
-            new = self._new_size(f, grids)
+            new = self._new_size(f)
             if new is not None:
                 self.changes[f.key] = Change(f, new)
                 if f.action in GRID_ACTIONS or f.action == "resample_video":
@@ -60,7 +59,7 @@ class Plan:
             if f.action == "regenerate_position_ids" and f.params.get("table") in grids:
                 self.changes[f.key] = Change(f, grids[f.params["table"]])
 
-    def _new_size(self, f: Finding, grids) -> Optional[Tuple[int, ...]]:
+    def _new_size(self, f: Finding) -> Optional[Tuple[int, ...]]:
         t = self.target
         if f.action in ("skip", "regenerate_position_ids"):
             return None
