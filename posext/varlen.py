@@ -71,8 +71,9 @@ def _merge_order(rows: torch.Tensor, h: int, w: int, m: int) -> torch.Tensor:
 
 
 def resample_varlen(pos_embed: torch.Tensor, grid_sizes: GridSizes, *, old_size=None,
-                    num_prefix_tokens: int = 0, mode: str = "bicubic", antialias: bool = False, align_corners: Optional[bool] = False,
-                    max_length: Optional[int] = None, merge_size: int = 1) -> torch.Tensor:
+                    num_prefix_tokens: int = 0, mode: str = "bicubic", antialias: bool = False,
+                    align_corners: Optional[bool] = False, max_length: Optional[int] = None,
+                    merge_size: int = 1) -> torch.Tensor:
     """The stored grid resampled to every image's grid of ``grid_sizes``, packed or padded.
 
     Args:
