@@ -90,8 +90,8 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
                and any(type(m).interpolate_pos_encoding is c.interpolate_pos_encoding for c in classes)]
     targets += varlen_hf.targets(model)
     if not targets:
-        raise TypeError(f"accelerate: found no HF ViT / CLIP / SigLIP / Dinov2 vision embeddings or SigLIP2 / "
-                        f"Qwen3-VL vision tower in {type(model).__name__}")
+        raise TypeError(f"accelerate: found no HF ViT / CLIP / SigLIP / Dinov2 vision embeddings or "
+                        f"SigLIP2 / Qwen3-VL vision tower in {type(model).__name__}")
     for module, name, replacement in targets:
         patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
     return model
