@@ -60,8 +60,8 @@ def siglip2_case(shapes, max_length, seed=0):
     from transformers import Siglip2VisionConfig, Siglip2VisionModel
 
     torch.manual_seed(seed)
-    cfg = Siglip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              num_patches=64, patch_size=4, num_channels=3)
+    cfg = Siglip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=2, num_patches=64, patch_size=4, num_channels=3)
     model = Siglip2VisionModel(cfg).eval()
     shapes = torch.tensor(shapes)
     gen = torch.Generator().manual_seed(seed)
@@ -165,8 +165,8 @@ def naflex_batch(sizes=NAFLEX_SIZES, patch=16, length=None, seed=0):
 
 def naflex_case(seed=0, **kwargs):
     torch.manual_seed(seed)
-    model = timm.create_model("naflexvit_base_patch16_gap", pretrained=False, embed_dim=64, depth=1, num_heads=2,
-                              num_classes=10, **kwargs).eval()
+    model = timm.create_model("naflexvit_base_patch16_gap", pretrained=False, embed_dim=64, depth=1,
+                              num_heads=2, num_classes=10, **kwargs).eval()
     batch = naflex_batch()
 
     def run():
@@ -178,8 +178,10 @@ def naflex_case(seed=0, **kwargs):
     return model, run
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"pos_embed_ar_preserving": True}, {"pos_embed_interp_mode": "bilinear"}],
-                         ids=["bicubic", "ar_preserving", "bilinear"])
+NAFLEX_VARIANTS = [{}, {"pos_embed_ar_preserving": True}, {"pos_embed_interp_mode": "bilinear"}]
+
+
+@pytest.mark.parametrize("kwargs", NAFLEX_VARIANTS, ids=["bicubic", "ar_preserving", "bilinear"])
 def test_naflex_patched_equals_unpatched(kwargs, varlen_calls):
     model, run = naflex_case(**kwargs)
     check_patch(model, run, posext_timm.accelerate, posext_timm.unpatch, varlen_calls)
