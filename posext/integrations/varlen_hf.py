@@ -8,7 +8,12 @@
   (bilinear, ``align_corners=True``, spatial-merge-block order, t frames repeating the grid; the weights in
   float32, so a half-precision table is summed in float32). Patched: the same rows from one packed
   ``resample_varlen(merge_size=spatial_merge_size)`` call (on a float32 copy of a half-precision table); the
-  model's forward then runs unchanged with those rows as a one-row-per-patch gather table.
+  model's forward then runs unchanged with those rows as a one-row-per-patch gather table (``pos_embed``'s
+  ``forward`` is swapped for that gather for the length of the call, so one model instance should not run
+  patched forwards from two threads at once, and hooks on ``pos_embed`` see the gather's indices). HF computes
+  its taps' source coordinates and weights in float32, ``F.interpolate`` its own way: the two agree to float32
+  rounding of the coordinates (|diff| up to ~5e-6 x the table's scale for a 48 x 48 table), exactly in
+  float64. A caller's precomputed ``interp_indices`` / ``interp_weights`` are used as given.
 """
 import contextlib
 import importlib
