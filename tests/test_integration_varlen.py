@@ -7,6 +7,8 @@ import torch
 
 from posext.integrations import varlen_hf, varlen_timm
 
+pytestmark = pytest.mark.usefixtures("poison_outputs")
+
 TOL = 1e-5
 
 
