@@ -1,0 +1,205 @@
+"""posext.resample_varlen / add_pos_embed_varlen: one table resampled to every image's grid, packed or padded.
+
+Oracle: ``oracle`` below, written here from the API's contract and not from posext's code: per image the
+stored grid as ``[1, C, H, W]``, ``F.interpolate(size=(h, w), mode, antialias, align_corners)``, rows
+row-major, reordered into Qwen-VL (h/m, w/m, m, m) order by an explicit index list, t frames repeated, the
+images concatenated (packed) or zero-padded to ``max_length`` and stacked (padded).
+
+Tolerances (unit-scale N(0,1) data): float64 <= 1e-12 max abs against the float64 oracle; float32 <= 1e-5
+against the oracle run in float32 (torch's float32 F.interpolate; as in tests/test_resample.py, float32
+source positions round to ~1e-6 of a pixel, which moves cubic weights by ~1e-5) and <= 1e-4 against the
+float64 oracle; float16 / bfloat16 against the float32 oracle rounded to the half type, within one ulp of
+the half type (rtol 2**-10 / 2**-7): the op computes in float32 and rounds once, and a float32 result a hair
+from a rounding midpoint may round to either neighbour. Gradients: float64 within 1e-10 of the oracle's
+autograd gradient.
+Outputs are poisoned: every test runs in torch's deterministic mode, which fills fresh tensors with NaN, so
+an element a kernel leaves unwritten fails the comparison.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import posext
+from tests import reference_resample as ref
+
+pytestmark = pytest.mark.usefixtures("poison_outputs")
+
+# Every (mode, antialias, align_corners) that F.interpolate accepts; nearest takes neither flag.
+COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True),
+          ("bicubic", True, True), ("bilinear", False, False), ("bilinear", True, False),
+          ("bilinear", False, True), ("bilinear", True, True), ("nearest", False, False)]
+
+
+# ------------------------------------------------------------------------------ the oracle
+
+def interpolate(grid, size, mode, antialias, align_corners):
+    """F.interpolate of ``[1, C, H, W]`` to ``size``. torch (2.14 CPU) antialias with an output width of 1
+    and a changed height repeats output row 0; the same resampling with the axes swapped is unaffected
+    (checked against the NumPy reference in test_oracle_output_width_one_with_antialias)."""
+    kwargs = dict(mode=mode, antialias=antialias)
+    if mode != "nearest":
+        kwargs["align_corners"] = align_corners
+    if antialias and size[1] == 1 and size[0] != grid.shape[2]:
+        return F.interpolate(grid.transpose(2, 3), size=(size[1], size[0]), **kwargs).transpose(2, 3)
+    return F.interpolate(grid, size=tuple(size), **kwargs)
+
+
+def merge_index(h, w, m):
+    """Row-major grid token of each output row in Qwen-VL order: block row, block column, row, column."""
+    return torch.tensor([(by * m + i) * w + bx * m + j
+                         for by in range(h // m) for bx in range(w // m)
+                         for i in range(m) for j in range(m)], dtype=torch.int64)
+
+
+def oracle(tokens, old_hw, prefix, sizes, mode="bicubic", antialias=False, align_corners=False,
+           merge_size=1, max_length=None):
+    """tokens ``[P + H*W, C]`` (computed in its dtype), sizes ``[(t, h, w), ...]`` -> packed
+    ``[sum t*h*w, C]`` or, with max_length, padded ``[B, max_length, C]``."""
+    c = tokens.shape[1]
+    grid = tokens[prefix:].reshape(old_hw[0], old_hw[1], c).permute(2, 0, 1).unsqueeze(0)
+    pieces = []
+    for t, h, w in sizes:
+        rows = interpolate(grid, (h, w), mode, antialias, align_corners)[0].permute(1, 2, 0).reshape(h * w, c)
+        rows = torch.cat([rows[merge_index(h, w, merge_size)]] * t)
+        if max_length is not None:
+            rows = torch.cat([rows, rows.new_zeros(max_length - t * h * w, c)])
+        pieces.append(rows)
+    if max_length is None:
+        return torch.cat(pieces) if pieces else tokens.new_zeros(0, c)
+    return torch.stack(pieces) if pieces else tokens.new_zeros(0, max_length, c)
+
+
+def as_sizes(grid_sizes):
+    """grid_sizes (list or tensor, [B, 2] or [B, 3]) -> [(t, h, w), ...]."""
+    rows = grid_sizes.tolist() if isinstance(grid_sizes, torch.Tensor) else [list(r) for r in grid_sizes]
+    return [tuple(r) if len(r) == 3 else (1, *r) for r in rows]
+
+
+# ------------------------------------------------------------------------------ random cases
+
+@st.composite
+def varlen_cases(draw):
+    mode, antialias, align_corners = draw(st.sampled_from(COMBOS))
+    layout = draw(st.sampled_from(["unbatched", "batched", "nhwc"]))
+    old_hw = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    prefix = 0 if layout == "nhwc" else draw(st.integers(0, 3))
+    # old_size may be left out for a square grid (and always for NHWC, whose shape carries it)
+    pass_old_size = old_hw[0] != old_hw[1] and layout != "nhwc" or draw(st.booleans())
+    merge_size = draw(st.sampled_from([1, 2]))
+    with_t = draw(st.booleans())
+    batch = draw(st.integers(0, 6))
+    sizes = []
+    for _ in range(batch):
+        if sizes and draw(st.integers(0, 3)) == 0:  # a size seen before: one resampled grid, used again
+            sizes.append(draw(st.sampled_from(sizes)))
+            continue
+        t = draw(st.integers(1, 3)) if with_t else 1
+        h, w = (merge_size * draw(st.integers(1, 40 // merge_size)) for _ in range(2))
+        sizes.append((t, h, w))
+    longest = max((t * h * w for t, h, w in sizes), default=0)
+    padded = draw(st.booleans())
+    max_length = longest + draw(st.sampled_from([0, 0, 1, 7])) if padded else None
+    return dict(mode=mode, antialias=antialias, align_corners=align_corners, layout=layout, old_hw=old_hw,
+                prefix=prefix, pass_old_size=pass_old_size, merge_size=merge_size, sizes=sizes,
+                with_t=with_t, grid_form=draw(st.sampled_from(["list", "int32", "int64", "strided"])),
+                max_length=max_length, channels=draw(st.integers(1, 5)),
+                strides=draw(st.sampled_from(["contiguous", "channel_slice", "row_slice", "transposed"])),
+                dtype=draw(st.sampled_from([torch.float64, torch.float32])), seed=draw(st.integers(0, 2**16)))
+
+
+def make_table(case, dtype=None):
+    """The case's table in its layout and strides, plus the same values as a contiguous [P + N, C]."""
+    gen = torch.Generator().manual_seed(case["seed"])
+    dtype = dtype or case["dtype"]
+    n, c = case["prefix"] + case["old_hw"][0] * case["old_hw"][1], case["channels"]
+    values = torch.randn(n, c, generator=gen, dtype=torch.float64).to(dtype)
+    if case["strides"] == "channel_slice":  # channel stride 2
+        nan = torch.full_like(values, float("nan"))
+        tokens = torch.stack([values, nan], dim=-1).reshape(n, 2 * c)[:, ::2]
+    elif case["strides"] == "row_slice":  # every other row of a longer table, at a storage offset
+        nan = torch.full_like(values, float("nan"))
+        tokens = torch.stack([nan, values], dim=1).reshape(2 * n, c)[1::2]
+    elif case["strides"] == "transposed":  # column-major: a transposed-then-transposed view
+        tokens = values.t().contiguous().t()
+    else:
+        tokens = values
+    assert torch.equal(tokens, values)
+    if case["layout"] == "nhwc":
+        return tokens.reshape(1, case["old_hw"][0], case["old_hw"][1], c), values
+    return (tokens if case["layout"] == "unbatched" else tokens.unsqueeze(0)), values
+
+
+def make_grid_sizes(case):
+    rows = [list(s) if case["with_t"] else list(s[1:]) for s in case["sizes"]]
+    width = 3 if case["with_t"] else 2
+    if case["grid_form"] == "list":
+        return rows
+    if case["grid_form"] == "strided":  # columns of a wider int64 tensor
+        wide = torch.zeros(len(rows), 2 * width, dtype=torch.int64)
+        wide[:, ::2] = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), width)
+        return wide[:, ::2]
+    dtype = torch.int32 if case["grid_form"] == "int32" else torch.int64
+    return torch.tensor(rows, dtype=dtype).reshape(len(rows), width)
+
+
+def table_kwargs(case):
+    kwargs = dict(mode=case["mode"], antialias=case["antialias"], align_corners=case["align_corners"],
+                  merge_size=case["merge_size"])
+    if case["prefix"] or case["layout"] != "nhwc" and case["pass_old_size"]:
+        kwargs["num_prefix_tokens"] = case["prefix"]
+    if case["pass_old_size"]:
+        kwargs["old_size"] = case["old_hw"]
+    return kwargs
+
+
+def case_oracle(values, case, dtype):
+    return oracle(values.to(dtype), case["old_hw"], case["prefix"], case["sizes"], case["mode"],
+                  case["antialias"], case["align_corners"], case["merge_size"], case["max_length"])
+
+
+def expected_shape(case):
+    c = case["channels"]
+    if case["max_length"] is None:
+        return (sum(t * h * w for t, h, w in case["sizes"]), c)
+    return (len(case["sizes"]), case["max_length"], c)
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=varlen_cases())
+def test_matches_per_image_interpolate(backend, case):
+    table, values = make_table(case)
+    before = table.clone()
+    grid_sizes = make_grid_sizes(case)
+    out = posext.resample_varlen(table, grid_sizes, max_length=case["max_length"], **table_kwargs(case))
+    assert tuple(out.shape) == expected_shape(case) and out.dtype == case["dtype"]
+    assert out.device == table.device
+    assert not out.isnan().any(), "unwritten (NaN-poisoned) elements"
+    assert torch.equal(table, before), "the table must not be written"
+    exact = case_oracle(values, case, torch.float64)
+    if case["dtype"] == torch.float64:
+        torch.testing.assert_close(out, exact, rtol=0, atol=1e-12)
+    else:
+        torch.testing.assert_close(out, case_oracle(values, case, torch.float32), rtol=0, atol=1e-5)
+        torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-4)
+    if case["max_length"] is not None:
+        for i, (t, h, w) in enumerate(case["sizes"]):
+            assert torch.equal(out[i, t * h * w:], torch.zeros_like(out[i, t * h * w:])), \
+                "padding rows must be exactly zero"
+
+
+def test_oracle_output_width_one_with_antialias():
+    """The oracle's way around torch's antialias width-1 quirk gives the NumPy float64 reference's rows."""
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(1 + 2 * 3, 4, generator=gen, dtype=torch.float64)
+    for mode in ("bicubic", "bilinear"):
+        for align_corners in (False, True):
+            got = oracle(tokens, (2, 3), 1, [(1, 5, 1)], mode, True, align_corners)
+            expected = ref.resample_tokens(tokens[None].numpy(), (5, 1), (2, 3), 1, mode=mode, antialias=True,
+                                           align_corners=align_corners)[0, 1:]
+            np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-12)
+            out = posext.resample_varlen(tokens, [[5, 1]], old_size=(2, 3), num_prefix_tokens=1, mode=mode,
+                                         antialias=True, align_corners=align_corners)
+            np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-12)
