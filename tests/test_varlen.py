@@ -203,3 +203,66 @@ def test_oracle_output_width_one_with_antialias():
             out = posext.resample_varlen(tokens, [[5, 1]], old_size=(2, 3), num_prefix_tokens=1, mode=mode,
                                          antialias=True, align_corners=align_corners)
             np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_merge_size_is_qwen_vl_order_and_frames_repeat():
+    """Each token's value is its own grid index (nearest, same size: an identity resample), so the rows
+    spell out the order: (t, h/m, w/m, m, m) for m = 2, frame after frame."""
+    table = torch.arange(4 * 6, dtype=torch.float64)[:, None].repeat(1, 3)
+    out = posext.resample_varlen(table, [[2, 4, 6]], old_size=(4, 6), mode="nearest", merge_size=2)
+    one_frame = [0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11, 12, 13, 18, 19, 14, 15, 20, 21, 16, 17, 22, 23]
+    assert out[:, 0].tolist() == one_frame * 2
+    assert torch.equal(out[:, 1], out[:, 0]) and torch.equal(out[:, 2], out[:, 0])
+    plain = posext.resample_varlen(table, [[4, 6]], old_size=(4, 6), mode="nearest")
+    assert plain[:, 0].tolist() == list(range(24))
+
+
+def test_images_in_order_with_prefix_rows_left_out():
+    """Packed: image after image in grid_sizes order; the P prefix rows appear nowhere."""
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(2 + 5 * 5, 4, generator=gen, dtype=torch.float64)
+    sizes = [(1, 3, 7), (2, 5, 5), (1, 3, 7), (1, 1, 2)]
+    out = posext.resample_varlen(table, torch.tensor(sizes), num_prefix_tokens=2)
+    start = 0
+    for t, h, w in sizes:
+        one = posext.resample(table[None], (h, w), num_prefix_tokens=2)[0, 2:]
+        torch.testing.assert_close(out[start:start + t * h * w], one.repeat(t, 1), rtol=0, atol=1e-12)
+        start += t * h * w
+    assert start == out.shape[0]
+    same = posext.resample_varlen(table, [[5, 5]], num_prefix_tokens=2)  # (5, 5) is the stored grid
+    torch.testing.assert_close(same, table[2:], rtol=0, atol=1e-12)
+
+
+def test_packed_and_padded_hold_the_same_rows():
+    gen = torch.Generator().manual_seed(4)
+    table = torch.randn(1, 1 + 6 * 9, 5, generator=gen, dtype=torch.float64)
+    sizes = [[2, 4, 6], [1, 8, 2], [3, 2, 2]]
+    kwargs = dict(old_size=(6, 9), num_prefix_tokens=1, mode="bilinear", antialias=True, merge_size=2)
+    packed = posext.resample_varlen(table, sizes, **kwargs)
+    padded = posext.resample_varlen(table, sizes, max_length=50, **kwargs)
+    assert packed.shape == (48 + 16 + 12, 5) and padded.shape == (3, 50, 5)
+    lengths = [48, 16, 12]
+    for i, piece in enumerate(packed.split(lengths)):
+        torch.testing.assert_close(padded[i, :lengths[i]], piece, rtol=0, atol=1e-12)
+        assert torch.equal(padded[i, lengths[i]:], torch.zeros(50 - lengths[i], 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
+@pytest.mark.parametrize("max_length", [None, 200])
+def test_half_precision_is_the_float32_oracle_rounded(backend, dtype, mode, antialias, align_corners,
+                                                      max_length):
+    """float16 / bfloat16 tables: computed in float32 and rounded once, so within one half-type ulp of the
+    float32 oracle rounded to the half type."""
+    gen = torch.Generator().manual_seed(5)
+    table = (torch.randn(1 + 7 * 5, 16, generator=gen) * 3).to(dtype)
+    sizes = [(1, 12, 10), (2, 4, 2), (1, 2, 14), (1, 12, 10)]
+    out = posext.resample_varlen(table, sizes, old_size=(7, 5), num_prefix_tokens=1, mode=mode,
+                                 antialias=antialias, align_corners=align_corners, max_length=max_length,
+                                 merge_size=2)
+    assert out.dtype == dtype and not out.isnan().any()
+    expected = oracle(table.float(), (7, 5), 1, sizes, mode, antialias, align_corners, 2, max_length)
+    ulp = 2.0 ** -10 if dtype == torch.float16 else 2.0 ** -7
+    torch.testing.assert_close(out.float(), expected.to(dtype).float(), rtol=ulp, atol=1e-7)
+    if max_length is not None:
+        assert all(not out[i, t * h * w:].any() for i, (t, h, w) in enumerate(sizes))
