@@ -266,3 +266,60 @@ def test_half_precision_is_the_float32_oracle_rounded(backend, dtype, mode, anti
     torch.testing.assert_close(out.float(), expected.to(dtype).float(), rtol=ulp, atol=1e-7)
     if max_length is not None:
         assert all(not out[i, t * h * w:].any() for i, (t, h, w) in enumerate(sizes))
+
+
+# ------------------------------------------------------------------------------ add_pos_embed_varlen
+
+@settings(max_examples=60, deadline=None)
+@given(case=varlen_cases(), x_strided=st.booleans())
+def test_add_matches_x_plus_oracle(backend, case, x_strided):
+    table, values = make_table(case)
+    gen = torch.Generator().manual_seed(case["seed"] + 1)
+    shape = expected_shape(case)
+    if x_strided:  # every other token of a longer x
+        x = torch.randn(*shape[:-2], 2 * shape[-2], shape[-1], generator=gen,
+                        dtype=torch.float64).to(case["dtype"])[..., ::2, :]
+    else:
+        x = torch.randn(shape, generator=gen, dtype=torch.float64).to(case["dtype"])
+    x_before = x.clone()
+    out = posext.add_pos_embed_varlen(x, table, make_grid_sizes(case), **table_kwargs(case))
+    assert out.shape == x.shape and out.dtype == x.dtype and not out.isnan().any()
+    assert torch.equal(x, x_before), "x must not be written"
+    if case["dtype"] == torch.float64:
+        torch.testing.assert_close(out, x + case_oracle(values, case, torch.float64), rtol=0, atol=1e-12)
+    else:
+        torch.testing.assert_close(out, x + case_oracle(values, case, torch.float32), rtol=0, atol=1e-5)
+    if case["max_length"] is not None:
+        for i, (t, h, w) in enumerate(case["sizes"]):
+            assert torch.equal(out[i, t * h * w:], x[i, t * h * w:]), "padding rows of x come back unchanged"
+
+
+def test_add_packed_and_padded_explicit():
+    gen = torch.Generator().manual_seed(6)
+    table = torch.randn(1, 1 + 4 * 4, 8, generator=gen, dtype=torch.float64)
+    sizes = [[1, 6, 6], [2, 2, 4], [1, 2, 2]]
+    rows = oracle(table[0], (4, 4), 1, as_sizes(sizes), merge_size=2)
+    x = torch.randn(36 + 16 + 4, 8, generator=gen, dtype=torch.float64)
+    out = posext.add_pos_embed_varlen(x, table, sizes, num_prefix_tokens=1, merge_size=2)
+    torch.testing.assert_close(out, x + rows, rtol=0, atol=1e-12)
+    xp = torch.randn(3, 40, 8, generator=gen, dtype=torch.float64)
+    outp = posext.add_pos_embed_varlen(xp, table, torch.tensor(sizes, dtype=torch.int32), num_prefix_tokens=1,
+                                       merge_size=2)
+    torch.testing.assert_close(outp, xp + oracle(table[0], (4, 4), 1, as_sizes(sizes), merge_size=2,
+                                                 max_length=40), rtol=0, atol=1e-12)
+    for i, n in enumerate([36, 16, 4]):
+        assert torch.equal(outp[i, n:], xp[i, n:])
+
+
+@pytest.mark.parametrize("x_dtype,table_dtype", [(torch.float32, torch.float64),
+                                                 (torch.float64, torch.float32),
+                                                 (torch.bfloat16, torch.float32)])
+def test_add_with_other_dtypes_promotes(x_dtype, table_dtype):
+    """x and pos_embed of different dtypes: x + resample_varlen(pos_embed) with PyTorch's type promotion."""
+    gen = torch.Generator().manual_seed(7)
+    table = torch.randn(3 * 3, 4, generator=gen, dtype=torch.float64).to(table_dtype)
+    x = torch.randn(2, 30, 4, generator=gen, dtype=torch.float64).to(x_dtype)
+    out = posext.add_pos_embed_varlen(x, table, [[5, 6], [2, 2]], mode="bilinear")
+    expected = x + posext.resample_varlen(table, [[5, 6], [2, 2]], mode="bilinear", max_length=30)
+    assert out.dtype == torch.promote_types(x_dtype, table_dtype) == expected.dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
