@@ -323,3 +323,102 @@ def test_add_with_other_dtypes_promotes(x_dtype, table_dtype):
     expected = x + posext.resample_varlen(table, [[5, 6], [2, 2]], mode="bilinear", max_length=30)
     assert out.dtype == torch.promote_types(x_dtype, table_dtype) == expected.dtype
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ gradients
+
+GRAD_SIZES = {1: [(1, 5, 1), (2, 1, 3), (1, 3, 4), (1, 5, 1)], 2: [(2, 2, 4), (1, 4, 2), (1, 2, 2)]}
+
+
+@pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
+@pytest.mark.parametrize("merge_size", [1, 2])
+@pytest.mark.parametrize("padded", [False, True])
+def test_gradcheck_wrt_table(mode, antialias, align_corners, merge_size, padded):
+    table = torch.randn(1 + 3 * 4, 2, dtype=torch.float64, requires_grad=True)
+    sizes = GRAD_SIZES[merge_size]
+    kwargs = dict(old_size=(3, 4), num_prefix_tokens=1, mode=mode, antialias=antialias,
+                  align_corners=align_corners, merge_size=merge_size, max_length=17 if padded else None)
+    assert torch.autograd.gradcheck(lambda t: posext.resample_varlen(t, sizes, **kwargs), (table,))
+
+
+@pytest.mark.parametrize("mode,antialias,align_corners", [("bicubic", False, False), ("bilinear", True, True),
+                                                          ("nearest", False, False)])
+@pytest.mark.parametrize("padded", [False, True])
+def test_gradcheck_add_wrt_x_and_table(mode, antialias, align_corners, padded):
+    table = torch.randn(1, 2 + 3 * 3, 3, dtype=torch.float64, requires_grad=True)
+    sizes = torch.tensor(GRAD_SIZES[2])
+    shape = (3, 17, 3) if padded else (16 + 8 + 4, 3)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+
+    def f(x, t):
+        return posext.add_pos_embed_varlen(x, t, sizes, num_prefix_tokens=2, mode=mode, antialias=antialias,
+                                           align_corners=align_corners, merge_size=2)
+
+    assert torch.autograd.gradcheck(f, (x, table))
+
+
+@pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
+@pytest.mark.parametrize("layout", ["unbatched", "batched", "nhwc"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_gradient_matches_oracle_autograd(backend, mode, antialias, align_corners, layout, padded):
+    """The table's gradient (prefix rows: exactly zero) is the oracle's autograd gradient; an upstream
+    gradient on the padding rows reaches nothing."""
+    gen = torch.Generator().manual_seed(8)
+    prefix = 0 if layout == "nhwc" else 2
+    old_hw = (5, 7)
+    values = torch.randn(prefix + 35, 6, generator=gen, dtype=torch.float64)
+    shape = {"unbatched": (prefix + 35, 6), "batched": (1, prefix + 35, 6), "nhwc": (1, 5, 7, 6)}[layout]
+    table = values.reshape(shape).clone().requires_grad_()
+    sizes = [(1, 9, 4), (3, 2, 2), (1, 1, 8), (1, 9, 4), (2, 3, 10)]
+    max_length = 70 if padded else None
+    out = posext.resample_varlen(table, sizes, old_size=old_hw, num_prefix_tokens=prefix, mode=mode,
+                                 antialias=antialias, align_corners=align_corners, merge_size=1,
+                                 max_length=max_length)
+    upstream = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    ours, = torch.autograd.grad(out, table, upstream)
+    assert ours.shape == table.shape
+    ours = ours.reshape(prefix + 35, 6)
+    leaf = values.clone().requires_grad_()
+    expected = oracle(leaf, old_hw, prefix, sizes, mode, antialias, align_corners, 1, max_length)
+    theirs, = torch.autograd.grad(expected, leaf, upstream)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
+    assert torch.equal(ours[:prefix], torch.zeros(prefix, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_add_gradient_matches_oracle_autograd(backend, padded):
+    gen = torch.Generator().manual_seed(9)
+    values = torch.randn(1 + 6 * 6, 4, generator=gen, dtype=torch.float64)
+    table = values.clone().requires_grad_()
+    sizes = [(2, 4, 4), (1, 8, 2), (1, 4, 4)]
+    shape = (3, 40, 4) if padded else (32 + 16 + 16, 4)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = posext.add_pos_embed_varlen(x, table, sizes, num_prefix_tokens=1, antialias=True, merge_size=2)
+    upstream = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    gx, gt = torch.autograd.grad(out, (x, table), upstream)
+    assert torch.equal(gx, upstream), "x's gradient is the upstream gradient, unchanged"
+    leaf = values.clone().requires_grad_()
+    expected = oracle(leaf, (6, 6), 1, sizes, antialias=True, merge_size=2, max_length=40 if padded else None)
+    theirs, = torch.autograd.grad(expected, leaf, upstream)
+    torch.testing.assert_close(gt, theirs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("padded", [False, True])
+def test_backward_is_bitwise_repeatable(backend, dtype, padded):
+    """Many images of one size write the same table rows: the gradient must not depend on the order in which
+    they are summed."""
+    gen = torch.Generator().manual_seed(10)
+    table = torch.randn(1, 1 + 16 * 16, 32, generator=gen).to(dtype).requires_grad_()
+    sizes = torch.tensor([[1, 24, 24], [2, 10, 14], [1, 24, 24], [3, 4, 4], [1, 24, 24], [1, 2, 30]])
+    max_length = 600 if padded else None
+    out = posext.resample_varlen(table, sizes, num_prefix_tokens=1, antialias=True, merge_size=2,
+                                 max_length=max_length)
+    upstream = torch.randn(out.shape, generator=gen).to(dtype)
+    grads = []
+    for _ in range(2):
+        out = posext.resample_varlen(table, sizes, num_prefix_tokens=1, antialias=True, merge_size=2,
+                                     max_length=max_length)
+        grads.append(torch.autograd.grad(out, table, upstream)[0])
+    assert torch.equal(grads[0], grads[1])
+    assert not grads[0].isnan().any()
