@@ -422,3 +422,57 @@ def test_backward_is_bitwise_repeatable(backend, dtype, padded):
         grads.append(torch.autograd.grad(out, table, upstream)[0])
     assert torch.equal(grads[0], grads[1])
     assert not grads[0].isnan().any()
+
+
+# ------------------------------------------------------------------------------ edge cases
+
+@pytest.mark.parametrize("grid_sizes", [[], torch.zeros(0, 2, dtype=torch.int64),
+                                        torch.zeros(0, 3, dtype=torch.int32)], ids=["list", "b2", "b3"])
+@pytest.mark.parametrize("max_length", [None, 0, 5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_empty_batch(backend, grid_sizes, max_length, dtype):
+    table = torch.randn(1, 1 + 4 * 4, 6).to(dtype)
+    out = posext.resample_varlen(table, grid_sizes, num_prefix_tokens=1, max_length=max_length)
+    assert out.shape == ((0, 6) if max_length is None else (0, max_length, 6)) and out.dtype == dtype
+    x = torch.randn(out.shape).to(dtype)
+    added = posext.add_pos_embed_varlen(x, table, grid_sizes, num_prefix_tokens=1)
+    assert added.shape == x.shape and added.dtype == dtype
+
+
+@pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
+@pytest.mark.parametrize("layout", ["unbatched", "nhwc"])
+def test_one_by_one_table_fills_every_row(backend, mode, antialias, align_corners, layout):
+    """A 1x1 grid: every resampled row is that one row (all weights of a row sum to 1)."""
+    gen = torch.Generator().manual_seed(11)
+    values = torch.randn(2, 5, generator=gen, dtype=torch.float64)  # a class token, then the 1x1 grid
+    table = values if layout == "unbatched" else values[1:].reshape(1, 1, 1, 5)
+    prefix = 1 if layout == "unbatched" else 0
+    sizes = [[1, 1], [3, 5], [1, 1], [6, 2]]
+    out = posext.resample_varlen(table, sizes, num_prefix_tokens=prefix, mode=mode, antialias=antialias,
+                                 align_corners=align_corners)
+    assert out.shape == (1 + 15 + 1 + 12, 5)
+    torch.testing.assert_close(out, values[1:].expand(29, 5), rtol=0, atol=1e-12)
+    padded = posext.resample_varlen(table, sizes, num_prefix_tokens=prefix, mode=mode, antialias=antialias,
+                                    align_corners=align_corners, max_length=15, merge_size=1)
+    torch.testing.assert_close(padded, oracle(values, (1, 1), 1, as_sizes(sizes), mode, antialias,
+                                              align_corners, 1, 15), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
+def test_one_by_one_targets(backend, mode, antialias, align_corners):
+    gen = torch.Generator().manual_seed(12)
+    table = torch.randn(9 * 6, 3, generator=gen, dtype=torch.float64)
+    for grid_sizes in ([[1, 1], [1, 1]], [[2, 1, 1], [1, 1, 1]]):
+        for max_length in (None, 1 if len(grid_sizes[0]) == 2 else 2):
+            out = posext.resample_varlen(table, grid_sizes, old_size=(9, 6), mode=mode, antialias=antialias,
+                                         align_corners=align_corners, max_length=max_length)
+            expected = oracle(table, (9, 6), 0, as_sizes(grid_sizes), mode, antialias, align_corners, 1,
+                              max_length)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_no_channels(backend):
+    table = torch.randn(1 + 3 * 3, 0)
+    assert posext.resample_varlen(table, [[2, 5], [1, 1]], num_prefix_tokens=1).shape == (11, 0)
+    assert posext.resample_varlen(table, [[2, 5]], num_prefix_tokens=1, max_length=12).shape == (1, 12, 0)
+
