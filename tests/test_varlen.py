@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import posext
 from tests import reference_resample as ref
+from tests.conftest import assert_error_names
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
 
@@ -476,3 +477,94 @@ def test_no_channels(backend):
     assert posext.resample_varlen(table, [[2, 5], [1, 1]], num_prefix_tokens=1).shape == (11, 0)
     assert posext.resample_varlen(table, [[2, 5]], num_prefix_tokens=1, max_length=12).shape == (1, 12, 0)
 
+
+
+# ------------------------------------------------------------------------------ bad input
+
+TABLE = torch.zeros(1 + 4 * 4, 8)
+
+
+def rv(grid_sizes, **kwargs):
+    return posext.resample_varlen(kwargs.pop("pos_embed", TABLE), grid_sizes,
+                                  num_prefix_tokens=kwargs.pop("num_prefix_tokens", 1), **kwargs)
+
+
+def add(x, grid_sizes, **kwargs):
+    return posext.add_pos_embed_varlen(x, kwargs.pop("pos_embed", TABLE), grid_sizes, num_prefix_tokens=1,
+                                       **kwargs)
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    # an image longer than max_length
+    (lambda: rv([[2, 2], [3, 3]], max_length=8), ValueError, ["max_length=8", "image 1", "9 tokens"]),
+    (lambda: rv([[2, 3, 3]], max_length=17), ValueError, ["max_length=17", "image 0", "18 tokens"]),
+    (lambda: rv([[1, 1]], max_length=0), ValueError, ["max_length=0", "image 0"]),
+    (lambda: rv([[2, 2]], max_length=-1), ValueError, ["max_length", "-1"]),
+    (lambda: rv([[2, 2]], max_length=4.0), TypeError, ["max_length", "float"]),
+    # merge_size must divide h and w
+    (lambda: rv([[4, 4], [3, 4]], merge_size=2), ValueError, ["merge_size=2", "(3, 4)", "image 1"]),
+    (lambda: rv(torch.tensor([[1, 4, 6]]), merge_size=4), ValueError, ["merge_size=4", "(4, 6)"]),
+    (lambda: rv([[4, 4]], merge_size=0), ValueError, ["merge_size", "> 0"]),
+    (lambda: rv([[4, 4]], merge_size=2.0), TypeError, ["merge_size", "float"]),
+    # sizes must be >= 1
+    (lambda: rv([[2, 2], [0, 3]]), ValueError, ["grid_sizes", ">= 1", "image 1"]),
+    (lambda: rv([[2, -1]]), ValueError, ["grid_sizes", ">= 1", "(1, 2, -1)"]),
+    (lambda: rv(torch.tensor([[0, 2, 2]])), ValueError, ["grid_sizes", ">= 1", "(0, 2, 2)"]),
+    (lambda: rv(torch.tensor([[-3, 2]], dtype=torch.int32)), ValueError, ["grid_sizes", ">= 1"]),
+    # grid_sizes shape and type
+    (lambda: rv(torch.tensor([3, 4])), ValueError, ["grid_sizes", "(2,)"]),
+    (lambda: rv(torch.ones(2, 4, dtype=torch.int64)), ValueError, ["grid_sizes", "(2, 4)"]),
+    (lambda: rv(torch.ones(2, 1, dtype=torch.int64)), ValueError, ["grid_sizes", "(2, 1)"]),
+    (lambda: rv(torch.ones(2, 2, 1, dtype=torch.int64)), ValueError, ["grid_sizes", "(2, 2, 1)"]),
+    (lambda: rv([[1, 2, 3, 4]]), ValueError, ["grid_sizes", "(1, 4)"]),
+    (lambda: rv([[2, 3], [1, 2, 3]]), ValueError, ["grid_sizes", "[2, 3]"]),
+    (lambda: rv(torch.tensor([[2.0, 3.0]])), TypeError, ["grid_sizes", "float32"]),
+    (lambda: rv(torch.tensor([[2, 3]], dtype=torch.float64)), TypeError, ["grid_sizes", "float64"]),
+    (lambda: rv(torch.tensor([[True, True]])), TypeError, ["grid_sizes", "bool"]),
+    (lambda: rv([[2.0, 3]]), TypeError, ["grid_sizes", "2.0"]),
+    (lambda: rv([[True, 3]]), TypeError, ["grid_sizes"]),
+    (lambda: rv(5), TypeError, ["grid_sizes", "int"]),
+    # the table
+    (lambda: rv([[2, 2]], pos_embed=torch.zeros(2, 17, 8)), ValueError, ["pos_embed", "(2, 17, 8)", "batch"]),
+    (lambda: rv([[2, 2]], pos_embed=torch.zeros(2, 4, 4, 8), num_prefix_tokens=0), ValueError,
+     ["pos_embed", "(2, 4, 4, 8)"]),
+    (lambda: rv([[2, 2]], pos_embed=torch.zeros(17, 8, dtype=torch.int64)), TypeError, ["pos_embed.dtype"]),
+    (lambda: rv([[2, 2]], pos_embed=torch.zeros(17, 8, dtype=torch.complex64)), TypeError,
+     ["pos_embed.dtype"]),
+    (lambda: rv([[2, 2]], pos_embed=[[0.0] * 8] * 17), TypeError, ["pos_embed", "tensor"]),
+    (lambda: rv([[2, 2]], pos_embed=torch.zeros(17)), ValueError, ["pos_embed", "(17,)"]),
+    (lambda: rv([[2, 2]], num_prefix_tokens=0), ValueError, ["17", "old_size"]),
+    (lambda: rv([[2, 2]], old_size=(3, 5)), ValueError, ["old_size", "15"]),
+    (lambda: rv([[2, 2]], num_prefix_tokens=-1), ValueError, ["num_prefix_tokens", "-1"]),
+    (lambda: rv([[2, 2]], pos_embed=torch.zeros(1, 4, 4, 8), num_prefix_tokens=1), ValueError,
+     ["NHWC", "num_prefix_tokens"]),
+    # mode and flags
+    (lambda: rv([[2, 2]], mode="area"), ValueError, ["mode", "'area'"]),
+    (lambda: rv([[2, 2]], mode="nearest", antialias=True), ValueError, ["nearest", "antialias"]),
+    (lambda: rv([[2, 2]], mode="nearest", align_corners=True), ValueError, ["nearest", "align_corners"]),
+    (lambda: rv([[2, 2]], antialias=1), TypeError, ["antialias"]),
+    (lambda: rv([[2, 2]], align_corners="yes"), TypeError, ["align_corners"]),
+    # x of add_pos_embed_varlen
+    (lambda: add([1.0] * 8, [[2, 2]]), TypeError, ["x", "tensor"]),
+    (lambda: add(torch.zeros(8), [[2, 2]]), ValueError, ["x", "(8,)"]),
+    (lambda: add(torch.zeros(1, 1, 4, 8), [[2, 2]]), ValueError, ["x", "(1, 1, 4, 8)"]),
+    (lambda: add(torch.zeros(5, 8), [[2, 2]]), ValueError, ["x", "[4, 8]", "(5, 8)"]),
+    (lambda: add(torch.zeros(4, 7), [[2, 2]]), ValueError, ["x", "[4, 8]", "(4, 7)"]),
+    (lambda: add(torch.zeros(2, 4, 8), [[2, 2]]), ValueError, ["x", "[1, 4, 8]", "(2, 4, 8)"]),
+    (lambda: add(torch.zeros(1, 6, 7), [[2, 2]]), ValueError, ["x", "[1, 6, 8]", "(1, 6, 7)"]),
+    (lambda: add(torch.zeros(1, 3, 8), [[2, 2]]), ValueError, ["4 tokens"]),
+])
+def test_bad_input_is_a_clear_error(backend, call, exc, words):
+    assert_error_names(call, exc, words)
+
+
+def test_x_on_another_device_is_refused():
+    """meta stands in for a second device on a CPU-only machine."""
+    assert_error_names(lambda: add(torch.zeros(4, 8, device="meta"), [[2, 2]]), ValueError,
+                       ["x", "pos_embed", "device", "meta", "cpu"])
+
+
+@pytest.mark.cuda
+def test_x_on_cuda_table_on_cpu_is_refused():
+    assert_error_names(lambda: add(torch.zeros(4, 8, device="cuda"), [[2, 2]]), ValueError,
+                       ["x", "pos_embed", "device", "cuda", "cpu"])
