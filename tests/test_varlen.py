@@ -15,6 +15,10 @@ autograd gradient.
 Outputs are poisoned: every test runs in torch's deterministic mode, which fills fresh tensors with NaN, so
 an element a kernel leaves unwritten fails the comparison.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +31,10 @@ from tests import reference_resample as ref
 from tests.conftest import assert_error_names
 
 pytestmark = pytest.mark.usefixtures("poison_outputs")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The fused op: registered by the compiled extension once it has a varlen kernel.
+FUSED_OP = posext.backend() == "extension" and hasattr(torch.ops.posext, "resample_varlen")
 
 # Every (mode, antialias, align_corners) that F.interpolate accepts; nearest takes neither flag.
 COMBOS = [("bicubic", False, False), ("bicubic", True, False), ("bicubic", False, True),
@@ -568,3 +576,72 @@ def test_x_on_another_device_is_refused():
 def test_x_on_cuda_table_on_cpu_is_refused():
     assert_error_names(lambda: add(torch.zeros(4, 8, device="cuda"), [[2, 2]]), ValueError,
                        ["x", "pos_embed", "device", "cuda", "cpu"])
+
+
+# ------------------------------------------------------------------------------ torch.compile and backends
+
+@pytest.mark.xfail(not FUSED_OP, strict=True, raises=torch._dynamo.exc.TorchDynamoException,
+                   reason="the image-by-image path reads grid_sizes on the host (a graph break); the fused "
+                          "op takes the padded form whole")
+def test_compile_fullgraph_padded_with_tensor_grid_sizes():
+    torch._dynamo.reset()
+
+    def fwd(x, table, grid_sizes):
+        out = posext.add_pos_embed_varlen(x, table, grid_sizes, num_prefix_tokens=1, merge_size=2)
+        return out * 2 + posext.resample_varlen(table, grid_sizes, num_prefix_tokens=1, max_length=x.shape[1],
+                                                mode="bilinear", antialias=True)
+
+    compiled = torch.compile(fwd, fullgraph=True, backend="aot_eager")
+    gen = torch.Generator().manual_seed(13)
+    table = torch.randn(1, 1 + 6 * 6, 8, generator=gen, requires_grad=True)
+    x = torch.randn(3, 64, 8, generator=gen, requires_grad=True)
+    for rows in ([[1, 8, 8], [2, 4, 6], [1, 2, 2]], [[3, 2, 10], [1, 4, 4], [2, 6, 4]]):
+        grid_sizes = torch.tensor(rows)
+        out = compiled(x, table, grid_sizes)
+        expected = fwd(x, table, grid_sizes)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+        upstream = torch.randn(out.shape, generator=gen)
+        ours = torch.autograd.grad(out, (x, table), upstream)
+        theirs = torch.autograd.grad(expected, (x, table), upstream)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+BACKEND_CASES = """
+import torch, posext
+
+def compute():
+    gen = torch.Generator().manual_seed(14)
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        table = torch.randn(1, 2 + 7 * 5, 6, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+        for mode, antialias, align_corners in [("bicubic", False, False), ("bicubic", True, True),
+                                               ("bilinear", True, False), ("nearest", False, False)]:
+            for max_length in (None, 120):
+                sizes = torch.tensor([[1, 10, 12], [2, 4, 2], [1, 2, 20], [3, 6, 6]])
+                out = posext.resample_varlen(table, sizes, old_size=(7, 5), num_prefix_tokens=2, mode=mode,
+                                             antialias=antialias, align_corners=align_corners,
+                                             max_length=max_length, merge_size=2)
+                upstream = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(dtype)
+                results += [out.detach(), torch.autograd.grad(out, table, upstream)[0]]
+    return results
+"""
+
+
+def test_python_backend_agrees_with_default_backend(tmp_path):
+    """The same calls under POSEXT_BACKEND=python (a fresh process) and in this process (the extension when
+    it is built): forward and table gradient."""
+    path = tmp_path / "python_backend.pt"
+    code = BACKEND_CASES + f"\nassert posext.backend() == 'python'\ntorch.save(compute(), {str(path)!r})\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": ROOT, "POSEXT_BACKEND": "python"})
+    assert result.returncode == 0, result.stderr
+    theirs = torch.load(path)
+    namespace = {}
+    exec(BACKEND_CASES, namespace)
+    ours = namespace["compute"]()
+    assert len(ours) == len(theirs) == 32
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        tol = 1e-12 if a.dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(a, b, rtol=0, atol=tol)
