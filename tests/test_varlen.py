@@ -256,6 +256,29 @@ def test_packed_and_padded_hold_the_same_rows():
         assert torch.equal(padded[i, lengths[i]:], torch.zeros(50 - lengths[i], 5, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("max_length", [None, 30])
+def test_grid_sizes_forms_agree(max_length):
+    """Nested lists or tuples, int32 / int64 tensors (also strided), (h, w) rows or (1, h, w) rows: one
+    result."""
+    gen = torch.Generator().manual_seed(15)
+    table = torch.randn(1 + 5 * 5, 3, generator=gen, dtype=torch.float64)
+    hw = [[4, 6], [2, 2], [6, 4]]
+    forms = [hw, tuple(tuple(r) for r in hw), [[1, h, w] for h, w in hw], torch.tensor(hw, dtype=torch.int32),
+             torch.tensor([[1, h, w] for h, w in hw]), torch.tensor(hw).t().contiguous().t(),
+             torch.tensor([[h, 0, w] for h, w in hw])[:, ::2]]
+    outs = [posext.resample_varlen(table, g, num_prefix_tokens=1, merge_size=2, max_length=max_length)
+            for g in forms]
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    torch.testing.assert_close(outs[0], oracle(table, (5, 5), 1, as_sizes(hw), merge_size=2,
+                                               max_length=max_length), rtol=0, atol=1e-12)
+
+
+def test_align_corners_none_means_false():
+    table = torch.randn(4 * 4, 3, dtype=torch.float64)
+    for mode in ("bicubic", "bilinear", "nearest"):
+        assert torch.equal(posext.resample_varlen(table, [[5, 7]], mode=mode, align_corners=None),
+                           posext.resample_varlen(table, [[5, 7]], mode=mode, align_corners=False))
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode,antialias,align_corners", COMBOS)
 @pytest.mark.parametrize("max_length", [None, 200])
