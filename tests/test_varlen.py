@@ -273,6 +273,17 @@ def test_grid_sizes_forms_agree(max_length):
                                                max_length=max_length), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("max_length", [None, 16])
+def test_result_is_new_memory(backend, max_length):
+    """Even when the target grid is the stored one (an identity resample), the result is not a view of the
+    table: writing it leaves the table alone."""
+    table = torch.randn(1, 4 * 4, 3, dtype=torch.float64)
+    before = table.clone()
+    out = posext.resample_varlen(table, [[4, 4]], mode="nearest", max_length=max_length)
+    torch.testing.assert_close(out.reshape(16, 3), table[0], rtol=0, atol=0)
+    out.fill_(7.0)
+    assert torch.equal(table, before)
+
 def test_align_corners_none_means_false():
     table = torch.randn(4 * 4, 3, dtype=torch.float64)
     for mode in ("bicubic", "bilinear", "nearest"):
