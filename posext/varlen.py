@@ -29,16 +29,26 @@ def _grid_sizes(grid_sizes: GridSizes) -> torch.Tensor:
         sizes = grid_sizes.detach().to("cpu", torch.int64)
     else:
         try:
-            rows = [list(r) for r in grid_sizes]
+            items = list(grid_sizes)
         except TypeError:
             raise TypeError(f"grid_sizes must be a [B, 2] or [B, 3] int tensor or list, got "
                             f"{type(grid_sizes).__name__}") from None
+        if items and all(_checks.is_int(v) for v in items):  # one flat row: shape (n,), as for a tensor
+            raise ValueError(f"grid_sizes must be [B, 2] (h, w) or [B, 3] (t, h, w), got shape "
+                             f"({len(items)},)")
+        try:
+            rows = [list(r) for r in items]
+        except TypeError:
+            raise TypeError(f"grid_sizes must be a [B, 2] or [B, 3] int tensor or list of rows, got "
+                            f"{grid_sizes!r}") from None
         if any(not _checks.is_int(v) for r in rows for v in r):
             raise TypeError(f"grid_sizes must hold ints, got {rows!r}")
         width = {len(r) for r in rows}
         if len(width) > 1:
             raise ValueError(f"grid_sizes rows must all be (h, w) or all (t, h, w), got lengths "
                              f"{sorted(width)}")
+        if any(abs(v) >= 2**63 for r in rows for v in r):
+            raise ValueError(f"grid_sizes values must fit int64, got {rows!r}")
         sizes = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), width.pop() if rows else 2)
     if sizes.dim() != 2 or sizes.shape[1] not in (2, 3):
         raise ValueError(f"grid_sizes must be [B, 2] (h, w) or [B, 3] (t, h, w), got shape "
@@ -99,8 +109,11 @@ def resample_varlen(pos_embed: torch.Tensor, grid_sizes: GridSizes, *, old_size=
     the checks of the sizes themselves (>= 1, divisible by ``merge_size``, at most ``max_length`` tokens) are
     then left to the op, whose kernel refuses a bad image with a device-side assert.
     """
-    plan = _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners,
-                 max_length, merge_size)
+    return _resample_plan(_plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias,
+                                align_corners, max_length, merge_size), mode)
+
+
+def _resample_plan(plan, mode) -> torch.Tensor:
     tokens, old_hw, prefix, sizes, lengths, antialias, align_corners, max_length, merge_size = plan
     if _backend.use_extension(tokens.device):
         return _resample_varlen_op(None, plan, mode)
@@ -109,10 +122,11 @@ def resample_varlen(pos_embed: torch.Tensor, grid_sizes: GridSizes, *, old_size=
 
 
 def _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners, max_length,
-          merge_size):
+          merge_size, limit_name=None):
     """Checked arguments -> (tokens [1, P + N, C], old (h, w), P, sizes int64 [B, 3], lengths, antialias,
     align_corners, max_length, merge_size). ``lengths`` is None (and ``sizes`` on the table's device, unread)
-    when the op will take the padded sizes without a host read; else sizes are on the CPU, checked."""
+    when the op will take the padded sizes without a host read; else sizes are on the CPU, checked.
+    ``limit_name`` names what sets the padded length in messages (default ``max_length=L``)."""
     antialias, align_corners = _check_inputs(mode, antialias, align_corners, pos_embed=pos_embed)
     num_prefix_tokens = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
     merge_size = _checks.positive_int("merge_size", merge_size)
@@ -127,12 +141,17 @@ def _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, a
         return (tokens, old_hw, prefix, _grid_sizes_on_device(grid_sizes).to(tokens.device), None) + flags
     sizes = _grid_sizes(grid_sizes)
     _check_merge(sizes, merge_size)
-    lengths = (sizes[:, 0] * sizes[:, 1] * sizes[:, 2]).tolist()
+    lengths = [t * h * w for t, h, w in sizes.tolist()]  # Python ints: no int64 wrap-around
     if max_length is not None:
         long = [i for i, n in enumerate(lengths) if n > max_length]
         if long:
-            raise ValueError(f"max_length={max_length} is shorter than image {long[0]}: (t, h, w) = "
+            limit = limit_name or f"max_length={max_length}"
+            raise ValueError(f"{limit} is shorter than image {long[0]}: (t, h, w) = "
                              f"{tuple(sizes[long[0]].tolist())} has {lengths[long[0]]} tokens")
+    shape = (len(lengths), max_length, tokens.shape[-1]) if max_length is not None else \
+        (sum(lengths), tokens.shape[-1])
+    _checks.result_size(lambda: f"grid_sizes ({len(lengths)} images, {sum(lengths)} tokens)", shape,
+                        tokens.dtype, tokens.device)
     return (tokens, old_hw, prefix, sizes, lengths) + flags
 
 
@@ -192,11 +211,10 @@ def _resample_varlen_torch(tokens, old_hw, prefix, sizes, lengths, mode, antiali
         if max_length is not None and n < max_length:
             piece = torch.cat([piece, piece.new_zeros(max_length - n, channels)])
         pieces.append(piece)
-    if max_length is not None:
-        if not pieces:
-            return tokens.new_zeros(0, max_length, channels)
-        return torch.stack(pieces)
-    return torch.cat(pieces) if pieces else tokens.new_zeros(0, channels)
+    if not pieces:  # an empty view of the table: still part of its graph
+        empty = tokens[0, :0]
+        return empty.reshape((0, max_length, channels) if max_length is not None else (0, channels))
+    return torch.stack(pieces) if max_length is not None else torch.cat(pieces)
 
 
 def add_pos_embed_varlen(x: torch.Tensor, pos_embed: torch.Tensor, grid_sizes: GridSizes, *, old_size=None,
@@ -204,16 +222,16 @@ def add_pos_embed_varlen(x: torch.Tensor, pos_embed: torch.Tensor, grid_sizes: G
                          align_corners: Optional[bool] = False, merge_size: int = 1) -> torch.Tensor:
     """``x + resample_varlen(pos_embed, grid_sizes, ...)`` for packed ``x`` ``[T, C]`` (T = sum t*h*w) or
     padded ``x`` ``[B, L, C]`` (``max_length`` = L; the padding rows of x are returned unchanged)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    _check_inputs(mode, antialias, align_corners, x=x, pos_embed=pos_embed)
     if x.dim() not in (2, 3):
         raise ValueError(f"x must be packed [T, C] or padded [B, L, C], got shape {tuple(x.shape)}")
     if x.device != pos_embed.device:
         raise ValueError(f"x and pos_embed must be on one device, got {x.device} and {pos_embed.device}")
     max_length = x.shape[1] if x.dim() == 3 else None
+    limit = None if max_length is None else f"x of shape {tuple(x.shape)} (L = {max_length} rows per image)"
+    plan = _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners,
+                 max_length, merge_size, limit)
     if x.dtype == pos_embed.dtype and _backend.use_extension(x.device):
-        plan = _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners,
-                     max_length, merge_size)
         tokens, lengths = plan[0], plan[4]
         rows = (len(plan[3]), max_length) if max_length is not None else (sum(lengths),)
         expected = rows + (tokens.shape[-1],)
@@ -221,9 +239,7 @@ def add_pos_embed_varlen(x: torch.Tensor, pos_embed: torch.Tensor, grid_sizes: G
             raise ValueError(f"x must be {'[' + ', '.join(map(str, expected)) + ']'} for these grid_sizes "
                              f"and pos_embed {tuple(pos_embed.shape)}, got shape {tuple(x.shape)}")
         return _resample_varlen_op(x, plan, mode)
-    table = resample_varlen(pos_embed, grid_sizes, old_size=old_size, num_prefix_tokens=num_prefix_tokens,
-                            mode=mode, antialias=antialias, align_corners=align_corners,
-                            max_length=max_length, merge_size=merge_size)
+    table = _resample_plan(plan, mode)
     if table.shape != x.shape:
         raise ValueError(f"x must be {'[' + ', '.join(map(str, table.shape)) + ']'} for these grid_sizes and "
                          f"pos_embed {tuple(pos_embed.shape)}, got shape {tuple(x.shape)}")

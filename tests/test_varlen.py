@@ -596,10 +596,25 @@ def add(x, grid_sizes, **kwargs):
     (lambda: add(torch.zeros(4, 7), [[2, 2]]), ValueError, ["x", "[4, 8]", "(4, 7)"]),
     (lambda: add(torch.zeros(2, 4, 8), [[2, 2]]), ValueError, ["x", "[1, 4, 8]", "(2, 4, 8)"]),
     (lambda: add(torch.zeros(1, 6, 7), [[2, 2]]), ValueError, ["x", "[1, 6, 8]", "(1, 6, 7)"]),
-    (lambda: add(torch.zeros(1, 3, 8), [[2, 2]]), ValueError, ["4 tokens"]),
+    (lambda: add(torch.zeros(1, 3, 8), [[2, 2]]), ValueError, ["4 tokens", "x of shape (1, 3, 8)"]),
+    (lambda: add(torch.zeros(4, 8, dtype=torch.int64), [[2, 2]]), TypeError, ["x.dtype"]),
+    (lambda: add(torch.zeros(4, 8), [[2, 2]], pos_embed=[[0.0] * 8] * 17), TypeError,
+     ["pos_embed", "tensor"]),
+    # sizes too large: refused by name, never wrapped around or allocated
+    (lambda: rv([[2 ** 32, 2 ** 32]], max_length=1), ValueError, ["max_length=1", "18446744073709551616"]),
+    (lambda: rv([[2 ** 20, 2 ** 20]]), ValueError, ["grid_sizes", "bytes"]),
+    (lambda: rv([[2 ** 70, 1]]), ValueError, ["grid_sizes", "int64"]),
+    (lambda: rv([3, 4]), ValueError, ["grid_sizes", "(2,)"]),
 ])
 def test_bad_input_is_a_clear_error(backend, call, exc, words):
     assert_error_names(call, exc, words)
+
+
+def test_an_empty_batch_stays_in_the_graph(backend):
+    table = TABLE.clone().requires_grad_()
+    for out in (posext.resample_varlen(table, [], num_prefix_tokens=1),
+                posext.resample_varlen(table, [], num_prefix_tokens=1, max_length=3)):
+        assert out.numel() == 0 and out.requires_grad
 
 
 def test_x_on_another_device_is_refused():
