@@ -108,6 +108,11 @@ def resample_varlen(pos_embed: torch.Tensor, grid_sizes: GridSizes, *, old_size=
     result with a ``grid_sizes`` tensor on the GPU (or under ``torch.compile``) reads no value on the host:
     the checks of the sizes themselves (>= 1, divisible by ``merge_size``, at most ``max_length`` tokens) are
     then left to the op, whose kernel refuses a bad image with a device-side assert.
+
+    Compiling: the padded form with a ``grid_sizes`` tensor traces into one op, ``fullgraph=True`` included.
+    The packed form's row count depends on the values of ``grid_sizes``: pass them as a Python list (the
+    graph is then specialised to those sizes), or compute the packed rows from the padded ones outside the
+    compiled region.
     """
     return _resample_plan(_plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias,
                                 align_corners, max_length, merge_size), mode)
