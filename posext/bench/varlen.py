@@ -1,8 +1,8 @@
 """Varlen job: one learned table resampled to every image's grid of a mixed-aspect batch, in one call.
 
 ``posext.resample_varlen`` is timed as it runs in this process (the fused op when the build registers
-``torch.ops.posext.resample_varlen``, else the PyTorch path; each row records which) against the code
-native-resolution models run for the same result:
+``torch.ops.posext.resample_varlen``, else its size-by-size path over ``posext.resample``; each row records
+which, and posext's backend) against the code native-resolution models run for the same result:
 
 * bilinear + antialias, padded to the longest image: HF SigLIP2's
   ``Siglip2VisionEmbeddings.resize_positional_embeddings`` (one ``F.interpolate`` per image), timm NaFlexViT's
@@ -277,6 +277,28 @@ LEGEND = [
 ]
 
 
+def readme_table(rows):
+    """One row per batch and setting (the full table has a row per path): posext's times and peaks, and each
+    baseline's ratios. Returns (columns, table rows, legend lines for the derived columns)."""
+    baselines = list(dict.fromkeys(r["path"] for r in rows if r["path"] != "posext"))
+    columns = [("batch", "batch", "{}"), ("B", "B", "{}"), ("C", "C", "{}"), ("table", "table", "{}"),
+               ("setting", "setting", "{}"), ("ms", "posext ms, fwd / fwd+bwd", "{}"),
+               ("mib", "posext peak MiB, fwd / fwd+bwd", "{}")]
+    columns += [(p, f"vs {p}", "{}") for p in baselines]
+    table = []
+    for r in rows:
+        if r["path"] == "posext":
+            table.append({k: r[k] for k in ("batch", "B", "C", "table", "setting")})
+            table[-1].update(ms=f"{r['fwd_ms']:.2f} / {r['bwd_ms']:.2f}",
+                             mib=f"{r['fwd_mib']:.1f} / {r['bwd_mib']:.1f}")
+        elif r["x_fwd"] is not None and table:
+            table[-1][r["path"]] = (f"{r['x_fwd']:.2f}x / {r['x_bwd']:.2f}x "
+                                    f"({r['fwd_mib']:.0f} / {r['bwd_mib']:.0f} MiB)")
+    legend = ["vs X cells: X ms / posext ms, forward / forward+backward (higher is faster for posext), then "
+              "X's peak MiB, forward / forward+backward"]
+    return columns, table, legend
+
+
 def _best_peer(rows):
     """{(batch, B, C, table, setting): the fastest baseline row's (fwd ratio, fwd+bwd ratio, path)}."""
     groups = {}
@@ -290,7 +312,8 @@ def _best_peer(rows):
 def summary(rows):
     out = []
     fused = {r["fused_op"] for r in rows}
-    where = "with the fused op" if fused == {True} else "on the PyTorch path" if fused == {False} else ""
+    where = ("with the fused varlen op" if fused == {True} else "size by size through posext.resample, no "
+             "fused varlen op" if fused == {False} else "the fused varlen op in some rows only")
     siglip = [r for r in rows if r["path"] == "HF SigLIP2" and r["x_fwd"] is not None]
     if siglip:
         out.append(f"posext ({where}) vs HF SigLIP2 (bilinear, antialias, padded): "
