@@ -16,6 +16,8 @@ which, and posext's backend) against the code native-resolution models run for t
 Forward, and forward + backward to the table; time and the peak of the bytes torch's CPU allocator holds
 during one call (torch.profiler memory events); the largest difference from posext's rows.
 """
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +37,6 @@ CASES = [
     ("mixed", MIXED * 2, 768, 16),
     ("extreme", EXTREME * 4, 768, 16),
     ("mixed", MIXED * 2, 1152, 16),
-    ("extreme", EXTREME * 4, 1152, 16),
     ("mixed", MIXED * 8, 768, 16),
     ("mixed", MIXED_64 * 2, 768, 64),
     ("extreme", EXTREME_64 * 4, 768, 64),
@@ -175,34 +176,37 @@ MAKERS = {"HF SigLIP2": _siglip2, "timm NaFlex interp": _timm(False), "F.interpo
           "timm NaFlex grid_sample": _timm(True), "HF Qwen3-VL": _qwen3vl}
 
 
-def peak_bytes(fn) -> int:
-    """The most bytes torch's CPU allocator held at once during ``fn()`` beyond what it held before (the
-    running sum of torch.profiler's allocation and free events), the result included."""
+def peak_bytes(fn):
+    """(the most bytes torch's CPU allocator held at once during ``fn()`` beyond what it held before (the
+    running sum of torch.profiler's allocation and free events), the result included; ``fn()``)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
-    del out
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     held = peak = 0
     for event in events:
         held += event.nbytes()
         peak = max(peak, held)
-    return peak
+    return peak, out
 
 
-def _measure(leaf, call, grad, min_time):
-    """(fwd ms, fwd+bwd ms, fwd peak bytes, fwd+bwd peak bytes)."""
+def _measure(leaf, call, min_time):
+    """(the forward's result, fwd ms, fwd+bwd ms, fwd peak bytes, fwd+bwd peak bytes)."""
     def forward():
         with torch.no_grad():
             return call()
 
+    fwd_bytes, out = peak_bytes(forward)
+    grad = torch.randn_like(out)
+
     def backward():
         return torch.autograd.grad(call(), [leaf], grad)
 
-    return (1e3 * median_seconds(forward, min_time), 1e3 * median_seconds(backward, min_time),
-            peak_bytes(forward), peak_bytes(backward))
+    bwd_bytes = peak_bytes(backward)[0]
+    return (out, 1e3 * median_seconds(forward, min_time), 1e3 * median_seconds(backward, min_time), fwd_bytes,
+            bwd_bytes)
 
 
 def _valid(out, grids, padded):
@@ -227,15 +231,14 @@ def run(devices, quick=False):
         for path, setting, _ in paths:
             make = _posext(setting) if path == "posext" else MAKERS[path]
             leaf, call = make(table, grids, max_length)
-            with torch.no_grad():
-                out = call()
-            grad = torch.randn_like(out)
-            fwd, bwd, fwd_bytes, bwd_bytes = _measure(leaf, call, grad, min_time)
+            load = os.getloadavg()[0]
+            out, fwd, bwd, fwd_bytes, bwd_bytes = _measure(leaf, call, min_time)
             padded = SETTINGS[setting][2]
             row = {"batch": batch, "B": len(grids), "C": channels, "table": f"{side}x{side}",
                    "tokens": sum(h * w for h, w in grids), "setting": SETTINGS[setting][0], "path": path,
                    "fwd_ms": fwd, "bwd_ms": bwd, "fwd_mib": fwd_bytes / 2**20, "bwd_mib": bwd_bytes / 2**20,
-                   "x_fwd": None, "x_bwd": None, "max_diff": None, "backend": backend, "fused_op": fused}
+                   "x_fwd": None, "x_bwd": None, "max_diff": None, "backend": backend, "fused_op": fused,
+                   "load": load}
             if path == "posext":
                 reference[setting] = (_valid(out, grids, padded), row)
             elif setting in reference:
@@ -327,6 +330,10 @@ def summary(rows):
         out.append(f"vs the fastest other path of each setting and batch: {span(fwd, '{:.2f}x')} forward, "
                    f"{span(bwd, '{:.2f}x')} forward+backward ({sum(x > 1 for x in fwd)} of {len(fwd)} "
                    f"forward and {sum(x > 1 for x in bwd)} of {len(bwd)} forward+backward cases faster).")
+    loads = [r["load"] for r in rows if r.get("load") is not None]
+    if loads:
+        out.append(f"The 1-minute load average was {span(loads, '{:.1f}')} while these rows were timed; "
+                   f"other work on the machine slows some calls and not others, so single ratios are noisy.")
     diffs = [r["max_diff"] for r in rows if r["max_diff"] is not None]
     if diffs:
         out.append(f"Every baseline agrees with posext within {max(diffs):.1e} (image rows).")
