@@ -69,7 +69,7 @@ def _paths():
 
 
 def _min_time(quick):
-    return 0.01 if quick else 0.05
+    return 0.01 if quick else 0.2
 
 
 def plan(devices, quick=False):
