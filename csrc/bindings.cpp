@@ -24,6 +24,20 @@ TORCH_LIBRARY(posext, m) {
   // table (its rows rounded to the dtype, as an unfused x + table would add them).
   m.def("resample_add(Tensor x, Tensor pos_embed, int old_h, int old_w, SymInt new_h, SymInt new_w, "
         "int num_prefix_tokens, int mode, bool antialias, bool align_corners, float scale_h, float scale_w) -> Tensor");
+  // Variable-resolution batches: table [P + old_h*old_w, C] resampled to every image of grid_sizes [B, 3] (t, h, w)
+  // int64; offsets [B + 1] int64: each image's first packed row. max_length < 0: packed [total_tokens, C];
+  // else padded [B, max_length, C], zeros after each image's rows. Row order within an image: (t, h/m, w/m, m, m).
+  m.def("resample_varlen(Tensor table, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, SymInt total_tokens, "
+        "int max_length) -> Tensor");
+  // The table's gradient [P + old_h*old_w, C] (prefix rows zero), summed over the images in order (deterministic).
+  m.def("resample_varlen_backward(Tensor grad, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, int max_length) -> Tensor");
+  // x (packed [T, C] or padded [B, max_length, C]) + resample_varlen(table, ...) without storing the rows (rounded
+  // to the table's dtype first); padding rows of x returned unchanged.
+  m.def("resample_varlen_add(Tensor x, Tensor table, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, int max_length) "
+        "-> Tensor");
   // 2D RoPE of q, k [B, H, N, D] (layout 0) or [B, N, H, D] (layout 1); positions [N - P, 2] (x, y), freqs
   // [2, 1 or H, D/2] (fx, fy per rotated pair), both in opmath dtype; pairs: 0 interleaved, 1 half (rotate_half).
   m.def("rope_2d(Tensor q, Tensor k, Tensor positions, Tensor freqs, int num_prefix_tokens, int layout, "

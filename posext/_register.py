@@ -169,3 +169,65 @@ def _factorized_grad(ctx, grad):
 
 
 torch.library.register_autograd("posext::factorized_add", _factorized_grad, setup_context=_save_factorized)
+
+
+def _varlen_rows_fake(op, like, grid_sizes, offsets, channels, total_tokens, max_length):
+    _one_device(op, "the tensors and grid_sizes", like, grid_sizes)
+    if max_length >= 0:
+        return like.new_empty((grid_sizes.shape[0], max_length, channels))
+    return like.new_empty((total_tokens, channels))
+
+
+@torch.library.register_fake("posext::resample_varlen")
+def _resample_varlen_fake(table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias,
+                          align_corners, merge_size, total_tokens, max_length):
+    return _varlen_rows_fake("resample_varlen", table, grid_sizes, offsets, table.shape[-1], total_tokens,
+                             max_length)
+
+
+@torch.library.register_fake("posext::resample_varlen_backward")
+def _resample_varlen_backward_fake(grad, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode,
+                                   antialias, align_corners, merge_size, max_length):
+    _one_device("resample_varlen_backward", "grad and grid_sizes", grad, grid_sizes)
+    return grad.new_empty((num_prefix_tokens + old_h * old_w, grad.shape[-1]))
+
+
+@torch.library.register_fake("posext::resample_varlen_add")
+def _resample_varlen_add_fake(x, table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias,
+                              align_corners, merge_size, max_length):
+    _one_device("resample_varlen_add", "x, table and grid_sizes", x, table, grid_sizes)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+# resample_varlen(table, grid_sizes, offsets, old_h, old_w, P, mode, antialias, align_corners, merge_size,
+# total_tokens, max_length): the backward takes the same arguments without total_tokens.
+def _save_varlen_args(ctx, inputs, output):
+    ctx.index = inputs[1:3]
+    ctx.varlen_args = inputs[3:10] + inputs[11:12]
+
+
+def _resample_varlen_grad(ctx, grad):
+    # Linear in the table: its backward is the transposed resampling, summed over the images (gathered).
+    g = torch.ops.posext.resample_varlen_backward(grad, *ctx.index, *ctx.varlen_args)
+    return (g,) + (None,) * 11
+
+
+torch.library.register_autograd("posext::resample_varlen", _resample_varlen_grad,
+                                setup_context=_save_varlen_args)
+
+
+def _save_varlen_add_args(ctx, inputs, output):
+    ctx.index = inputs[2:4]
+    ctx.varlen_args = inputs[4:]
+
+
+def _resample_varlen_add_grad(ctx, grad):
+    # d/dx is the identity (padding rows included); d/dtable the transposed resampling (padding rows unread).
+    grad_table = None
+    if ctx.needs_input_grad[1]:
+        grad_table = torch.ops.posext.resample_varlen_backward(grad, *ctx.index, *ctx.varlen_args)
+    return (grad if ctx.needs_input_grad[0] else None, grad_table) + (None,) * 10
+
+
+torch.library.register_autograd("posext::resample_varlen_add", _resample_varlen_add_grad,
+                                setup_context=_save_varlen_add_args)

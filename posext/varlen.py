@@ -15,8 +15,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks
-from .resample import _as_tokens, _check_inputs, _resample_tokens
+from . import _backend, _checks
+from .resample import MODES, _as_tokens, _check_inputs, _resample_tokens
 
 GridSizes = Union[torch.Tensor, Sequence[Sequence[int]]]
 
@@ -92,24 +92,89 @@ def resample_varlen(pos_embed: torch.Tensor, grid_sizes: GridSizes, *, old_size=
     Returns:
         ``[sum_i t_i h_i w_i, C]`` or ``[B, max_length, C]`` in the table's dtype and device. Differentiable
         with respect to ``pos_embed``.
+
+    With the compiled extension all images are resampled by one op (one kernel launch on CUDA). The packed
+    result's length is read on the host (one device sync when ``grid_sizes`` is a GPU tensor). The padded
+    result with a ``grid_sizes`` tensor on the GPU (or under ``torch.compile``) reads no value on the host:
+    the checks of the sizes themselves (>= 1, divisible by ``merge_size``, at most ``max_length`` tokens) are
+    then left to the op, whose kernel refuses a bad image with a device-side assert.
     """
+    plan = _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners,
+                 max_length, merge_size)
+    tokens, old_hw, prefix, sizes, lengths, antialias, align_corners, max_length, merge_size = plan
+    if _backend.use_extension(tokens.device):
+        return _resample_varlen_op(None, plan, mode)
+    return _resample_varlen_torch(tokens, old_hw, prefix, sizes, lengths, mode, antialias, align_corners,
+                                  max_length, merge_size)
+
+
+def _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners, max_length,
+          merge_size):
+    """Checked arguments -> (tokens [1, P + N, C], old (h, w), P, sizes int64 [B, 3], lengths, antialias,
+    align_corners, max_length, merge_size). ``lengths`` is None (and ``sizes`` on the table's device, unread)
+    when the op will take the padded sizes without a host read; else sizes are on the CPU, checked."""
     antialias, align_corners = _check_inputs(mode, antialias, align_corners, pos_embed=pos_embed)
     num_prefix_tokens = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
     merge_size = _checks.positive_int("merge_size", merge_size)
     tokens, old_hw, prefix, layout = _as_tokens(pos_embed, old_size, num_prefix_tokens)
     if tokens.shape[0] != 1:
         raise ValueError(f"pos_embed must hold one table (batch 1), got shape {tuple(pos_embed.shape)}")
+    if max_length is not None:
+        max_length = _checks.nonnegative_int("max_length", max_length)
+    flags = (antialias, align_corners, max_length, merge_size)
+    if (max_length is not None and _backend.use_extension(tokens.device)
+            and _values_stay_on_device(grid_sizes)):
+        return (tokens, old_hw, prefix, _grid_sizes_on_device(grid_sizes).to(tokens.device), None) + flags
     sizes = _grid_sizes(grid_sizes)
     _check_merge(sizes, merge_size)
     lengths = (sizes[:, 0] * sizes[:, 1] * sizes[:, 2]).tolist()
     if max_length is not None:
-        max_length = _checks.nonnegative_int("max_length", max_length)
         long = [i for i, n in enumerate(lengths) if n > max_length]
         if long:
             raise ValueError(f"max_length={max_length} is shorter than image {long[0]}: (t, h, w) = "
                              f"{tuple(sizes[long[0]].tolist())} has {lengths[long[0]]} tokens")
-    return _resample_varlen_torch(tokens, old_hw, prefix, sizes, lengths, mode, antialias, align_corners,
-                                  max_length, merge_size)
+    return (tokens, old_hw, prefix, sizes, lengths) + flags
+
+
+def _values_stay_on_device(grid_sizes) -> bool:
+    """True when reading grid_sizes' values on the host would wait for a device (or break a compiled
+    graph)."""
+    if not isinstance(grid_sizes, torch.Tensor):
+        return False
+    return grid_sizes.device.type not in ("cpu", "meta") or torch.compiler.is_compiling()
+
+
+def _grid_sizes_on_device(grid_sizes: torch.Tensor) -> torch.Tensor:
+    """The checks of ``_grid_sizes`` that need no values: ``[B, 2]`` / ``[B, 3]`` ints -> int64 ``[B, 3]``."""
+    if grid_sizes.is_floating_point() or grid_sizes.is_complex() or grid_sizes.dtype == torch.bool:
+        raise TypeError(f"grid_sizes must hold ints, got dtype {grid_sizes.dtype}")
+    if grid_sizes.dim() != 2 or grid_sizes.shape[1] not in (2, 3):
+        raise ValueError(f"grid_sizes must be [B, 2] (h, w) or [B, 3] (t, h, w), got shape "
+                         f"{tuple(grid_sizes.shape)}")
+    sizes = grid_sizes.detach().to(torch.int64)
+    if sizes.shape[1] == 2:
+        sizes = torch.cat([torch.ones_like(sizes[:, :1]), sizes], dim=1)
+    return sizes.contiguous()
+
+
+def _offsets(sizes: torch.Tensor) -> torch.Tensor:
+    """``[B + 1]`` int64: each image's first packed row (running sum of t*h*w), on the sizes' device."""
+    lengths = sizes[:, 0] * sizes[:, 1] * sizes[:, 2]
+    return torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
+
+
+def _resample_varlen_op(x, plan, mode):
+    """The compiled op on the table ``[P + N, C]``: ``resample_varlen`` (x None) or ``resample_varlen_add``.
+    Packed: the row count is the sum of the host ``lengths``."""
+    tokens, old_hw, prefix, sizes, lengths, antialias, align_corners, max_length, merge_size = plan
+    sizes = sizes.to(tokens.device)
+    offsets = _offsets(sizes)
+    args = (sizes, offsets, old_hw[0], old_hw[1], prefix, MODES[mode], antialias, align_corners, merge_size)
+    length = -1 if max_length is None else max_length
+    if x is not None:
+        return torch.ops.posext.resample_varlen_add(x, tokens[0], *args, length)
+    total = sum(lengths) if lengths is not None else 0
+    return torch.ops.posext.resample_varlen(tokens[0], *args, total, length)
 
 
 def _resample_varlen_torch(tokens, old_hw, prefix, sizes, lengths, mode, antialias, align_corners, max_length,
@@ -145,9 +210,20 @@ def add_pos_embed_varlen(x: torch.Tensor, pos_embed: torch.Tensor, grid_sizes: G
         raise ValueError(f"x must be packed [T, C] or padded [B, L, C], got shape {tuple(x.shape)}")
     if x.device != pos_embed.device:
         raise ValueError(f"x and pos_embed must be on one device, got {x.device} and {pos_embed.device}")
+    max_length = x.shape[1] if x.dim() == 3 else None
+    if x.dtype == pos_embed.dtype and _backend.use_extension(x.device):
+        plan = _plan(pos_embed, grid_sizes, old_size, num_prefix_tokens, mode, antialias, align_corners,
+                     max_length, merge_size)
+        tokens, lengths = plan[0], plan[4]
+        rows = (len(plan[3]), max_length) if max_length is not None else (sum(lengths),)
+        expected = rows + (tokens.shape[-1],)
+        if tuple(x.shape) != expected:
+            raise ValueError(f"x must be {'[' + ', '.join(map(str, expected)) + ']'} for these grid_sizes "
+                             f"and pos_embed {tuple(pos_embed.shape)}, got shape {tuple(x.shape)}")
+        return _resample_varlen_op(x, plan, mode)
     table = resample_varlen(pos_embed, grid_sizes, old_size=old_size, num_prefix_tokens=num_prefix_tokens,
                             mode=mode, antialias=antialias, align_corners=align_corners,
-                            max_length=x.shape[1] if x.dim() == 3 else None, merge_size=merge_size)
+                            max_length=max_length, merge_size=merge_size)
     if table.shape != x.shape:
         raise ValueError(f"x must be {'[' + ', '.join(map(str, table.shape)) + ']'} for these grid_sizes and "
                          f"pos_embed {tuple(pos_embed.shape)}, got shape {tuple(x.shape)}")

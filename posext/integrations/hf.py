@@ -9,6 +9,10 @@ copied (none for SigLIP); DINOv2 interpolates in float32 and casts back; DINOv2-
 ``antialias=True``. Where HF returns the stored table unchanged (same patch count and a square image) the
 original method runs. The resized table comes from a per-module ``PosEmbedCache`` where no gradient flows,
 else from posext's differentiable resample op (HF adds it in ``forward``, so there is no fused add here).
+
+Variable-resolution towers (SigLIP2 NaFlex's ``Siglip2VisionEmbeddings``, Qwen3-VL's ``Qwen3VLVisionModel``)
+get all their images' position rows from one ``posext.resample_varlen`` call; see
+:mod:`posext.integrations.varlen_hf`.
 """
 from typing import Optional
 
@@ -18,7 +22,8 @@ from torch import nn
 from ..cache import PosEmbedCache
 from ..compat._common import pair
 from ..compat.hf import interpolate_pos_encoding
-from ._patching import cache_of, patch_all, unpatch_modules
+from . import varlen_hf
+from ._patching import cache_of, patch_method, unpatch_modules
 
 # class name -> (attribute path of the table, prefix tokens, antialias, upcast)
 _SPECS = {
@@ -77,13 +82,19 @@ def _interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width
 
 
 def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
-    """Patches every supported HF vision embeddings module in ``model`` in place (TypeError if there is
-    none)."""
+    """Patches every supported HF vision embeddings module and variable-resolution tower in ``model`` in
+    place (TypeError if there is none). Patching twice is a no-op."""
     classes = tuple(_classes().values())
-    targets = [m for m in model.modules() if isinstance(m, classes)
+    targets = [(m, "interpolate_pos_encoding", _interpolate_pos_encoding) for m in model.modules()
+               if isinstance(m, classes)
                and any(type(m).interpolate_pos_encoding is c.interpolate_pos_encoding for c in classes)]
-    return patch_all(model, [(m, _interpolate_pos_encoding) for m in targets], "interpolate_pos_encoding",
-                     cache, max_entries, "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings")
+    targets += varlen_hf.targets(model)
+    if not targets:
+        raise TypeError(f"accelerate: found no HF ViT / CLIP / SigLIP / Dinov2 vision embeddings or "
+                        f"SigLIP2 / Qwen3-VL vision tower in {type(model).__name__}")
+    for module, name, replacement in targets:
+        patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
+    return model
 
 
 def unpatch(model: nn.Module) -> nn.Module:

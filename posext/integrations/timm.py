@@ -13,6 +13,11 @@ Numerics are timm 1.0.31's ``resample_abs_pos_embed``: bicubic, ``antialias=True
 (``num_prefix_tokens``, or none with ``no_embed_class``) kept apart, the unresized table itself at the native
 grid; then timm's own token order (class, registers / distillation, patches) and add-then-concat or
 concat-then-add as ``no_embed_class`` says. Subclasses that override ``_pos_embed`` otherwise are left alone.
+
+NaFlexViT (``timm.models.naflexvit.NaFlexEmbeds``): in a NaFlex batch its learned table is resized to every
+image's grid by one ``posext.resample_varlen`` call; ``naflex_exact=True`` also replaces the ``grid_sample``
+route (which never antialiases) with those rows, changing its results by design. See
+:mod:`posext.integrations.varlen_timm`.
 """
 from typing import Optional, Sequence
 
@@ -22,7 +27,8 @@ from torch import nn
 from ..cache import PosEmbedCache
 from ..compat.timm import resample_abs_pos_embed
 from ..resample import add_pos_embed
-from ._patching import cache_of, patch_all, unpatch_modules
+from . import varlen_timm
+from ._patching import cache_of, patch_method, unpatch_modules
 
 
 def _timm_classes():
@@ -139,14 +145,23 @@ def _targets(model: nn.Module):
             and getattr(type(m), "_pos_embed", None) in known]
 
 
-def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8) -> nn.Module:
-    """Patches every timm VisionTransformer / VisionTransformerDistilled / Eva in ``model`` (in place;
-    returned).
+def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_entries: int = 8,
+               naflex_exact: bool = False) -> nn.Module:
+    """Patches every timm VisionTransformer / VisionTransformerDistilled / Eva / NaFlexEmbeds in ``model``
+    (in place; returned).
 
     Each patched module gets its own ``PosEmbedCache(max_entries)`` unless ``cache`` is given (shared).
-    Raises TypeError when ``model`` contains no such module. Patching twice is a no-op.
+    ``naflex_exact=True`` also replaces NaFlexViT's ``grid_sample`` route with antialiased rows (different
+    results by design). Raises TypeError when ``model`` contains no such module. Patching twice is a no-op.
     """
-    return patch_all(model, _targets(model), "_pos_embed", cache, max_entries, "timm VisionTransformer / Eva")
+    targets = [(m, "_pos_embed", fn) for m, fn in _targets(model)]
+    targets += varlen_timm.targets(model, naflex_exact=naflex_exact)
+    if not targets:
+        raise TypeError(f"accelerate: found no timm VisionTransformer / Eva / NaFlexViT in "
+                        f"{type(model).__name__}")
+    for module, name, replacement in targets:
+        patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
+    return model
 
 
 def unpatch(model: nn.Module) -> nn.Module:
