@@ -93,14 +93,21 @@ def _posext(setting):
     return make
 
 
+def _own(fn, library):
+    """``fn``, refused when it is not the library's own code (an accelerated class would time posext)."""
+    if not getattr(fn, "__module__", "").startswith(library):
+        raise RuntimeError(f"{fn.__qualname__} comes from {fn.__module__}, not {library}: not a baseline")
+    return fn
+
+
 def _siglip2(table, grids, max_length):
     from transformers.models.siglip2.modeling_siglip2 import Siglip2VisionEmbeddings
 
     side = int(round(table.shape[0] ** 0.5))
     leaf = table.clone().requires_grad_()
     shapes = torch.tensor(grids, dtype=torch.long)
-    return leaf, lambda: Siglip2VisionEmbeddings.resize_positional_embeddings(
-        leaf.view(side, side, -1), shapes, max_length)
+    resize = _own(Siglip2VisionEmbeddings.resize_positional_embeddings, "transformers")
+    return leaf, lambda: resize(leaf.view(side, side, -1), shapes, max_length)
 
 
 def _patch_coord(grids, max_length):
@@ -123,8 +130,8 @@ def _timm(grid_sample):
         with torch.no_grad():
             embeds.pos_embed.copy_(table.view(1, side, side, -1))
         coord = _patch_coord(grids, max_length)
-        apply = (embeds._apply_learned_naflex_pos_embed_grid_sample if grid_sample
-                 else embeds._apply_learned_naflex_pos_embed)
+        apply = _own(embeds._apply_learned_naflex_pos_embed_grid_sample if grid_sample
+                     else embeds._apply_learned_naflex_pos_embed, "timm")
 
         def call():
             x = table.new_zeros(len(grids), max_length, table.shape[1])
