@@ -334,9 +334,11 @@ def summary(rows):
     if best:
         fwd = [f["x_fwd"] for f, _ in best.values()]
         bwd = [b["x_bwd"] for _, b in best.values()]
-        out.append(f"vs the fastest other path of each setting and batch: {span(fwd, '{:.2f}x')} forward, "
-                   f"{span(bwd, '{:.2f}x')} forward+backward ({sum(x > 1 for x in fwd)} of {len(fwd)} "
-                   f"forward and {sum(x > 1 for x in bwd)} of {len(bwd)} forward+backward cases faster).")
+        won = (sum(x > 1 for x in fwd), sum(x > 1 for x in bwd))
+        out.append(f"Against the fastest other path of each setting and batch: {span(fwd, '{:.2f}x')} "
+                   f"forward, {span(bwd, '{:.2f}x')} forward+backward (that path's ms / posext ms; posext is "
+                   f"faster in {won[0]} of {len(fwd)} forward and {won[1]} of {len(bwd)} forward+backward "
+                   f"cases).")
     loads = [r["load"] for r in rows if r.get("load") is not None]
     if loads:
         out.append(f"The 1-minute load average was {span(loads, '{:.1f}')} while these rows were timed; "
