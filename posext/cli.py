@@ -5,11 +5,12 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels", "zoo")
+JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels", "zoo", "varlen")
 # Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU), `kernels` (per-op
 # device timing, bandwidth and launches: the GPU proof kit runs it) and `zoo` (whole state dicts of several
-# model families resized, against timm's filters).
-DEFAULT_JOBS = JOBS[:-3]
+# model families resized, against timm's filters) and `varlen` (mixed-aspect batches against the HF and timm
+# native-resolution paths).
+DEFAULT_JOBS = JOBS[:-4]
 
 
 NO_MATPLOTLIB = ("posext bench: matplotlib is not installed, so no plots (pip install 'posext[plot]', or "
