@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="benchmark posext against the usual PyTorch / timm / NumPy paths")
     bench.add_argument("--jobs", default="all",
                        help=f"comma-separated, from {list(JOBS)} "
-                            "(default 'all': all but 'model' and 'kernels')")
+                            "(default 'all': all but 'model', 'kernels', 'zoo' and 'varlen')")
     bench.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"),
