@@ -99,4 +99,16 @@ POSEXT_HD int64_t image_of_row(const int64_t* offsets, int64_t batch, int64_t ro
   return lo;
 }
 
+// Output row -> (image b, row within image b's slot): padded slots are max_length rows each, packed images
+// start at offsets[b].
+POSEXT_HD void locate_row(const VarlenParams& p, const int64_t* offsets, int64_t row, int64_t& b, int64_t& local) {
+  if (is_padded(p)) {
+    b = row / p.max_length;
+    local = row - b * p.max_length;
+  } else {
+    b = image_of_row(offsets, p.batch, row);
+    local = row - offsets[b];
+  }
+}
+
 }  // namespace posext

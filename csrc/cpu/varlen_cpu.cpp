@@ -31,13 +31,7 @@ void forward_rows(const VarlenCall& c) {
     ResampleAxis ay, ax;
     for (int64_t row = begin; row < end; ++row) {
       int64_t b, local;
-      if (is_padded(p)) {
-        b = row / p.max_length;
-        local = row - b * p.max_length;
-      } else {
-        b = image_of_row(offsets, p.batch, row);
-        local = row - offsets[b];
-      }
+      locate_row(p, offsets, row, b, local);
       scalar_t* dst = out + row * C;
       if (b != cached) {
         g = VarlenImage{sizes[3 * b], sizes[3 * b + 1], sizes[3 * b + 2]};

@@ -43,13 +43,7 @@ __global__ void varlen_forward_kernel(const scalar_t* __restrict__ table, scalar
   T* w_x = w_y + ky;
   if (threadIdx.x == 0) {
     int64_t b, local;
-    if (is_padded(p)) {
-      b = row / p.max_length;
-      local = row - b * p.max_length;
-    } else {
-      b = image_of_row(offsets, p.batch, row);
-      local = row - offsets[b];
-    }
+    locate_row(p, offsets, row, b, local);
     const VarlenImage g = load_image(sizes, b);
     const bool valid = image_is_valid(g, p);
     CUDA_KERNEL_ASSERT_MSG(valid, "posext.resample_varlen: an image of grid_sizes has a size < 1, one merge_size "

@@ -37,11 +37,12 @@ def unpatch_modules(model: nn.Module) -> int:
     return restored
 
 
-def patch_all(model: nn.Module, targets: Iterable[Tuple[nn.Module, Callable]], name: str,
+def patch_all(model: nn.Module, targets: Iterable[Tuple[nn.Module, str, Callable]],
               cache: Optional[PosEmbedCache], max_entries: int, what: str) -> nn.Module:
-    """Patches ``name`` with each target's replacement; one cache per module unless ``cache`` is given."""
+    """Patches each target's method ``name`` with its replacement (targets: (module, name, replacement));
+    one cache per module unless ``cache`` is given; TypeError naming ``what`` when there is no target."""
     found = 0
-    for module, replacement in targets:
+    for module, name, replacement in targets:
         patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
         found += 1
     if not found:

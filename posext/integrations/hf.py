@@ -23,7 +23,7 @@ from ..cache import PosEmbedCache
 from ..compat._common import pair
 from ..compat.hf import interpolate_pos_encoding
 from . import varlen_hf
-from ._patching import cache_of, patch_method, unpatch_modules
+from ._patching import cache_of, patch_all, unpatch_modules
 
 # class name -> (attribute path of the table, prefix tokens, antialias, upcast)
 _SPECS = {
@@ -89,12 +89,8 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
                if isinstance(m, classes)
                and any(type(m).interpolate_pos_encoding is c.interpolate_pos_encoding for c in classes)]
     targets += varlen_hf.targets(model)
-    if not targets:
-        raise TypeError(f"accelerate: found no HF ViT / CLIP / SigLIP / Dinov2 vision embeddings or "
-                        f"SigLIP2 / Qwen3-VL vision tower in {type(model).__name__}")
-    for module, name, replacement in targets:
-        patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
-    return model
+    return patch_all(model, targets, cache, max_entries,
+                     "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings or SigLIP2 / Qwen3-VL vision tower")
 
 
 def unpatch(model: nn.Module) -> nn.Module:

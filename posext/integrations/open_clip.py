@@ -61,7 +61,7 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
     vision_cls = _vision_cls()
     targets = [m for m in model.modules()
                if isinstance(m, vision_cls) and type(m)._embeds is vision_cls._embeds]
-    return patch_all(model, [(m, _embeds) for m in targets], "_embeds", cache, max_entries,
+    return patch_all(model, [(m, "_embeds", _embeds) for m in targets], cache, max_entries,
                      "open_clip VisionTransformer")
 
 

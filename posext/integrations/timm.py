@@ -28,7 +28,7 @@ from ..cache import PosEmbedCache
 from ..compat.timm import resample_abs_pos_embed
 from ..resample import add_pos_embed
 from . import varlen_timm
-from ._patching import cache_of, patch_method, unpatch_modules
+from ._patching import cache_of, patch_all, unpatch_modules
 
 
 def _timm_classes():
@@ -156,12 +156,7 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
     """
     targets = [(m, "_pos_embed", fn) for m, fn in _targets(model)]
     targets += varlen_timm.targets(model, naflex_exact=naflex_exact)
-    if not targets:
-        raise TypeError(f"accelerate: found no timm VisionTransformer / Eva / NaFlexViT in "
-                        f"{type(model).__name__}")
-    for module, name, replacement in targets:
-        patch_method(module, name, replacement, cache if cache is not None else PosEmbedCache(max_entries))
-    return model
+    return patch_all(model, targets, cache, max_entries, "timm VisionTransformer / Eva / NaFlexViT")
 
 
 def unpatch(model: nn.Module) -> nn.Module:
