@@ -22,44 +22,42 @@ GridSizes = Union[torch.Tensor, Sequence[Sequence[int]]]
 
 
 def _grid_sizes(grid_sizes: GridSizes) -> torch.Tensor:
-    """``[B, 2]`` (h, w) or ``[B, 3]`` (t, h, w) ints -> an int64 ``[B, 3]`` tensor on the CPU."""
-    if isinstance(grid_sizes, torch.Tensor):
-        if grid_sizes.is_floating_point() or grid_sizes.is_complex() or grid_sizes.dtype == torch.bool:
-            raise TypeError(f"grid_sizes must hold ints, got dtype {grid_sizes.dtype}")
-        sizes = grid_sizes.detach().to("cpu", torch.int64)
-    else:
-        try:
-            items = list(grid_sizes)
-        except TypeError:
-            raise TypeError(f"grid_sizes must be a [B, 2] or [B, 3] int tensor or list, got "
-                            f"{type(grid_sizes).__name__}") from None
-        if items and all(_checks.is_int(v) for v in items):  # one flat row: shape (n,), as for a tensor
-            raise ValueError(f"grid_sizes must be [B, 2] (h, w) or [B, 3] (t, h, w), got shape "
-                             f"({len(items)},)")
-        try:
-            rows = [list(r) for r in items]
-        except TypeError:
-            raise TypeError(f"grid_sizes must be a [B, 2] or [B, 3] int tensor or list of rows, got "
-                            f"{grid_sizes!r}") from None
-        if any(not _checks.is_int(v) for r in rows for v in r):
-            raise TypeError(f"grid_sizes must hold ints, got {rows!r}")
-        width = {len(r) for r in rows}
-        if len(width) > 1:
-            raise ValueError(f"grid_sizes rows must all be (h, w) or all (t, h, w), got lengths "
-                             f"{sorted(width)}")
-        if any(abs(v) >= 2**63 for r in rows for v in r):
-            raise ValueError(f"grid_sizes values must fit int64, got {rows!r}")
-        sizes = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), width.pop() if rows else 2)
-    if sizes.dim() != 2 or sizes.shape[1] not in (2, 3):
-        raise ValueError(f"grid_sizes must be [B, 2] (h, w) or [B, 3] (t, h, w), got shape "
-                         f"{tuple(sizes.shape)}")
-    if sizes.shape[1] == 2:
-        sizes = torch.cat([torch.ones_like(sizes[:, :1]), sizes], dim=1)
+    """``[B, 2]`` (h, w) or ``[B, 3]`` (t, h, w) ints -> an int64 ``[B, 3]`` tensor on the CPU, values
+    checked."""
+    if not isinstance(grid_sizes, torch.Tensor):
+        grid_sizes = _list_grid_sizes(grid_sizes)
+    sizes = _grid_sizes_on_device(grid_sizes).cpu()
     if sizes.numel() and int(sizes.min()) < 1:
         bad = int((sizes < 1).any(dim=1).nonzero()[0])
         raise ValueError(f"grid_sizes must be >= 1, got {tuple(sizes[bad].tolist())} (t, h, w) for image "
                          f"{bad}")
     return sizes
+
+
+def _list_grid_sizes(grid_sizes) -> torch.Tensor:
+    """Nested lists of ints -> an int64 tensor (its shape checked by ``_grid_sizes_on_device``)."""
+    try:
+        items = list(grid_sizes)
+    except TypeError:
+        raise TypeError(f"grid_sizes must be a [B, 2] or [B, 3] int tensor or list, got "
+                        f"{type(grid_sizes).__name__}") from None
+    if items and all(_checks.is_int(v) for v in items):  # one flat row: shape (n,), as for a tensor
+        raise ValueError(f"grid_sizes must be [B, 2] (h, w) or [B, 3] (t, h, w), got shape "
+                         f"({len(items)},)")
+    try:
+        rows = [list(r) for r in items]
+    except TypeError:
+        raise TypeError(f"grid_sizes must be a [B, 2] or [B, 3] int tensor or list of rows, got "
+                        f"{grid_sizes!r}") from None
+    if any(not _checks.is_int(v) for r in rows for v in r):
+        raise TypeError(f"grid_sizes must hold ints, got {rows!r}")
+    width = {len(r) for r in rows}
+    if len(width) > 1:
+        raise ValueError(f"grid_sizes rows must all be (h, w) or all (t, h, w), got lengths "
+                         f"{sorted(width)}")
+    if any(abs(v) >= 2**63 for r in rows for v in r):
+        raise ValueError(f"grid_sizes values must fit int64, got {rows!r}")
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), width.pop() if rows else 2)
 
 
 def _check_merge(sizes: torch.Tensor, merge_size: int) -> None:
