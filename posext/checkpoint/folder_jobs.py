@@ -70,14 +70,15 @@ def resize_hf_folder(path, output, target, options):
                                   "no --out for a folder next to it), not --in-place")
         (image, patch, frames), plan_kwargs = folder_arguments(path, target, options)
         plan_fn = state_dict_plan(**plan_kwargs)
-        old_shapes = _shapes(path)
         if options["dry_run"]:
             for _, shards in weight_sets(path):
                 view, _ = full_view(path, shards)
-                plan = plan_fn(view)
-                report["findings"].extend(_rows([c.finding for c in plan.changes.values()], old_shapes, {}))
+                shapes = {k: list(v.shape) for k, v in view.items()}
+                changed = [c.finding for c in plan_fn(view).changes.values()]
+                report["findings"].extend(_rows(changed, shapes, {}))
             report["status"] = "dry-run"
         else:
+            old_shapes = _shapes(path)
             result = resize_folder(path, output, plan_fn, image_size=image, patch_size=patch,
                                    num_frames=frames)
             report["findings"] = _rows(result.applied, old_shapes, _shapes(output))
