@@ -17,7 +17,7 @@ from .hf_config import NESTED_PROCESSORS, PROCESSOR_FILES, updated_config, updat
 from .io import load_checkpoint, replace_state_dicts, save_checkpoint
 from .shapes import ShapeOnlyStateDict, load_shapes
 from .signals import critical
-from .tempfiles import TEMP_PREFIX, discard, lock_folder, make_temp_folder
+from .tempfiles import TEMP_PREFIX, discard, fsync_folder, lock_folder, make_temp_folder
 
 CONFIG_FILE = "config.json"
 # (index, single file) of each weight set HF writes; a folder may hold both kinds
@@ -271,11 +271,4 @@ def _rename_into_place(tmp: str, dst: str, parent: str, overwrite: bool) -> None
         os.rename(tmp, dst)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
-    try:  # make the rename durable
-        fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    fsync_folder(parent)  # make the rename durable where the file system allows it

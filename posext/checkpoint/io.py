@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .signals import critical
-from .tempfiles import discard, lock_folder, make_temp_folder
+from .tempfiles import discard, fsync_folder, lock_folder, make_temp_folder
 
 WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
@@ -232,12 +232,6 @@ def atomic_write(path: str, write: Callable[[str], None]) -> int:
     finally:
         with critical():
             discard(tmp_dir, lock_fd)
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
+    if not fsync_folder(folder):  # make the rename itself durable
         warnings.warn(f"could not fsync folder {folder}", RuntimeWarning, stacklevel=2)
     return size

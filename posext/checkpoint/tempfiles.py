@@ -54,6 +54,19 @@ def discard(path: Optional[str], lock_fd: Optional[int]) -> None:
         os.close(lock_fd)
 
 
+def fsync_folder(folder: str) -> bool:
+    """fsync the folder itself, so that a rename into it is durable; False where the file system refuses."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
 def _pid_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
