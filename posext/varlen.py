@@ -195,41 +195,8 @@ def _resample_varlen_op(x, plan, mode):
     length = -1 if max_length is None else max_length
     if x is not None:
         return torch.ops.posext.resample_varlen_add(x, tokens[0], *args, length)
-    if lengths is not None and tokens.device.type == "cpu" and tokens.requires_grad and \
-            torch.is_grad_enabled() and _repeats(sizes):
-        return _resample_distinct(tokens, args[2:], sizes, max_length)
     total = sum(lengths) if lengths is not None else 0
     return torch.ops.posext.resample_varlen(tokens[0], *args, total, length)
-
-
-def _repeats(sizes: torch.Tensor) -> bool:
-    """Whether some rows would be computed twice: two images of one (h, w), or more than one frame."""
-    grids = [(h, w) for _, h, w in sizes.tolist()]
-    return len(set(grids)) < len(grids) or bool((sizes[:, 0] > 1).any())
-
-
-def _resample_distinct(tokens, settings, sizes, max_length) -> torch.Tensor:
-    """On the CPU, when a gradient will be taken: each distinct (h, w) resampled once by the op, then every
-    image's rows gathered from them (frames repeated, padding from one zero row), so the backward transposes
-    each distinct grid once (measured 1.5x faster forward + backward on 32 images of 4 sizes); without a
-    gradient the gather costs more than it saves. The gather's backward (index_add on the CPU) sums in index
-    order: still deterministic."""
-    grids = list(dict.fromkeys((h, w) for _, h, w in sizes.tolist()))
-    distinct = torch.tensor([[1, h, w] for h, w in grids], dtype=torch.int64)
-    offsets = _offsets(distinct)
-    starts = dict(zip(grids, offsets.tolist()))
-    total = int(offsets[-1])
-    rows = torch.ops.posext.resample_varlen(tokens[0], distinct, offsets, *settings, total, -1)
-    pieces = []
-    for t, h, w in sizes.tolist():
-        image = torch.arange(starts[(h, w)], starts[(h, w)] + h * w)
-        pieces.append(image.repeat(t) if t > 1 else image)
-        if max_length is not None and t * h * w < max_length:
-            pieces.append(torch.full((max_length - t * h * w,), total, dtype=torch.int64))
-    if max_length is not None:
-        rows = torch.cat([rows, rows.new_zeros(1, rows.shape[-1])])
-    out = rows.index_select(0, torch.cat(pieces))
-    return out.reshape(len(sizes), max_length, -1) if max_length is not None else out
 
 
 def _resample_varlen_torch(tokens, old_hw, prefix, sizes, lengths, mode, antialias, align_corners, max_length,

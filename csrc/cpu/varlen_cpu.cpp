@@ -1,6 +1,6 @@
-// CPU varlen resampling. Forward: parallel over result rows; each row takes its image's taps (resample.h) and sums
-// x first (one tap row at a time), then y, channels innermost, in opmath T. Backward: parallel over table cells;
-// each cell gathers, image after image in order, the gradient rows whose taps reach it: deterministic.
+// CPU varlen forward over the plan of varlen_cpu_plan.h: parallel over units (an output row, or a band of rows),
+// an image's t frames copying each value once computed. Sums run in opmath T and round once. The backward is
+// varlen_backward_cpu.cpp; both register here.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -8,65 +8,28 @@
 #include <algorithm>
 #include <vector>
 
-#include "varlen_op.h"
+#include "varlen_cpu_plan.h"
+#include "varlen_cpu_sums.h"
 
 namespace posext {
 namespace {
 
 template <typename scalar_t, typename T>
-void forward_rows(const VarlenCall& c) {
-  const VarlenParams& p = c.p;
-  const int64_t C = p.channels, P = p.num_prefix_tokens, W_in = p.old_w;
-  const scalar_t* table = c.in.const_data_ptr<scalar_t>();
-  const scalar_t* add = p.add ? c.addend.const_data_ptr<scalar_t>() : nullptr;
-  scalar_t* out = c.out.data_ptr<scalar_t>();
-  const int64_t* sizes = c.grid_sizes.const_data_ptr<int64_t>();
-  const int64_t* offsets = is_padded(p) ? nullptr : c.offsets.const_data_ptr<int64_t>();
-  const int64_t ky = varlen_taps_bound(p.old_h), kx = varlen_taps_bound(p.old_w);
-  at::parallel_for(0, p.rows, 8, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> idx_y(ky), idx_x(kx);
-    std::vector<T> w_y(ky), w_x(kx), acc(C), r(C);
-    int64_t cached = -1;
-    VarlenImage g;
-    ResampleAxis ay, ax;
-    for (int64_t row = begin; row < end; ++row) {
-      int64_t b, local;
-      locate_row(p, offsets, row, b, local);
+struct ForwardCall {
+  const VarlenParams& p;
+  const scalar_t* table;  // past the prefix rows
+  const scalar_t* add;    // x of the fused add, or null
+  scalar_t* out;
+
+  const scalar_t* cell(int64_t iy, int64_t ix) const { return table + (iy * p.old_w + ix) * p.channels; }
+  // Whether an image's values go straight to their one row (one frame, no add).
+  bool direct(const ImagePlan<T>& im) const { return im.g.t == 1 && add == nullptr; }
+  // The value `acc` of (oy, ox) into its row of every frame.
+  void emit(const ImagePlan<T>& im, int64_t oy, int64_t ox, const T* acc) const {
+    const int64_t C = p.channels;
+    for (int64_t f = 0; f < im.g.t; ++f) {
+      const int64_t row = im.row(f, oy, ox, p.merge);
       scalar_t* dst = out + row * C;
-      if (b != cached) {
-        g = VarlenImage{sizes[3 * b], sizes[3 * b + 1], sizes[3 * b + 2]};
-        ay = varlen_axis<T>(p.old_h, g.h, p);
-        ax = varlen_axis<T>(p.old_w, g.w, p);
-        cached = b;
-      }
-      if (local >= image_tokens(g)) {  // padding
-        for (int64_t ch = 0; ch < C; ++ch) dst[ch] = add ? add[row * C + ch] : scalar_t(0);
-        continue;
-      }
-      int64_t oy, ox;
-      row_position(local, g, p.merge, oy, ox);
-      const int ny = axis_taps<T>(ay, p.mode, p.antialias, p.align_corners, oy, idx_y.data(), w_y.data());
-      const int nx = axis_taps<T>(ax, p.mode, p.antialias, p.align_corners, ox, idx_x.data(), w_x.data());
-      for (int j = 0; j < ny; ++j) {
-        const scalar_t* src_row = table + (P + idx_y[j] * W_in) * C;
-        for (int k = 0; k < nx; ++k) {
-          const scalar_t* src = src_row + idx_x[k] * C;
-          const T wk = w_x[k];
-          if (k == 0) {
-            for (int64_t ch = 0; ch < C; ++ch) r[ch] = wk * static_cast<T>(src[ch]);
-          } else {
-            for (int64_t ch = 0; ch < C; ++ch) r[ch] += wk * static_cast<T>(src[ch]);
-          }
-        }
-        if (nx == 0) std::fill(r.begin(), r.end(), T(0));
-        const T wj = w_y[j];
-        if (j == 0) {
-          for (int64_t ch = 0; ch < C; ++ch) acc[ch] = wj * r[ch];
-        } else {
-          for (int64_t ch = 0; ch < C; ++ch) acc[ch] += wj * r[ch];
-        }
-      }
-      if (ny == 0) std::fill(acc.begin(), acc.end(), T(0));
       if (add) {
         const scalar_t* x = add + row * C;
         for (int64_t ch = 0; ch < C; ++ch)
@@ -75,57 +38,113 @@ void forward_rows(const VarlenCall& c) {
         for (int64_t ch = 0; ch < C; ++ch) dst[ch] = static_cast<scalar_t>(acc[ch]);
       }
     }
-  });
+  }
+};
+
+// Per-thread buffers of the forward units.
+template <typename scalar_t, typename T>
+struct ForwardScratch {
+  std::vector<T> tmp, values;
+  Taps<T, scalar_t> from_table;
+  Taps<T, T> from_tmp;
+};
+
+// (oy, ox) = the taps' sum, into its rows.
+template <typename scalar_t, typename T, typename S>
+POSEXT_INLINE void store(const ForwardCall<scalar_t, T>& fc, const ImagePlan<T>& im, int64_t oy, int64_t ox,
+                  const Taps<T, S>& taps, std::vector<T>& values) {
+  const int64_t C = fc.p.channels;
+  if (fc.direct(im)) return taps.sum_into(fc.out + im.row(0, oy, ox, fc.p.merge) * C, C);
+  values.resize(C);
+  taps.sum_into(values.data(), C);
+  fc.emit(im, oy, ox, values.data());
+}
+
+// One output row, direct or rows first.
+template <typename scalar_t, typename T>
+POSEXT_ISA_CLONES void forward_row(const ForwardCall<scalar_t, T>& fc, const ImagePlan<T>& im, int64_t oy,
+                                   ForwardScratch<scalar_t, T>& s) {
+  const int64_t C = fc.p.channels;
+  const AxisTable<T>& Y = *im.y;
+  const AxisTable<T>& X = *im.x;
+  const int64_t y0 = Y.start[oy], ny = Y.taps(oy);
+  const bool rows_first = im.rows_first(oy);
+  if (rows_first) {  // tmp[ix - lo] = sum_j wy_j table[iy_j][ix]: one contiguous span per table row
+    s.from_table.clear();
+    for (int64_t j = 0; j < ny; ++j) s.from_table.push(fc.cell(Y.idx[y0 + j], X.lo), Y.w[y0 + j]);
+    s.tmp.resize(X.columns() * C);
+    s.from_table.sum_into(s.tmp.data(), X.columns() * C);
+  }
+  for (int64_t ox = 0; ox < im.g.w; ++ox) {
+    const int64_t x0 = X.start[ox], nx = X.taps(ox);
+    if (rows_first) {
+      s.from_tmp.clear();
+      for (int64_t k = 0; k < nx; ++k) s.from_tmp.push(s.tmp.data() + (X.idx[x0 + k] - X.lo) * C, X.w[x0 + k]);
+      store(fc, im, oy, ox, s.from_tmp, s.values);
+      continue;
+    }
+    s.from_table.clear();
+    for (int64_t j = 0; j < ny; ++j)
+      for (int64_t k = 0; k < nx; ++k) s.from_table.push(fc.cell(Y.idx[y0 + j], X.idx[x0 + k]), Y.w[y0 + j] * X.w[x0 + k]);
+    store(fc, im, oy, ox, s.from_table, s.values);
+  }
+}
+
+// A band of output rows [oy0, oy1), columns first: tmp holds the x pass of the band's table rows (rows x w x C).
+template <typename scalar_t, typename T>
+POSEXT_ISA_CLONES void forward_band(const ForwardCall<scalar_t, T>& fc, const ImagePlan<T>& im, int64_t oy0,
+                                    int64_t oy1, ForwardScratch<scalar_t, T>& s) {
+  const int64_t C = fc.p.channels, w = im.g.w;
+  const AxisTable<T>& Y = *im.y;
+  const AxisTable<T>& X = *im.x;
+  int64_t r0, r1;
+  Y.reach(oy0, oy1, r0, r1);
+  s.tmp.resize(std::max<int64_t>(r1 - r0 + 1, 0) * w * C);
+  for (int64_t iy = r0; iy <= r1; ++iy) {
+    for (int64_t ox = 0; ox < w; ++ox) {
+      T* dst = s.tmp.data() + ((iy - r0) * w + ox) * C;
+      for (int64_t e = X.start[ox]; e < X.start[ox + 1]; ++e) axpy(dst, fc.cell(iy, X.idx[e]), X.w[e], C, e == X.start[ox]);
+      if (X.taps(ox) == 0) std::fill(dst, dst + C, T(0));
+    }
+  }
+  const bool contiguous = fc.direct(im) && fc.p.merge == 1;  // an output row is then w x C in place
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    s.from_tmp.clear();
+    for (int64_t e = Y.start[oy]; e < Y.start[oy + 1]; ++e)
+      s.from_tmp.push(s.tmp.data() + (Y.idx[e] - r0) * w * C, Y.w[e]);
+    if (contiguous) {
+      s.from_tmp.sum_into(fc.out + im.row(0, oy, 0, 1) * C, w * C);
+      continue;
+    }
+    s.values.resize(w * C);
+    s.from_tmp.sum_into(s.values.data(), w * C);
+    for (int64_t ox = 0; ox < w; ++ox) fc.emit(im, oy, ox, s.values.data() + ox * C);
+  }
 }
 
 template <typename scalar_t, typename T>
-void backward_cells(const VarlenCall& c) {
+void forward_rows(const VarlenCall& c) {
   const VarlenParams& p = c.p;
-  const int64_t C = p.channels, P = p.num_prefix_tokens;
-  const scalar_t* grad = c.in.const_data_ptr<scalar_t>();
-  scalar_t* out = c.out.data_ptr<scalar_t>();
-  const int64_t* sizes = c.grid_sizes.const_data_ptr<int64_t>();
-  const int64_t* offsets = is_padded(p) ? nullptr : c.offsets.const_data_ptr<int64_t>();
-  std::fill(out, out + P * C, scalar_t(0));
-  at::parallel_for(0, p.old_h * p.old_w, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(C), r(C), w_x;
-    for (int64_t cell = begin; cell < end; ++cell) {
-      const int64_t ry = cell / p.old_w, rx = cell - ry * p.old_w;
-      std::fill(acc.begin(), acc.end(), T(0));
-      for (int64_t b = 0; b < p.batch; ++b) {
-        const VarlenImage g{sizes[3 * b], sizes[3 * b + 1], sizes[3 * b + 2]};
-        const ResampleAxis ay = varlen_axis<T>(p.old_h, g.h, p), ax = varlen_axis<T>(p.old_w, g.w, p);
-        int64_t lo_y, hi_y, lo_x, hi_x;
-        outputs_reaching<T>(ay, p.mode, p.antialias, p.align_corners, ry, lo_y, hi_y);
-        outputs_reaching<T>(ax, p.mode, p.antialias, p.align_corners, rx, lo_x, hi_x);
-        if (hi_y < lo_y || hi_x < lo_x) continue;
-        w_x.resize(hi_x - lo_x + 1);
-        for (int64_t ox = lo_x; ox <= hi_x; ++ox)
-          w_x[ox - lo_x] = transposed_weight<T>(ax, p.mode, p.antialias, p.align_corners, ox, rx);
-        const int64_t base = is_padded(p) ? b * p.max_length : offsets[b], frame = g.h * g.w;
-        for (int64_t oy = lo_y; oy <= hi_y; ++oy) {
-          const T wy = transposed_weight<T>(ay, p.mode, p.antialias, p.align_corners, oy, ry);
-          if (wy == T(0)) continue;
-          for (int64_t f = 0; f < g.t; ++f) {
-            bool any = false;
-            for (int64_t ox = lo_x; ox <= hi_x; ++ox) {
-              const T wx = w_x[ox - lo_x];
-              if (wx == T(0)) continue;
-              const scalar_t* src = grad + (base + f * frame + position_row(oy, ox, g, p.merge)) * C;
-              if (!any) {
-                for (int64_t ch = 0; ch < C; ++ch) r[ch] = wx * static_cast<T>(src[ch]);
-                any = true;
-              } else {
-                for (int64_t ch = 0; ch < C; ++ch) r[ch] += wx * static_cast<T>(src[ch]);
-              }
-            }
-            if (any)
-              for (int64_t ch = 0; ch < C; ++ch) acc[ch] += wy * r[ch];
-          }
-        }
-      }
-      scalar_t* dst = out + (P + cell) * C;
-      for (int64_t ch = 0; ch < C; ++ch) dst[ch] = static_cast<scalar_t>(acc[ch]);
+  const int64_t C = p.channels;
+  CallPlan<T> plan;
+  make_plan(c, plan);
+  const ForwardCall<scalar_t, T> fc{p, c.in.const_data_ptr<scalar_t>() + p.num_prefix_tokens * C,
+                                    p.add ? c.addend.const_data_ptr<scalar_t>() : nullptr, c.out.data_ptr<scalar_t>()};
+  at::parallel_for(0, static_cast<int64_t>(plan.units.size()), 1, [&](int64_t begin, int64_t end) {
+    ForwardScratch<scalar_t, T> scratch;
+    for (int64_t u = begin; u < end; ++u) {
+      const VarlenUnit& unit = plan.units[u];
+      const ImagePlan<T>& im = plan.images[unit.image];
+      if (im.columns_first) forward_band<scalar_t>(fc, im, unit.oy0, unit.oy1, scratch);
+      else forward_row<scalar_t>(fc, im, unit.oy0, scratch);
+    }
+  });
+  if (!is_padded(p)) return;
+  at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {  // the rows after image b's tokens: zeros, or x's rows
+      const int64_t first = (b * p.max_length + image_tokens(plan.images[b].g)) * C, last = (b + 1) * p.max_length * C;
+      if (fc.add) std::copy(fc.add + first, fc.add + last, fc.out + first);
+      else std::fill(fc.out + first, fc.out + last, scalar_t(0));
     }
   });
 }
@@ -135,12 +154,6 @@ void backward_cells(const VarlenCall& c) {
 void varlen_forward_cpu(const VarlenCall& c) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.in.scalar_type(), "posext_varlen_cpu", [&] {
     forward_rows<scalar_t, at::opmath_type<scalar_t>>(c);
-  });
-}
-
-void varlen_backward_cpu(const VarlenCall& c) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.in.scalar_type(), "posext_varlen_bwd_cpu", [&] {
-    backward_cells<scalar_t, at::opmath_type<scalar_t>>(c);
   });
 }
 

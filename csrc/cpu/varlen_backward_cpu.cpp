@@ -1,0 +1,147 @@
+// CPU varlen backward: the table's gradient as gathers over the transposed tap tables, in two passes, each
+// parallel over rows it owns alone: deterministic, no atomics, bits independent of the thread count.
+//   first  per image, the gradient pulled back along one axis into a buffer (O(its tokens x C) or less):
+//          rows-first / direct images along x: R[oy][ix] = sum_f sum_ox wx G[f][oy][ox]
+//          columns-first images along y:       Q[iy][ox] = sum_oy sum_f wy G[f][oy][ox]
+//   second per table row iy, image after image: grad[iy][ix] += sum_oy wy R[oy][ix] or sum_ox wx Q[iy][ox].
+// Each is the transpose of the forward order of that image, so the work matches the forward's. Sums in opmath T.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "varlen_cpu_plan.h"
+#include "varlen_cpu_sums.h"
+
+namespace posext {
+namespace {
+
+// Where image b's first-pass buffer starts, and the unit list of the first pass: (image, oy) for images pulled
+// back along x, (image, iy) for those pulled back along y.
+template <typename T>
+struct BackwardPlan {
+  CallPlan<T> call;
+  std::vector<int64_t> buffer_at;  // [B + 1], in elements
+  std::vector<VarlenUnit> first_pass;
+};
+
+template <typename T>
+int64_t buffer_rows(const ImagePlan<T>& im) {  // rows of C values
+  return im.columns_first ? im.y->columns() * im.g.w : im.g.h * im.x->columns();
+}
+
+template <typename scalar_t, typename T>
+POSEXT_ISA_CLONES void pull_back(const VarlenCall& c, const ImagePlan<T>& im, int64_t index, T* buffer,
+                                 Taps<T, scalar_t>& taps) {
+  const VarlenParams& p = c.p;
+  const int64_t C = p.channels;
+  const scalar_t* grad = c.in.const_data_ptr<scalar_t>();
+  if (!im.columns_first) {  // R[oy = index][ix - lo] over the columns the image reads
+    const AxisTable<T>& X = *im.x;
+    const AxisTable<T>& XT = *im.xt;
+    for (int64_t ix = X.lo; ix <= X.hi; ++ix) {
+      taps.clear();
+      for (int64_t f = 0; f < im.g.t; ++f)
+        for (int64_t e = XT.start[ix]; e < XT.start[ix + 1]; ++e)
+          taps.push(grad + im.row(f, index, XT.idx[e], p.merge) * C, XT.w[e]);
+      taps.sum_into(buffer + (index * X.columns() + ix - X.lo) * C, C);
+    }
+    return;
+  }
+  const AxisTable<T>& YT = *im.yt;  // Q[iy = index][ox]
+  const int64_t w = im.g.w, iy = index;
+  T* dst = buffer + (iy - im.y->lo) * w * C;
+  if (p.merge == 1) {  // the w rows of (f, oy) are contiguous
+    taps.clear();
+    for (int64_t e = YT.start[iy]; e < YT.start[iy + 1]; ++e)
+      for (int64_t f = 0; f < im.g.t; ++f) taps.push(grad + im.row(f, YT.idx[e], 0, 1) * C, YT.w[e]);
+    taps.sum_into(dst, w * C);
+    return;
+  }
+  for (int64_t ox = 0; ox < w; ++ox) {
+    taps.clear();
+    for (int64_t e = YT.start[iy]; e < YT.start[iy + 1]; ++e)
+      for (int64_t f = 0; f < im.g.t; ++f) taps.push(grad + im.row(f, YT.idx[e], ox, p.merge) * C, YT.w[e]);
+    taps.sum_into(dst + ox * C, C);
+  }
+}
+
+// Table row iy of the gradient (acc: old_w x C), image after image.
+template <typename T>
+POSEXT_ISA_CLONES void gather_row(const VarlenParams& p, const BackwardPlan<T>& plan, const std::vector<T>& buffers,
+                                  int64_t iy, std::vector<T>& acc, Taps<T, T>& taps) {
+  const int64_t C = p.channels;
+  std::fill(acc.begin(), acc.end(), T(0));
+  for (size_t b = 0; b < plan.call.images.size(); ++b) {
+    const ImagePlan<T>& im = plan.call.images[b];
+    const T* buffer = buffers.data() + plan.buffer_at[b];
+    if (!im.columns_first) {  // acc[lo..hi] += sum_oy wy R[oy]
+      const AxisTable<T>& YT = *im.yt;
+      const int64_t columns = im.x->columns();
+      if (YT.start[iy] == YT.start[iy + 1] || columns == 0) continue;
+      T* dst = acc.data() + im.x->lo * C;
+      taps.clear();
+      taps.push(dst, T(1));
+      for (int64_t e = YT.start[iy]; e < YT.start[iy + 1]; ++e) taps.push(buffer + YT.idx[e] * columns * C, YT.w[e]);
+      taps.sum_into(dst, columns * C);
+      continue;
+    }
+    if (iy < im.y->lo || iy > im.y->hi) continue;  // acc[ix] += sum_ox wx Q[iy][ox]
+    const AxisTable<T>& XT = *im.xt;
+    const T* q = buffer + (iy - im.y->lo) * im.g.w * C;
+    for (int64_t ix = 0; ix < p.old_w; ++ix) {
+      if (XT.start[ix] == XT.start[ix + 1]) continue;
+      taps.clear();
+      taps.push(acc.data() + ix * C, T(1));
+      for (int64_t e = XT.start[ix]; e < XT.start[ix + 1]; ++e) taps.push(q + XT.idx[e] * C, XT.w[e]);
+      taps.sum_into(acc.data() + ix * C, C);
+    }
+  }
+}
+
+template <typename scalar_t, typename T>
+void backward_table(const VarlenCall& c) {
+  const VarlenParams& p = c.p;
+  const int64_t C = p.channels, P = p.num_prefix_tokens;
+  scalar_t* out = c.out.data_ptr<scalar_t>();
+  std::fill(out, out + P * C, scalar_t(0));
+  BackwardPlan<T> plan;
+  make_plan(c, plan.call, /*with_transposed=*/true);
+  plan.buffer_at.assign(1, 0);
+  for (size_t b = 0; b < plan.call.images.size(); ++b) {
+    const ImagePlan<T>& im = plan.call.images[b];
+    plan.buffer_at.push_back(plan.buffer_at.back() + buffer_rows(im) * C);
+    const int64_t first = im.columns_first ? im.y->lo : 0, last = im.columns_first ? im.y->hi + 1 : im.g.h;
+    for (int64_t i = first; i < last; ++i) plan.first_pass.push_back({static_cast<int64_t>(b), i, i + 1});
+  }
+  std::vector<T> buffers(plan.buffer_at.back());
+  at::parallel_for(0, static_cast<int64_t>(plan.first_pass.size()), 1, [&](int64_t begin, int64_t end) {
+    Taps<T, scalar_t> taps;
+    for (int64_t u = begin; u < end; ++u) {
+      const VarlenUnit& unit = plan.first_pass[u];
+      pull_back<scalar_t>(c, plan.call.images[unit.image], unit.oy0, buffers.data() + plan.buffer_at[unit.image],
+                          taps);
+    }
+  });
+  at::parallel_for(0, p.old_h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(p.old_w * C);
+    Taps<T, T> taps;
+    for (int64_t iy = begin; iy < end; ++iy) {
+      gather_row(p, plan, buffers, iy, acc, taps);
+      scalar_t* dst = out + (P + iy * p.old_w) * C;
+      for (int64_t i = 0; i < p.old_w * C; ++i) dst[i] = static_cast<scalar_t>(acc[i]);
+    }
+  });
+}
+
+}  // namespace
+
+void varlen_backward_cpu(const VarlenCall& c) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.in.scalar_type(), "posext_varlen_bwd_cpu", [&] {
+    backward_table<scalar_t, at::opmath_type<scalar_t>>(c);
+  });
+}
+
+}  // namespace posext
