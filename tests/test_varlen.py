@@ -469,11 +469,10 @@ def test_backward_is_bitwise_repeatable(backend, dtype, padded):
     assert not grads[0].isnan().any()
 
 
-# ------------------------------------------------------------------------------ edge cases
-
-# One call per setting whose images take every evaluation order of the CPU kernels (docs/resampling.md): from an
-# 8 x 24 table, (32, 6) is upsampled in y and downsampled in x (columns first), (4, 48) the other way round (rows
-# first); (8, 48) keeps y (one y tap: direct), as does non-AA bilinear (6, 18) (two taps each way: direct).
+# One call per setting whose images take every evaluation order of the CPU kernels (docs/resampling.md): from
+# an 8 x 24 table, (32, 6) is upsampled in y and downsampled in x (columns first; backward along y), (4, 48)
+# the other way round (rows first; along x); (8, 48) keeps y (one y tap: direct), as does non-AA bilinear
+# (6, 18) (two taps each way: direct).
 ORDER_SIZES = [(1, 32, 6), (2, 4, 48), (1, 8, 48), (2, 32, 6), (1, 6, 18)]
 
 
@@ -487,8 +486,8 @@ def test_every_evaluation_order_matches_oracle(mode, antialias, merge_size, padd
     sizes = [s for s in ORDER_SIZES if s[1] % merge_size == 0 and s[2] % merge_size == 0]
     values = torch.randn(1 + 8 * 24, 5, generator=gen, dtype=torch.float64)
     max_length = 400 if padded else None
-    kwargs = dict(old_size=(8, 24), num_prefix_tokens=1, mode=mode, antialias=antialias, merge_size=merge_size,
-                  max_length=max_length)
+    kwargs = dict(old_size=(8, 24), num_prefix_tokens=1, mode=mode, antialias=antialias,
+                  merge_size=merge_size, max_length=max_length)
     table = values.clone().requires_grad_()
     out = posext.resample_varlen(table, sizes, **kwargs)
     leaf = values.clone().requires_grad_()
@@ -510,6 +509,8 @@ def test_every_evaluation_order_matches_oracle(mode, antialias, merge_size, padd
         torch.set_num_threads(threads)
     assert torch.equal(grads[0], grads[1])
 
+
+# ------------------------------------------------------------------------------ edge cases
 
 @pytest.mark.parametrize("grid_sizes", [[], torch.zeros(0, 2, dtype=torch.int64),
                                         torch.zeros(0, 3, dtype=torch.int32)], ids=["list", "b2", "b3"])

@@ -1,10 +1,10 @@
 // CPU varlen backward: the table's gradient as gathers over the transposed tap tables, in two passes, each
 // parallel over rows it owns alone: deterministic, no atomics, bits independent of the thread count.
-//   first  per image, the gradient pulled back along one axis into a buffer (O(its tokens x C) or less):
-//          rows-first / direct images along x: R[oy][ix] = sum_f sum_ox wx G[f][oy][ox]
-//          columns-first images along y:       Q[iy][ox] = sum_oy sum_f wy G[f][oy][ox]
+//   first  per image, the gradient pulled back along one axis into a buffer:
+//          along x: R[oy][ix] = sum_f sum_ox wx G[f][oy][ox]    (h x the columns x reads)
+//          along y: Q[iy][ox] = sum_oy sum_f wy G[f][oy][ox]    (the rows y reads x w)
 //   second per table row iy, image after image: grad[iy][ix] += sum_oy wy R[oy][ix] or sum_ox wx Q[iy][ox].
-// Each is the transpose of the forward order of that image, so the work matches the forward's. Sums in opmath T.
+// Each image takes the axis with fewer reads (which also keeps its buffer near its own size). Sums in opmath T.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -23,22 +23,32 @@ namespace {
 template <typename T>
 struct BackwardPlan {
   CallPlan<T> call;
+  std::vector<bool> along_y;       // per image: the first pass pulls back along y (else x)
   std::vector<int64_t> buffer_at;  // [B + 1], in elements
   std::vector<VarlenUnit> first_pass;
 };
 
+// Reads (of C values) of the two passes, pulling back along y or along x.
 template <typename T>
-int64_t buffer_rows(const ImagePlan<T>& im) {  // rows of C values
-  return im.columns_first ? im.y->columns() * im.g.w : im.g.h * im.x->columns();
+bool pulls_along_y(const ImagePlan<T>& im) {
+  const double taps_y = static_cast<double>(im.y->taps()), taps_x = static_cast<double>(im.x->taps());
+  const double along_y = taps_y * im.g.w + static_cast<double>(im.y->columns()) * taps_x;
+  const double along_x = taps_x * im.g.h + taps_y * static_cast<double>(im.x->columns());
+  return along_y < along_x;
+}
+
+template <typename T>
+int64_t buffer_rows(const ImagePlan<T>& im, bool along_y) {  // rows of C values
+  return along_y ? im.y->columns() * im.g.w : im.g.h * im.x->columns();
 }
 
 template <typename scalar_t, typename T>
-POSEXT_ISA_CLONES void pull_back(const VarlenCall& c, const ImagePlan<T>& im, int64_t index, T* buffer,
-                                 Taps<T, scalar_t>& taps) {
+POSEXT_ISA_CLONES void pull_back(const VarlenCall& c, const ImagePlan<T>& im, bool along_y, int64_t index,
+                                 T* buffer, Taps<T, scalar_t>& taps) {
   const VarlenParams& p = c.p;
   const int64_t C = p.channels;
   const scalar_t* grad = c.in.const_data_ptr<scalar_t>();
-  if (!im.columns_first) {  // R[oy = index][ix - lo] over the columns the image reads
+  if (!along_y) {  // R[oy = index][ix - lo] over the columns the image reads
     const AxisTable<T>& X = *im.x;
     const AxisTable<T>& XT = *im.xt;
     for (int64_t ix = X.lo; ix <= X.hi; ++ix) {
@@ -70,14 +80,14 @@ POSEXT_ISA_CLONES void pull_back(const VarlenCall& c, const ImagePlan<T>& im, in
 
 // Table row iy of the gradient (acc: old_w x C), image after image.
 template <typename T>
-POSEXT_ISA_CLONES void gather_row(const VarlenParams& p, const BackwardPlan<T>& plan, const std::vector<T>& buffers,
+POSEXT_ISA_CLONES void gather_row(const VarlenParams& p, const BackwardPlan<T>& plan, const T* buffers,
                                   int64_t iy, std::vector<T>& acc, Taps<T, T>& taps) {
   const int64_t C = p.channels;
   std::fill(acc.begin(), acc.end(), T(0));
   for (size_t b = 0; b < plan.call.images.size(); ++b) {
     const ImagePlan<T>& im = plan.call.images[b];
-    const T* buffer = buffers.data() + plan.buffer_at[b];
-    if (!im.columns_first) {  // acc[lo..hi] += sum_oy wy R[oy]
+    const T* buffer = buffers + plan.buffer_at[b];
+    if (!plan.along_y[b]) {  // acc[lo..hi] += sum_oy wy R[oy]
       const AxisTable<T>& YT = *im.yt;
       const int64_t columns = im.x->columns();
       if (YT.start[iy] == YT.start[iy + 1] || columns == 0) continue;
@@ -112,17 +122,21 @@ void backward_table(const VarlenCall& c) {
   plan.buffer_at.assign(1, 0);
   for (size_t b = 0; b < plan.call.images.size(); ++b) {
     const ImagePlan<T>& im = plan.call.images[b];
-    plan.buffer_at.push_back(plan.buffer_at.back() + buffer_rows(im) * C);
-    const int64_t first = im.columns_first ? im.y->lo : 0, last = im.columns_first ? im.y->hi + 1 : im.g.h;
+    const bool along_y = pulls_along_y(im);
+    plan.along_y.push_back(along_y);
+    plan.buffer_at.push_back(plan.buffer_at.back() + buffer_rows(im, along_y) * C);
+    const int64_t first = along_y ? im.y->lo : 0, last = along_y ? im.y->hi + 1 : im.g.h;
     for (int64_t i = first; i < last; ++i) plan.first_pass.push_back({static_cast<int64_t>(b), i, i + 1});
   }
-  std::vector<T> buffers(plan.buffer_at.back());
+  // From torch's allocator, so that memory profiles see it.
+  const at::Tensor storage = at::empty({plan.buffer_at.back()}, c.in.options().dtype(c10::CppTypeToScalarType<T>::value));
+  T* buffers = storage.data_ptr<T>();
   at::parallel_for(0, static_cast<int64_t>(plan.first_pass.size()), 1, [&](int64_t begin, int64_t end) {
     Taps<T, scalar_t> taps;
     for (int64_t u = begin; u < end; ++u) {
       const VarlenUnit& unit = plan.first_pass[u];
-      pull_back<scalar_t>(c, plan.call.images[unit.image], unit.oy0, buffers.data() + plan.buffer_at[unit.image],
-                          taps);
+      pull_back<scalar_t>(c, plan.call.images[unit.image], plan.along_y[unit.image], unit.oy0,
+                          buffers + plan.buffer_at[unit.image], taps);
     }
   });
   at::parallel_for(0, p.old_h, 1, [&](int64_t begin, int64_t end) {

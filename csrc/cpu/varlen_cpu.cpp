@@ -22,8 +22,8 @@ struct ForwardCall {
   scalar_t* out;
 
   const scalar_t* cell(int64_t iy, int64_t ix) const { return table + (iy * p.old_w + ix) * p.channels; }
-  // Whether an image's values go straight to their one row (one frame, no add).
-  bool direct(const ImagePlan<T>& im) const { return im.g.t == 1 && add == nullptr; }
+  // Whether an image's sums can be written straight into its one row (one frame, no add).
+  bool in_place(const ImagePlan<T>& im) const { return im.g.t == 1 && add == nullptr; }
   // The value `acc` of (oy, ox) into its row of every frame.
   void emit(const ImagePlan<T>& im, int64_t oy, int64_t ox, const T* acc) const {
     const int64_t C = p.channels;
@@ -52,9 +52,9 @@ struct ForwardScratch {
 // (oy, ox) = the taps' sum, into its rows.
 template <typename scalar_t, typename T, typename S>
 POSEXT_INLINE void store(const ForwardCall<scalar_t, T>& fc, const ImagePlan<T>& im, int64_t oy, int64_t ox,
-                  const Taps<T, S>& taps, std::vector<T>& values) {
+                         const Taps<T, S>& taps, std::vector<T>& values) {
   const int64_t C = fc.p.channels;
-  if (fc.direct(im)) return taps.sum_into(fc.out + im.row(0, oy, ox, fc.p.merge) * C, C);
+  if (fc.in_place(im)) return taps.sum_into(fc.out + im.row(0, oy, ox, fc.p.merge) * C, C);
   values.resize(C);
   taps.sum_into(values.data(), C);
   fc.emit(im, oy, ox, values.data());
@@ -107,7 +107,7 @@ POSEXT_ISA_CLONES void forward_band(const ForwardCall<scalar_t, T>& fc, const Im
       if (X.taps(ox) == 0) std::fill(dst, dst + C, T(0));
     }
   }
-  const bool contiguous = fc.direct(im) && fc.p.merge == 1;  // an output row is then w x C in place
+  const bool contiguous = fc.in_place(im) && fc.p.merge == 1;  // an output row is then w x C in place
   for (int64_t oy = oy0; oy < oy1; ++oy) {
     s.from_tmp.clear();
     for (int64_t e = Y.start[oy]; e < Y.start[oy + 1]; ++e)

@@ -17,12 +17,14 @@ Forward, and forward + backward to the table; time and the peak of the bytes tor
 during one call (torch.profiler memory events); the largest difference from posext's rows.
 """
 import os
+import statistics
 
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as tbench
 
 from . import plots
-from .common import installed, median_seconds, span
+from .common import installed, span
 
 WHAT = ("posext.resample_varlen over mixed-aspect batches vs HF SigLIP2, timm NaFlex (interpolate and "
         "grid_sample), HF Qwen3-VL and a per-image F.interpolate loop: forward and forward+backward, time "
@@ -199,8 +201,9 @@ def peak_bytes(fn):
     return peak, out
 
 
-def _measure(leaf, call, min_time):
-    """(the forward's result, fwd ms, fwd+bwd ms, fwd peak bytes, fwd+bwd peak bytes)."""
+def _profile(leaf, call):
+    """One path's (forward result, fwd peak bytes, fwd+bwd peak bytes, forward, forward+backward), warmed
+    up."""
     def forward():
         with torch.no_grad():
             return call()
@@ -212,13 +215,24 @@ def _measure(leaf, call, min_time):
         return torch.autograd.grad(call(), [leaf], grad)
 
     bwd_bytes = peak_bytes(backward)[0]
-    return (out, 1e3 * median_seconds(forward, min_time), 1e3 * median_seconds(backward, min_time), fwd_bytes,
-            bwd_bytes)
+    for _ in range(3):  # caches, lazy init, allocator growth
+        forward()
+        backward()
+    return out, fwd_bytes, bwd_bytes, forward, backward
+
+
+def _ms(fn, min_time):
+    return 1e3 * tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_time).median
 
 
 def _valid(out, grids, padded):
     """The image rows of a result (padding rows left out): padded [B, L, C] -> packed."""
     return torch.cat([out[i, :h * w] for i, (h, w) in enumerate(grids)]) if padded else out
+
+
+# Every path of a batch is timed in turn, round after round; a ratio is the median of its per-round ratios, so
+# that a slow spell of the machine lands on both sides of it.
+ROUNDS = 5
 
 
 def run(devices, quick=False):
@@ -227,6 +241,7 @@ def run(devices, quick=False):
     if "cpu" not in devices:
         return []
     min_time = _min_time(quick)
+    rounds = 1 if quick else ROUNDS
     backend, fused = posext.backend(), hasattr(torch.ops.posext, "resample_varlen")
     paths = _paths()
     rows = []
@@ -234,31 +249,47 @@ def run(devices, quick=False):
         torch.manual_seed(0)
         table = torch.randn(side * side, channels)
         max_length = max(h * w for h, w in grids)
-        reference = {}
+        entries = []
         for path, setting, _ in paths:
             make = _posext(setting) if path == "posext" else MAKERS[path]
-            leaf, call = make(table, grids, max_length)
-            load = os.getloadavg()[0]
-            out, fwd, bwd, fwd_bytes, bwd_bytes = _measure(leaf, call, min_time)
-            padded = SETTINGS[setting][2]
+            out, fwd_bytes, bwd_bytes, forward, backward = _profile(*make(table, grids, max_length))
+            entries.append({"path": path, "setting": setting, "out": out, "fwd_bytes": fwd_bytes,
+                            "bwd_bytes": bwd_bytes, "forward": forward, "backward": backward,
+                            "shape": out.shape, "fwd": [], "bwd": [], "write": [], "load": []})
+        for _ in range(rounds):
+            for e in entries:
+                e["load"].append(os.getloadavg()[0])
+                e["fwd"].append(_ms(e["forward"], min_time / rounds))
+                e["bwd"].append(_ms(e["backward"], min_time / rounds))
+                if e["path"] == "posext":
+                    e["write"].append(_ms(lambda: torch.zeros(e["shape"]), min_time / rounds))
+        reference = {}
+        for e in entries:
+            setting, padded = e["setting"], SETTINGS[e["setting"]][2]
+            median = statistics.median
             row = {"batch": batch, "B": len(grids), "C": channels, "table": f"{side}x{side}",
-                   "tokens": sum(h * w for h, w in grids), "setting": SETTINGS[setting][0], "path": path,
-                   "fwd_ms": fwd, "bwd_ms": bwd, "fwd_mib": fwd_bytes / 2**20, "bwd_mib": bwd_bytes / 2**20,
-                   "x_fwd": None, "x_bwd": None, "max_diff": None, "backend": backend, "fused_op": fused,
-                   "load": load}
-            if path == "posext":
-                reference[setting] = (_valid(out, grids, padded), row)
+                   "tokens": sum(h * w for h, w in grids), "setting": SETTINGS[setting][0], "path": e["path"],
+                   "fwd_ms": median(e["fwd"]), "bwd_ms": median(e["bwd"]), "fwd_mib": e["fwd_bytes"] / 2**20,
+                   "bwd_mib": e["bwd_bytes"] / 2**20, "x_fwd": None, "x_bwd": None, "max_diff": None,
+                   "backend": backend, "fused_op": fused, "load": median(e["load"]), "rounds": rounds}
+            if e["path"] == "posext":
+                reference[setting] = e
+                row.update(write_ms=statistics.median(e["write"]),
+                           x_write=statistics.median([f / w for f, w in zip(e["fwd"], e["write"])]))
             elif setting in reference:
-                ref, ref_row = reference[setting]
-                row.update(x_fwd=fwd / ref_row["fwd_ms"], x_bwd=bwd / ref_row["bwd_ms"],
-                           max_diff=(_valid(out, grids, padded).float() - ref.float()).abs().max().item())
+                ref = reference[setting]
+                row.update(x_fwd=statistics.median([t / r for t, r in zip(e["fwd"], ref["fwd"])]),
+                           x_bwd=statistics.median([t / r for t, r in zip(e["bwd"], ref["bwd"])]),
+                           max_diff=(_valid(e["out"], grids, padded).float()
+                                     - _valid(ref["out"], grids, padded).float()).abs().max().item())
             rows.append(row)
     return rows
 
 
 COLUMNS = [("batch", "batch", "{}"), ("B", "B", "{}"), ("C", "C", "{}"), ("table", "table", "{}"),
            ("setting", "setting", "{}"), ("path", "path", "{}"), ("fwd_ms", "fwd ms", "{:.2f}"),
-           ("bwd_ms", "fwd+bwd ms", "{:.2f}"), ("x_fwd", "vs posext fwd", "{:.2f}x"),
+           ("bwd_ms", "fwd+bwd ms", "{:.2f}"), ("x_write", "fwd / one write", "{:.2f}x"),
+           ("x_fwd", "vs posext fwd", "{:.2f}x"),
            ("x_bwd", "vs posext fwd+bwd", "{:.2f}x"), ("fwd_mib", "fwd peak MiB", "{:.1f}"),
            ("bwd_mib", "fwd+bwd peak MiB", "{:.1f}"), ("max_diff", "max abs diff", "{:.1e}"),
            ("backend", "backend", "{}"), ("fused_op", "fused op", "{}")]
@@ -274,16 +305,19 @@ LEGEND = [
                 "interpolation indices and weights and its weighted nn.Embedding gather (fast_pos_embed_"
                 "interpolate where the release has it); F.interpolate loop = one F.interpolate per image, "
                 "pad_sequence"),
+    ("x_write", "fwd / one write = posext's forward ms / the ms of torch.zeros of its result's shape (a "
+                "fresh tensor of that size written once: the floor of any call that returns it)"),
     ("x_fwd", "vs posext = path ms / posext ms of the same setting: higher is faster for posext"),
     ("fwd_mib", "peak MiB = the most bytes torch's CPU allocator held at once during one call beyond what it "
                 "held before (torch.profiler memory events, summed in time order): intermediates, the result "
                 "and, for fwd+bwd, saved tensors and the gradient; not the inputs, not memory a kernel takes "
-                "outside torch's allocator"),
+                "outside torch's allocator (posext's CPU forward: one band of rows of scratch per thread)"),
     ("max_diff", "max abs diff = largest absolute difference from posext's rows of the same setting, image "
                  "rows only (SigLIP2 pads with an image's first row, grid_sample with the row at (0, 0))"),
     ("backend", "backend = posext.backend(); fused op = whether torch.ops.posext has resample_varlen"),
-    (None, "ms = median of torch.utils.benchmark blocked runs (3 warm-up calls first), fp32, CPU; backward "
-           "= torch.autograd.grad to the table"),
+    (None, "ms = median over rounds of torch.utils.benchmark blocked runs (3 warm-up calls first), every "
+           "path of a batch timed in turn each round; ratios = medians of the per-round ratios; fp32, CPU; "
+           "backward = torch.autograd.grad to the table"),
 ]
 
 
@@ -293,18 +327,20 @@ def readme_table(rows):
     baselines = list(dict.fromkeys(r["path"] for r in rows if r["path"] != "posext"))
     columns = [("batch", "batch", "{}"), ("B", "B", "{}"), ("C", "C", "{}"), ("table", "table", "{}"),
                ("setting", "setting", "{}"), ("ms", "posext ms, fwd / fwd+bwd", "{}"),
+               ("x_write", "fwd / one write", "{:.2f}x"),
                ("mib", "posext peak MiB, fwd / fwd+bwd", "{}")]
     columns += [(p, f"vs {p}", "{}") for p in baselines]
     table = []
     for r in rows:
         if r["path"] == "posext":
             table.append({k: r[k] for k in ("batch", "B", "C", "table", "setting")})
-            table[-1].update(ms=f"{r['fwd_ms']:.2f} / {r['bwd_ms']:.2f}",
+            table[-1].update(ms=f"{r['fwd_ms']:.2f} / {r['bwd_ms']:.2f}", x_write=r.get("x_write"),
                              mib=f"{r['fwd_mib']:.1f} / {r['bwd_mib']:.1f}")
         elif r["x_fwd"] is not None and table:
             table[-1][r["path"]] = (f"{r['x_fwd']:.2f}x / {r['x_bwd']:.2f}x "
                                     f"({r['fwd_mib']:.0f} / {r['bwd_mib']:.0f} MiB)")
-    legend = ["vs X cells: X ms / posext ms, forward / forward+backward (higher is faster for posext), then "
+    legend = ["fwd / one write: posext's forward ms / the ms of torch.zeros of its result's shape",
+              "vs X cells: X ms / posext ms, forward / forward+backward (higher is faster for posext), then "
               "X's peak MiB, forward / forward+backward"]
     return columns, table, legend
 
@@ -339,6 +375,10 @@ def summary(rows):
                    f"forward, {span(bwd, '{:.2f}x')} forward+backward (that path's ms / posext ms; posext is "
                    f"faster in {won[0]} of {len(fwd)} forward and {won[1]} of {len(bwd)} forward+backward "
                    f"cases).")
+    writes = [r["x_write"] for r in rows if r.get("x_write") is not None]
+    if writes:
+        out.append(f"posext's forward takes {span(writes, '{:.2f}x')} the time of writing its result once "
+                   f"(torch.zeros of that shape).")
     loads = [r["load"] for r in rows if r.get("load") is not None]
     if loads:
         out.append(f"The 1-minute load average was {span(loads, '{:.1f}')} while these rows were timed; "
