@@ -36,6 +36,13 @@ def _grid_sizes(grid_sizes: GridSizes) -> torch.Tensor:
 
 def _list_grid_sizes(grid_sizes) -> torch.Tensor:
     """Nested lists of ints -> an int64 tensor (its shape checked by ``_grid_sizes_on_device``)."""
+    try:  # the common case, checked in one pass: rows of Python ints (not bools)
+        if all(type(v) is int for row in grid_sizes for v in row):
+            sizes = torch.tensor(grid_sizes, dtype=torch.int64)
+            if sizes.dim() == 2:
+                return sizes
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        pass  # the checks below say what is wrong
     try:
         items = list(grid_sizes)
     except TypeError:
@@ -190,7 +197,7 @@ def _resample_varlen_op(x, plan, mode):
     Packed: the row count is the sum of the host ``lengths``."""
     tokens, old_hw, prefix, sizes, lengths, antialias, align_corners, max_length, merge_size = plan
     sizes = sizes.to(tokens.device)
-    offsets = _offsets(sizes)
+    offsets = _offsets(sizes) if max_length is None else sizes[:0, 0]  # padded rows read no offsets
     args = (sizes, offsets, old_hw[0], old_hw[1], prefix, MODES[mode], antialias, align_corners, merge_size)
     length = -1 if max_length is None else max_length
     if x is not None:

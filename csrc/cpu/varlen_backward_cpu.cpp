@@ -126,14 +126,18 @@ void backward_table(const VarlenCall& c) {
     plan.along_y.push_back(along_y);
     plan.buffer_at.push_back(plan.buffer_at.back() + buffer_rows(im, along_y) * C);
     const int64_t first = along_y ? im.y->lo : 0, last = along_y ? im.y->hi + 1 : im.g.h;
-    for (int64_t i = first; i < last; ++i) plan.first_pass.push_back({static_cast<int64_t>(b), i, i + 1});
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t reads = along_y ? im.yt->taps(i) * im.g.w : im.x->taps();
+      plan.first_pass.push_back({static_cast<int64_t>(b), i, i + 1, static_cast<double>(reads * im.g.t)});
+    }
   }
   // From torch's allocator, so that memory profiles see it.
   const at::Tensor storage = at::empty({plan.buffer_at.back()}, c.in.options().dtype(c10::CppTypeToScalarType<T>::value));
   T* buffers = storage.data_ptr<T>();
-  at::parallel_for(0, static_cast<int64_t>(plan.first_pass.size()), 1, [&](int64_t begin, int64_t end) {
+  const std::vector<int64_t> runs = balanced_runs(plan.first_pass, 4 * at::get_num_threads());
+  at::parallel_for(0, static_cast<int64_t>(runs.size()) - 1, 1, [&](int64_t begin, int64_t end) {
     Taps<T, scalar_t> taps;
-    for (int64_t u = begin; u < end; ++u) {
+    for (int64_t u = runs[begin]; u < runs[end]; ++u) {
       const VarlenUnit& unit = plan.first_pass[u];
       pull_back<scalar_t>(c, plan.call.images[unit.image], plan.along_y[unit.image], unit.oy0,
                           buffers + plan.buffer_at[unit.image], taps);

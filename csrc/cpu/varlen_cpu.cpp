@@ -46,19 +46,7 @@ template <typename scalar_t, typename T>
 struct ForwardScratch {
   std::vector<T> tmp, values;
   Taps<T, scalar_t> from_table;
-  Taps<T, T> from_tmp;
 };
-
-// (oy, ox) = the taps' sum, into its rows.
-template <typename scalar_t, typename T, typename S>
-POSEXT_INLINE void store(const ForwardCall<scalar_t, T>& fc, const ImagePlan<T>& im, int64_t oy, int64_t ox,
-                         const Taps<T, S>& taps, std::vector<T>& values) {
-  const int64_t C = fc.p.channels;
-  if (fc.in_place(im)) return taps.sum_into(fc.out + im.row(0, oy, ox, fc.p.merge) * C, C);
-  values.resize(C);
-  taps.sum_into(values.data(), C);
-  fc.emit(im, oy, ox, values.data());
-}
 
 // One output row, direct or rows first.
 template <typename scalar_t, typename T>
@@ -70,23 +58,28 @@ POSEXT_ISA_CLONES void forward_row(const ForwardCall<scalar_t, T>& fc, const Ima
   const int64_t y0 = Y.start[oy], ny = Y.taps(oy);
   const bool rows_first = im.rows_first(oy);
   if (rows_first) {  // tmp[ix - lo] = sum_j wy_j table[iy_j][ix]: one contiguous span per table row
-    s.from_table.clear();
-    for (int64_t j = 0; j < ny; ++j) s.from_table.push(fc.cell(Y.idx[y0 + j], X.lo), Y.w[y0 + j]);
     s.tmp.resize(X.columns() * C);
-    s.from_table.sum_into(s.tmp.data(), X.columns() * C);
+    gather_sum(s.tmp.data(), fc.cell(0, X.lo), Y.idx.data() + y0, Y.w.data() + y0, ny, 0, fc.p.old_w * C,
+               X.columns() * C);
   }
   for (int64_t ox = 0; ox < im.g.w; ++ox) {
     const int64_t x0 = X.start[ox], nx = X.taps(ox);
+    // (oy, ox) straight into its row when it has one, else through `values` into every frame's
+    scalar_t* in_place = fc.in_place(im) ? fc.out + im.row(0, oy, ox, fc.p.merge) * C : nullptr;
+    s.values.resize(C);
     if (rows_first) {
-      s.from_tmp.clear();
-      for (int64_t k = 0; k < nx; ++k) s.from_tmp.push(s.tmp.data() + (X.idx[x0 + k] - X.lo) * C, X.w[x0 + k]);
-      store(fc, im, oy, ox, s.from_tmp, s.values);
-      continue;
+      const StridedRows<T> taps{s.tmp.data(), X.idx.data() + x0, X.lo, C};
+      if (in_place) weighted_sum<T, T>(in_place, taps, X.w.data() + x0, nx, C);
+      else weighted_sum<T, T>(s.values.data(), taps, X.w.data() + x0, nx, C);
+    } else {
+      s.from_table.clear();
+      for (int64_t j = 0; j < ny; ++j)
+        for (int64_t k = 0; k < nx; ++k)
+          s.from_table.push(fc.cell(Y.idx[y0 + j], X.idx[x0 + k]), Y.w[y0 + j] * X.w[x0 + k]);
+      if (in_place) s.from_table.sum_into(in_place, C);
+      else s.from_table.sum_into(s.values.data(), C);
     }
-    s.from_table.clear();
-    for (int64_t j = 0; j < ny; ++j)
-      for (int64_t k = 0; k < nx; ++k) s.from_table.push(fc.cell(Y.idx[y0 + j], X.idx[x0 + k]), Y.w[y0 + j] * X.w[x0 + k]);
-    store(fc, im, oy, ox, s.from_table, s.values);
+    if (!in_place) fc.emit(im, oy, ox, s.values.data());
   }
 }
 
@@ -109,15 +102,14 @@ POSEXT_ISA_CLONES void forward_band(const ForwardCall<scalar_t, T>& fc, const Im
   }
   const bool contiguous = fc.in_place(im) && fc.p.merge == 1;  // an output row is then w x C in place
   for (int64_t oy = oy0; oy < oy1; ++oy) {
-    s.from_tmp.clear();
-    for (int64_t e = Y.start[oy]; e < Y.start[oy + 1]; ++e)
-      s.from_tmp.push(s.tmp.data() + (Y.idx[e] - r0) * w * C, Y.w[e]);
+    const int64_t y0 = Y.start[oy], ny = Y.taps(oy);
+    const T* tmp = s.tmp.data();
     if (contiguous) {
-      s.from_tmp.sum_into(fc.out + im.row(0, oy, 0, 1) * C, w * C);
+      gather_sum(fc.out + im.row(0, oy, 0, 1) * C, tmp, Y.idx.data() + y0, Y.w.data() + y0, ny, r0, w * C, w * C);
       continue;
     }
     s.values.resize(w * C);
-    s.from_tmp.sum_into(s.values.data(), w * C);
+    gather_sum(s.values.data(), tmp, Y.idx.data() + y0, Y.w.data() + y0, ny, r0, w * C, w * C);
     for (int64_t ox = 0; ox < w; ++ox) fc.emit(im, oy, ox, s.values.data() + ox * C);
   }
 }
@@ -130,9 +122,10 @@ void forward_rows(const VarlenCall& c) {
   make_plan(c, plan);
   const ForwardCall<scalar_t, T> fc{p, c.in.const_data_ptr<scalar_t>() + p.num_prefix_tokens * C,
                                     p.add ? c.addend.const_data_ptr<scalar_t>() : nullptr, c.out.data_ptr<scalar_t>()};
-  at::parallel_for(0, static_cast<int64_t>(plan.units.size()), 1, [&](int64_t begin, int64_t end) {
+  const std::vector<int64_t> runs = balanced_runs(plan.units, 4 * at::get_num_threads());
+  at::parallel_for(0, static_cast<int64_t>(runs.size()) - 1, 1, [&](int64_t begin, int64_t end) {
     ForwardScratch<scalar_t, T> scratch;
-    for (int64_t u = begin; u < end; ++u) {
+    for (int64_t u = runs[begin]; u < runs[end]; ++u) {
       const VarlenUnit& unit = plan.units[u];
       const ImagePlan<T>& im = plan.images[unit.image];
       if (im.columns_first) forward_band<scalar_t>(fc, im, unit.oy0, unit.oy1, scratch);

@@ -106,10 +106,29 @@ struct ImagePlan {
   }
 };
 
-// Output rows [oy0, oy1) of one image: a single row, or a band of a columns-first image.
+// Output rows [oy0, oy1) of one image: a single row, or a band of a columns-first image; `cost` estimates its
+// reads and writes (of C values), to balance the threads.
 struct VarlenUnit {
   int64_t image, oy0, oy1;
+  double cost;
 };
+
+// Bounds of `parts` runs of consecutive units of about equal cost: at::parallel_for splits a range into equal
+// counts, which leaves threads idle when units differ (a band against a row).
+inline std::vector<int64_t> balanced_runs(const std::vector<VarlenUnit>& units, int64_t parts) {
+  double total = 0;
+  for (const VarlenUnit& u : units) total += u.cost;
+  std::vector<int64_t> bounds{0};
+  double done = 0;
+  for (size_t i = 0; i < units.size(); ++i) {
+    done += units[i].cost;
+    const int64_t run = static_cast<int64_t>(bounds.size());
+    if (run < parts && done >= total * static_cast<double>(run) / static_cast<double>(parts))
+      bounds.push_back(static_cast<int64_t>(i) + 1);
+  }
+  if (bounds.back() != static_cast<int64_t>(units.size())) bounds.push_back(static_cast<int64_t>(units.size()));
+  return bounds;
+}
 
 template <typename T>
 struct CallPlan {
@@ -166,7 +185,21 @@ void make_plan(const VarlenCall& c, CallPlan<T>& plan, bool with_transposed = fa
     image_costs(im, by_rows, by_columns);
     im.columns_first = by_columns < by_rows;
     const int64_t step = im.columns_first ? kBandRows : 1;
-    for (int64_t oy0 = 0; oy0 < im.g.h; oy0 += step) plan.units.push_back({b, oy0, std::min(oy0 + step, im.g.h)});
+    const double writes = static_cast<double>(im.g.w * im.g.t);
+    for (int64_t oy0 = 0; oy0 < im.g.h; oy0 += step) {
+      const int64_t oy1 = std::min(oy0 + step, im.g.h);
+      double cost = writes * static_cast<double>(oy1 - oy0);
+      if (im.columns_first) {
+        int64_t lo, hi;
+        im.y->reach(oy0, oy1, lo, hi);
+        cost += static_cast<double>(std::max<int64_t>(hi - lo + 1, 0) * im.x->taps() +
+                                    (im.y->start[oy1] - im.y->start[oy0]) * im.g.w);
+      } else {
+        const int64_t ny = im.y->taps(oy0);
+        cost += static_cast<double>(im.rows_first(oy0) ? ny * im.x->columns() + im.x->taps() : ny * im.x->taps());
+      }
+      plan.units.push_back({b, oy0, oy1, cost});
+    }
     plan.images.push_back(im);
   }
 }

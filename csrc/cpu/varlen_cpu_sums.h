@@ -27,12 +27,39 @@ POSEXT_INLINE void axpy(T* __restrict__ acc, const S* __restrict__ src, T w, int
   }
 }
 
-// dst[0, n) = sum_k w[k] * src[k][0, n), k in order; no taps: zeros. dst may be one of the sources (a running
+// The sources of a weighted sum, as functors whose calls inline into each ISA clone (a lambda's body would be
+// compiled once, for the baseline ISA): rows listed by pointer, or rows base + (idx[k] - first) * stride.
+template <typename S>
+struct ListedRows {
+  const S* const* rows;
+  POSEXT_INLINE const S* operator()(int64_t k) const { return rows[k]; }
+};
+
+template <typename S>
+struct StridedRows {
+  const S* base;
+  const int64_t* idx;
+  int64_t first, stride;
+  POSEXT_INLINE const S* operator()(int64_t k) const { return base + (idx[k] - first) * stride; }
+};
+
+// dst[at, at + lanes) = the lanes of a, converted to D.
+template <typename D, typename V>
+POSEXT_INLINE void put_lanes(D* dst, int64_t at, const V& a) {
+  constexpr int64_t kLanes = sizeof(V) / sizeof(a[0]);
+  if constexpr (std::is_same<D, std::remove_cv_t<std::remove_reference_t<decltype(a[0])>>>::value) {
+    std::memcpy(dst + at, &a, sizeof(V));
+  } else {
+    for (int64_t i = 0; i < kLanes; ++i) dst[at + i] = static_cast<D>(a[i]);
+  }
+}
+
+// dst[0, n) = sum_k w[k] * source(k)[0, n), k in order; no taps: zeros. dst may be one of the sources (a running
 // sum: each block is read from every source before it is written). Blocks of channels stay in registers across
 // the taps (each source read once, dst written once): GCC vector types where the sources are T, whose width each
 // ISA clone splits into its own registers; a plain loop elsewhere.
-template <typename T, typename S, typename D>
-POSEXT_INLINE void weighted_sum(D* dst, const S* const* src, const T* w, int64_t taps, int64_t n) {
+template <typename T, typename S, typename D, typename Source>
+POSEXT_INLINE void weighted_sum(D* dst, const Source& source, const T* w, int64_t taps, int64_t n) {
   int64_t i0 = 0;
 #if defined(__GNUC__)
   if constexpr (std::is_same<S, T>::value) {
@@ -41,7 +68,7 @@ POSEXT_INLINE void weighted_sum(D* dst, const S* const* src, const T* w, int64_t
     for (; i0 + kBlock <= n; i0 += kBlock) {
       V a0 = {}, a1 = {}, a2 = {}, a3 = {};
       for (int64_t k = 0; k < taps; ++k) {
-        const T* s = src[k] + i0;
+        const T* s = source(k) + i0;
         const V wk = V{} + w[k];
         V x0, x1, x2, x3;
         std::memcpy(&x0, s, sizeof(V));
@@ -53,20 +80,25 @@ POSEXT_INLINE void weighted_sum(D* dst, const S* const* src, const T* w, int64_t
         a2 += wk * x2;
         a3 += wk * x3;
       }
-      const V acc[4] = {a0, a1, a2, a3};
-      if constexpr (std::is_same<D, T>::value) {
-        std::memcpy(dst + i0, acc, sizeof(acc));
-      } else {
-        for (int64_t i = 0; i < kBlock; ++i) dst[i0 + i] = static_cast<D>(acc[i / kLanes][i % kLanes]);
-      }
+      put_lanes(dst, i0, a0);
+      put_lanes(dst, i0 + kLanes, a1);
+      put_lanes(dst, i0 + 2 * kLanes, a2);
+      put_lanes(dst, i0 + 3 * kLanes, a3);
     }
   }
 #endif
   for (; i0 < n; ++i0) {
     T acc = T(0);
-    for (int64_t k = 0; k < taps; ++k) acc += w[k] * static_cast<T>(src[k][i0]);
+    for (int64_t k = 0; k < taps; ++k) acc += w[k] * static_cast<T>(source(k)[i0]);
     dst[i0] = static_cast<D>(acc);
   }
+}
+
+// The weighted sum of the rows base + (idx[k] - first) * stride: one axis's taps, read in place from its table.
+template <typename T, typename S, typename D>
+POSEXT_INLINE void gather_sum(D* dst, const S* base, const int64_t* idx, const T* w, int64_t taps, int64_t first,
+                              int64_t stride, int64_t n) {
+  weighted_sum<T, S>(dst, StridedRows<S>{base, idx, first, stride}, w, taps, n);
 }
 
 // The sources and weights of one weighted_sum, reused across calls (no allocation once grown).
@@ -78,13 +110,13 @@ struct Taps {
     src.clear();
     w.clear();
   }
-  void push(const S* s, T weight) {
+  POSEXT_INLINE void push(const S* s, T weight) {
     src.push_back(s);
     w.push_back(weight);
   }
   template <typename D>
   POSEXT_INLINE void sum_into(D* dst, int64_t n) const {
-    weighted_sum(dst, src.data(), w.data(), static_cast<int64_t>(src.size()), n);
+    weighted_sum<T, S>(dst, ListedRows<S>{src.data()}, w.data(), static_cast<int64_t>(src.size()), n);
   }
 };
 
