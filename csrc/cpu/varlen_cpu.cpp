@@ -6,7 +6,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "varlen_cpu_plan.h"
 #include "varlen_cpu_sums.h"
@@ -114,10 +119,27 @@ POSEXT_ISA_CLONES void forward_band(const ForwardCall<scalar_t, T>& fc, const Im
   }
 }
 
+// A result of 32 MiB or more is fresh memory on every call (glibc maps blocks that large anew and unmaps them on
+// free), and its first write faults it in 4 KiB page by 4 KiB page: on a VM that alone outlasts the sums. Huge
+// pages, advised before that write, take 512x fewer faults. Advice only: without THP nothing changes.
+void advise_huge_pages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (bytes < (size_t(32) << 20)) return;
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
 template <typename scalar_t, typename T>
 void forward_rows(const VarlenCall& c) {
   const VarlenParams& p = c.p;
   const int64_t C = p.channels;
+  advise_huge_pages(c.out.data_ptr(), c.out.nbytes());
   CallPlan<T> plan;
   make_plan(c, plan);
   const ForwardCall<scalar_t, T> fc{p, c.in.const_data_ptr<scalar_t>() + p.num_prefix_tokens * C,
