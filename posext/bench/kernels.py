@@ -7,13 +7,16 @@ Ops and baselines: resample (bicubic, align_corners=False) vs split -> permute -
 timm's resample_abs_pos_embed; add_pos_embed vs ``x + `` those; sincos_2d vs timm's build_sincos2d_pos_embed
 and posext's own PyTorch formula; apply_rope_2d (axial, grid positions built per call, as Rope2d does; also
 with cached positions: ``posext_op``) vs timm's eager rotation and posext's PyTorch formula;
-factorized_pos_embed (sum) vs eager indexing. Sizes: the position-embedding tables of the CPU tables
+factorized_pos_embed (sum) vs eager indexing; resample_varlen (32 mixed-aspect images, padded with a
+``grid_sizes`` tensor on the device, or packed in Qwen-VL merge order) vs its per-size PyTorch fallback.
+Sizes: the position-embedding tables of the CPU tables
 (batch 1, C 768-1152, grids 14x14-64x64) and large batched sizes that stream hundreds of MB.
 """
 import torch
 
-from .. import add_pos_embed, apply_rope_2d, resample, sincos_2d
+from .. import add_pos_embed, apply_rope_2d, resample, resample_varlen, sincos_2d
 from .. import rope as posext_rope
+from .. import varlen as posext_varlen
 from ..sincos import CONVENTIONS, _sincos_2d_torch
 from . import device_timing as dt
 from . import plots
@@ -47,6 +50,11 @@ ROPE = [("ViT-B/16 224", 8, 12, 14, 64, "pos-embed"), ("ViT-L/16 384", 4, 16, 24
         ("batch 64 x ViT-B/16 384", 64, 12, 24, 64, "large")]
 # (name, batch, grid side, channels)
 FACTORIZED = [("ViT-L/14 518 (37x37)", 1, 37, 1024), ("batch 32 x ViT-L/14 518 (37x37)", 32, 37, 1024)]
+# (name, channels, table side, resample_varlen keywords, padded): 32 images of 12x48, 48x12, 24x24, 16x36
+VARLEN = [("32 mixed images, bilinear AA, padded", 768, 16, {"mode": "bilinear", "antialias": True}, True),
+          ("32 mixed images, merge 2, packed", 768, 16,
+           {"mode": "bilinear", "align_corners": True, "merge_size": 2}, False)]
+VARLEN_GRIDS = ((12, 48), (48, 12), (24, 24), (16, 36)) * 8
 DTYPES = (torch.float32, torch.bfloat16)
 # profiling each call costs time; the baselines' counts vary
 LAUNCHES_COUNTED = ("posext", "posext_op", "torch")
@@ -148,7 +156,37 @@ def _factorized_cases(device, quick):
                    make, impls)
 
 
-CASES = (_resample_cases, _add_cases, _sincos_cases, _rope_cases, _factorized_cases)
+def _varlen_cases(device, quick):
+    sizes = torch.tensor([(1, h, w) for h, w in VARLEN_GRIDS], device=device)  # [B, 3]: no host read, padded
+    longest = max(h * w for h, w in VARLEN_GRIDS)
+    for name, c, side, kwargs, padded in VARLEN[:1] if quick else VARLEN:
+        length = longest if padded else None
+
+        def fallback(table, kwargs=kwargs, length=length):
+            mode, merge = kwargs["mode"], kwargs.get("merge_size", 1)
+            plan = posext_varlen._plan(table, VARLEN_GRIDS, None, 0, mode, kwargs.get("antialias", False),
+                                       kwargs.get("align_corners", False), length, merge)
+            return posext_varlen._resample_varlen_torch(*plan[:5], mode, *plan[5:])
+
+        impls = {"posext": lambda table, kwargs=kwargs, length=length: resample_varlen(
+                     table, sizes, max_length=length, **kwargs),
+                 "fallback": fallback}
+        for dtype in DTYPES[:1] if quick else DTYPES:
+            make = lambda dtype=dtype, c=c, side=side: (  # noqa: E731
+                torch.randn(side * side, c, device=device).to(dtype),)
+            yield dict(op="resample_varlen", case=name, dtype=dtype, size="large"), make, impls
+            if not padded or dtype != torch.float32:
+                continue
+
+            def make_grad(dtype=dtype, c=c, side=side):
+                table = torch.randn(side * side, c, device=device).to(dtype).requires_grad_()
+                return table, torch.randn(len(VARLEN_GRIDS), longest, c, device=device).to(dtype)
+
+            yield (dict(op="resample_varlen", case=name, dtype=dtype, size="large", pass_="fwd+bwd"),
+                   make_grad, {k: _with_grad(f) for k, f in impls.items()})
+
+
+CASES = (_resample_cases, _add_cases, _sincos_cases, _rope_cases, _factorized_cases, _varlen_cases)
 
 
 def plan(devices, quick=False):
