@@ -196,8 +196,10 @@ def _resample_varlen_op(x, plan, mode):
     """The compiled op on the table ``[P + N, C]``: ``resample_varlen`` (x None) or ``resample_varlen_add``.
     Packed: the row count is the sum of the host ``lengths``."""
     tokens, old_hw, prefix, sizes, lengths, antialias, align_corners, max_length, merge_size = plan
-    sizes = sizes.to(tokens.device)
-    offsets = _offsets(sizes) if max_length is None else sizes[:0, 0]  # padded rows read no offsets
+    # Offsets where the sizes are (the host, when their values were read there: no kernel launch for them);
+    # padded rows read none.
+    offsets = _offsets(sizes) if max_length is None else sizes[:0, 0]
+    sizes, offsets = sizes.to(tokens.device), offsets.to(tokens.device)
     args = (sizes, offsets, old_hw[0], old_hw[1], prefix, MODES[mode], antialias, align_corners, merge_size)
     length = -1 if max_length is None else max_length
     if x is not None:

@@ -203,6 +203,8 @@ def targets(rows, dry_run: bool) -> list:
                   "fraction"),
             entry("sincos_2d at large sizes, of copy bandwidth", large("sincos_2d"), ">=", 0.7, "fraction"),
             entry("rope_2d apply at large sizes, of copy bandwidth", large("rope_2d"), ">=", 0.7, "fraction"),
+            entry("resample_varlen, 32 images, of copy bandwidth", large("resample_varlen"), ">=", 0.7,
+                  "fraction"),
             entry("kernel launches per API call", launches, "<=", 1, "launches")]
 
 

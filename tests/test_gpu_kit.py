@@ -49,9 +49,10 @@ def test_dry_run_passes_and_writes_the_gpu_schema(dry_run):
         assert entry["status"] == "dry-run" and entry["driver_checks"] > 150 \
             and entry["driver_failures"] == [], tool
     ops = {r["op"] for r in results["bench"]["rows"]}
-    assert ops == {"copy", "resample", "add_pos_embed", "sincos_2d", "rope_2d", "factorized"}
+    assert ops == {"copy", "resample", "add_pos_embed", "sincos_2d", "rope_2d", "factorized",
+                   "resample_varlen"}
     assert all(r.get("posext_us", 0) > 0 for r in results["bench"]["rows"] if r["op"] != "copy")
-    assert len(results["targets"]) == 6 and all(t["met"] is None for t in results["targets"])
+    assert len(results["targets"]) == 7 and all(t["met"] is None for t in results["targets"])
     assert "PASS (dry run on CPU)" in result.stdout
 
 
@@ -186,7 +187,8 @@ def test_split_writes_one_file_per_op_and_refuses_dry_runs(dry_run, tmp_path):
     fake.write_text(json.dumps(results))
     written = report.split(str(fake), str(tmp_path))
     assert sorted(os.path.basename(w) for w in written) == [
-        f"{op}_cuda_h200.json" for op in ("add_pos_embed", "factorized", "resample", "rope_2d", "sincos_2d")]
+        f"{op}_cuda_h200.json"
+        for op in ("add_pos_embed", "factorized", "resample", "resample_varlen", "rope_2d", "sincos_2d")]
     assert json.load(open(written[0]))["rows"]
 
 

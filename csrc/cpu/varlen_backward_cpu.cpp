@@ -28,7 +28,7 @@ struct BackwardPlan {
   std::vector<VarlenUnit> first_pass;
 };
 
-// Reads (of C values) of the two passes, pulling back along y or along x.
+// Whether pulling back along y reads less than along x (reads of C values, both passes together).
 template <typename T>
 bool pulls_along_y(const ImagePlan<T>& im) {
   const double taps_y = static_cast<double>(im.y->taps()), taps_x = static_cast<double>(im.x->taps());
@@ -132,7 +132,8 @@ void backward_table(const VarlenCall& c) {
     }
   }
   // From torch's allocator, so that memory profiles see it.
-  const at::Tensor storage = at::empty({plan.buffer_at.back()}, c.in.options().dtype(c10::CppTypeToScalarType<T>::value));
+  const at::ScalarType opmath = c10::CppTypeToScalarType<T>::value;
+  const at::Tensor storage = at::empty({plan.buffer_at.back()}, c.in.options().dtype(opmath));
   T* buffers = storage.data_ptr<T>();
   const std::vector<int64_t> runs = balanced_runs(plan.first_pass, 4 * at::get_num_threads());
   at::parallel_for(0, static_cast<int64_t>(runs.size()) - 1, 1, [&](int64_t begin, int64_t end) {

@@ -26,11 +26,11 @@ struct ForwardCall {
   const scalar_t* add;    // x of the fused add, or null
   scalar_t* out;
 
-  const scalar_t* cell(int64_t iy, int64_t ix) const { return table + (iy * p.old_w + ix) * p.channels; }
+  POSEXT_INLINE const scalar_t* cell(int64_t iy, int64_t ix) const { return table + (iy * p.old_w + ix) * p.channels; }
   // Whether an image's sums can be written straight into its one row (one frame, no add).
-  bool in_place(const ImagePlan<T>& im) const { return im.g.t == 1 && add == nullptr; }
+  POSEXT_INLINE bool in_place(const ImagePlan<T>& im) const { return im.g.t == 1 && add == nullptr; }
   // The value `acc` of (oy, ox) into its row of every frame.
-  void emit(const ImagePlan<T>& im, int64_t oy, int64_t ox, const T* acc) const {
+  POSEXT_INLINE void emit(const ImagePlan<T>& im, int64_t oy, int64_t ox, const T* acc) const {
     const int64_t C = p.channels;
     for (int64_t f = 0; f < im.g.t; ++f) {
       const int64_t row = im.row(f, oy, ox, p.merge);
@@ -101,7 +101,8 @@ POSEXT_ISA_CLONES void forward_band(const ForwardCall<scalar_t, T>& fc, const Im
   for (int64_t iy = r0; iy <= r1; ++iy) {
     for (int64_t ox = 0; ox < w; ++ox) {
       T* dst = s.tmp.data() + ((iy - r0) * w + ox) * C;
-      for (int64_t e = X.start[ox]; e < X.start[ox + 1]; ++e) axpy(dst, fc.cell(iy, X.idx[e]), X.w[e], C, e == X.start[ox]);
+      for (int64_t e = X.start[ox]; e < X.start[ox + 1]; ++e)
+        axpy(dst, fc.cell(iy, X.idx[e]), X.w[e], C, e == X.start[ox]);
       if (X.taps(ox) == 0) std::fill(dst, dst + C, T(0));
     }
   }
