@@ -42,12 +42,10 @@ int64_t buffer_rows(const ImagePlan<T>& im, bool along_y) {  // rows of C values
   return along_y ? im.y->columns() * im.g.w : im.g.h * im.x->columns();
 }
 
-template <typename scalar_t, typename T>
-POSEXT_ISA_CLONES void pull_back(const VarlenCall& c, const ImagePlan<T>& im, bool along_y, int64_t index,
-                                 T* buffer, Taps<T, scalar_t>& taps) {
-  const VarlenParams& p = c.p;
+template <typename T>
+POSEXT_ISA_CLONES void pull_back(const VarlenParams& p, const T* grad, const ImagePlan<T>& im, bool along_y,
+                                 int64_t index, T* buffer, Taps<T, T>& taps) {
   const int64_t C = p.channels;
-  const scalar_t* grad = c.in.const_data_ptr<scalar_t>();
   if (!along_y) {  // R[oy = index][ix - lo] over the columns the image reads
     const AxisTable<T>& X = *im.x;
     const AxisTable<T>& XT = *im.xt;
@@ -133,15 +131,17 @@ void backward_table(const VarlenCall& c) {
   }
   // From torch's allocator, so that memory profiles see it.
   const at::ScalarType opmath = c10::CppTypeToScalarType<T>::value;
+  // A half / bfloat16 gradient is read as T: one conversion, then vector sums.
+  const at::Tensor grad = c.in.scalar_type() == opmath ? c.in : c.in.to(opmath);
   const at::Tensor storage = at::empty({plan.buffer_at.back()}, c.in.options().dtype(opmath));
   T* buffers = storage.data_ptr<T>();
   const std::vector<int64_t> runs = balanced_runs(plan.first_pass, 4 * at::get_num_threads());
   at::parallel_for(0, static_cast<int64_t>(runs.size()) - 1, 1, [&](int64_t begin, int64_t end) {
-    Taps<T, scalar_t> taps;
+    Taps<T, T> taps;
     for (int64_t u = runs[begin]; u < runs[end]; ++u) {
       const VarlenUnit& unit = plan.first_pass[u];
-      pull_back<scalar_t>(c, plan.call.images[unit.image], plan.along_y[unit.image], unit.oy0,
-                          buffers + plan.buffer_at[unit.image], taps);
+      pull_back(p, grad.const_data_ptr<T>(), plan.call.images[unit.image], plan.along_y[unit.image], unit.oy0,
+                buffers + plan.buffer_at[unit.image], taps);
     }
   });
   at::parallel_for(0, p.old_h, 1, [&](int64_t begin, int64_t end) {

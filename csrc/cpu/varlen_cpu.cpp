@@ -22,11 +22,11 @@ namespace {
 template <typename scalar_t, typename T>
 struct ForwardCall {
   const VarlenParams& p;
-  const scalar_t* table;  // past the prefix rows
+  const T* table;         // past the prefix rows, in opmath T
   const scalar_t* add;    // x of the fused add, or null
   scalar_t* out;
 
-  POSEXT_INLINE const scalar_t* cell(int64_t iy, int64_t ix) const { return table + (iy * p.old_w + ix) * p.channels; }
+  POSEXT_INLINE const T* cell(int64_t iy, int64_t ix) const { return table + (iy * p.old_w + ix) * p.channels; }
   // Whether an image's sums can be written straight into its one row (one frame, no add).
   POSEXT_INLINE bool in_place(const ImagePlan<T>& im) const { return im.g.t == 1 && add == nullptr; }
   // The value `acc` of (oy, ox) into its row of every frame.
@@ -50,7 +50,7 @@ struct ForwardCall {
 template <typename scalar_t, typename T>
 struct ForwardScratch {
   std::vector<T> tmp, values;
-  Taps<T, scalar_t> from_table;
+  Taps<T, T> from_table;
 };
 
 // One output row, direct or rows first.
@@ -143,7 +143,10 @@ void forward_rows(const VarlenCall& c) {
   advise_huge_pages(c.out.data_ptr(), c.out.nbytes());
   CallPlan<T> plan;
   make_plan(c, plan);
-  const ForwardCall<scalar_t, T> fc{p, c.in.const_data_ptr<scalar_t>() + p.num_prefix_tokens * C,
+  // A half / bfloat16 table is read as T: one conversion of the table, not one per tap (and vector sums).
+  const at::ScalarType opmath = c10::CppTypeToScalarType<T>::value;
+  const at::Tensor table = c.in.scalar_type() == opmath ? c.in : c.in.to(opmath);
+  const ForwardCall<scalar_t, T> fc{p, table.const_data_ptr<T>() + p.num_prefix_tokens * C,
                                     p.add ? c.addend.const_data_ptr<scalar_t>() : nullptr, c.out.data_ptr<scalar_t>()};
   const std::vector<int64_t> runs = balanced_runs(plan.units, 4 * at::get_num_threads());
   at::parallel_for(0, static_cast<int64_t>(runs.size()) - 1, 1, [&](int64_t begin, int64_t end) {

@@ -1,5 +1,7 @@
 #pragma once
 // The inner loops of the CPU varlen kernels: weighted sums of rows of C values, in opmath T.
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -49,6 +51,19 @@ POSEXT_INLINE void put_lanes(D* dst, int64_t at, const V& a) {
   constexpr int64_t kLanes = sizeof(V) / sizeof(a[0]);
   if constexpr (std::is_same<D, std::remove_cv_t<std::remove_reference_t<decltype(a[0])>>>::value) {
     std::memcpy(dst + at, &a, sizeof(V));
+  } else if constexpr (std::is_same<D, c10::BFloat16>::value && sizeof(a[0]) == 4) {
+    // c10's float -> bfloat16 rounding (nearest even, NaN -> 0x7FC0) on whole vectors; the element-wise
+    // conversion does not vectorise.
+    static_assert(sizeof(V) == 64, "weighted_sum's vectors");
+    typedef uint32_t U __attribute__((vector_size(64)));
+    typedef uint16_t H __attribute__((vector_size(32)));
+    U bits;
+    std::memcpy(&bits, &a, sizeof(V));
+    U rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
+    rounded = (a != a) ? U{} + 0x7FC0u : rounded;
+    const H half = __builtin_convertvector(rounded, H);
+    static_assert(sizeof(c10::BFloat16) == 2, "bfloat16 is its 16 bits");
+    std::memcpy(dst + at, &half, sizeof(H));
   } else {
     for (int64_t i = 0; i < kLanes; ++i) dst[at + i] = static_cast<D>(a[i]);
   }
