@@ -9,8 +9,8 @@ and posext's own PyTorch formula; apply_rope_2d (axial, grid positions built per
 with cached positions: ``posext_op``) vs timm's eager rotation and posext's PyTorch formula;
 factorized_pos_embed (sum) vs eager indexing; resample_varlen (32 mixed-aspect images, padded with a
 ``grid_sizes`` tensor on the device, or packed in Qwen-VL merge order) vs its per-size PyTorch fallback.
-Sizes: the position-embedding tables of the CPU tables
-(batch 1, C 768-1152, grids 14x14-64x64) and large batched sizes that stream hundreds of MB.
+Sizes: the position-embedding tables of the CPU tables (batch 1, C 768-1152, grids 14x14-64x64) and large
+batched sizes that stream hundreds of MB.
 """
 import torch
 
