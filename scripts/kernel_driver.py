@@ -3,10 +3,11 @@ scripts/gpu_check.sh runs under each compute-sanitizer tool.
 
 Shapes: 1x1 grids, C = 1, 3, 129 and 300 (more channels than a block has threads), empty batches, channel-
 and token-strided inputs, outputs written at an offset, batches and grids that reach the CUDA launch-grid
-limits, every dtype and mode, forward and backward. On "cuda" each result is compared with the CPU kernels;
-on "cpu" (the kit's dry run) with the pure-PyTorch fallback. --poison fills fresh tensors with NaN (torch's
-deterministic mode), so an element a kernel never writes fails the comparison; initcheck runs without it, so
-that such an element is an uninitialised read instead.
+limits, every dtype and mode, forward and backward, variable-resolution batches packed and padded. On
+"cuda" each result is compared with the CPU kernels; on "cpu" (the kit's dry run) with the pure-PyTorch
+fallback. --poison fills fresh tensors with NaN (torch's deterministic mode), so an element a kernel never
+writes fails the comparison; initcheck runs without it, so that such an element is an uninitialised read
+instead.
 
     python scripts/kernel_driver.py --device cuda [--poison] [--json summary.json]
 
@@ -248,7 +249,38 @@ def factorized(d: Driver):
                         dtype=dtype)
 
 
-OPS = {"sincos": sincos, "resample": resample, "rope": rope, "factorized": factorized}
+def varlen(d: Driver):
+    # (table (h, w), prefix, C, [(t, h, w) per image], merge): 1x1 tables and images, t > 1, C = 1 and 300,
+    # images up- and downsampled each way (every CPU evaluation order), no images at all
+    cases = [((1, 1), 0, 3, [(1, 1, 1), (2, 3, 5)], 1),
+             ((8, 24), 1, 300, [(1, 32, 6), (2, 4, 48), (1, 8, 48)], 2),
+             ((5, 7), 2, 1, [(1, 9, 4), (3, 2, 2), (1, 1, 8)], 1), ((4, 4), 0, 8, [], 1)]
+    for mode, aa, ac in COMBOS:
+        for old, p, c, sizes, m in cases:
+            table = d.randn(p + old[0] * old[1], c)
+            longest = max([t * h * w for t, h, w in sizes], default=0)
+            kw = dict(old_size=old, num_prefix_tokens=p, mode=mode, antialias=aa, align_corners=ac,
+                      merge_size=m)
+            for length in (None, longest + 3):
+                def fn(table, device, sizes=sizes, kw=kw, length=length):  # padded: sizes stay on the device
+                    grid = torch.tensor(sizes, dtype=torch.int64, device=device).reshape(-1, 3)
+                    return posext.resample_varlen(table, grid if length is not None else sizes,
+                                                  max_length=length, **kw)
+                d.check("resample_varlen", f"{mode} aa={aa} ac={ac} {old} P={p} C={c} {sizes} m={m} "
+                        f"L={length}", fn, table, wrt=(0,))
+        x, table = d.randn(2, 40, 129, stride_t=2), d.randn(1 + 6 * 6, 129)
+        d.check("add_pos_embed_varlen", f"{mode} aa={aa} ac={ac} padded, strided x",
+                lambda x, table, device, mo=mode, a=aa, c=ac: posext.add_pos_embed_varlen(
+                    x, table, [(2, 4, 4), (1, 6, 2)], num_prefix_tokens=1, mode=mo, antialias=a,
+                    align_corners=c, merge_size=2), x, table, wrt=(0, 1))
+    for dtype in (torch.float64, torch.bfloat16, torch.float16):
+        table = d.randn(16 * 16, 70, dtype=dtype)
+        d.check("resample_varlen", f"{dtype}", lambda table, device: posext.resample_varlen(
+            table, [(1, 12, 48), (1, 48, 12)], mode="bilinear", antialias=True, max_length=576), table,
+            wrt=(0,), dtype=dtype)
+
+
+OPS = {"sincos": sincos, "resample": resample, "rope": rope, "factorized": factorized, "varlen": varlen}
 
 
 def main(argv=None) -> int:
