@@ -67,11 +67,11 @@ POSEXT_ISA_CLONES void forward_row(const ForwardCall<scalar_t, T>& fc, const Ima
     gather_sum(s.tmp.data(), fc.cell(0, X.lo), Y.idx.data() + y0, Y.w.data() + y0, ny, 0, fc.p.old_w * C,
                X.columns() * C);
   }
+  s.values.resize(C);
   for (int64_t ox = 0; ox < im.g.w; ++ox) {
     const int64_t x0 = X.start[ox], nx = X.taps(ox);
     // (oy, ox) straight into its row when it has one, else through `values` into every frame's
     scalar_t* in_place = fc.in_place(im) ? fc.out + im.row(0, oy, ox, fc.p.merge) * C : nullptr;
-    s.values.resize(C);
     if (rows_first) {
       const StridedRows<T> taps{s.tmp.data(), X.idx.data() + x0, X.lo, C};
       if (in_place) weighted_sum<T, T>(in_place, taps, X.w.data() + x0, nx, C);

@@ -101,6 +101,18 @@ struct ImagePlan {
     const int64_t ny = y->taps(oy), columns = x->columns();
     return ny > 1 && columns > 0 && ny * columns + x->taps() < ny * x->taps();
   }
+  // Reads (of C values) of output row oy in the order it takes when the image goes row by row.
+  double row_reads(int64_t oy) const {
+    const int64_t ny = y->taps(oy);
+    return static_cast<double>(rows_first(oy) ? ny * x->columns() + x->taps() : ny * x->taps());
+  }
+  // Reads of output rows [oy0, oy1) as a columns-first band: the x taps over the band's table rows, then
+  // the y taps over the band's w columns.
+  double band_reads(int64_t oy0, int64_t oy1) const {
+    int64_t lo, hi;
+    y->reach(oy0, oy1, lo, hi);
+    return static_cast<double>(std::max<int64_t>(hi - lo + 1, 0) * x->taps() + (y->start[oy1] - y->start[oy0]) * g.w);
+  }
   int64_t row(int64_t frame, int64_t oy, int64_t ox, int64_t merge) const {
     return base + frame * g.h * g.w + position_row(oy, ox, g, merge);
   }
@@ -142,19 +154,10 @@ constexpr int64_t kBandRows = 16;  // output rows per columns-first band
 // Reads (of C values each) of one image the row by row orders take, and the columns-first one.
 template <typename T>
 void image_costs(const ImagePlan<T>& im, double& by_rows, double& by_columns) {
-  const AxisTable<T>& Y = *im.y;
-  const AxisTable<T>& X = *im.x;
-  by_rows = 0;
-  for (int64_t oy = 0; oy < im.g.h; ++oy) {
-    const double ny = static_cast<double>(Y.taps(oy));
-    by_rows += im.rows_first(oy) ? ny * X.columns() + X.taps() : ny * X.taps();
-  }
-  by_columns = static_cast<double>(Y.taps()) * im.g.w;
-  for (int64_t oy0 = 0; oy0 < im.g.h; oy0 += kBandRows) {
-    int64_t lo, hi;
-    Y.reach(oy0, std::min(oy0 + kBandRows, im.g.h), lo, hi);
-    by_columns += static_cast<double>(std::max<int64_t>(hi - lo + 1, 0)) * X.taps();
-  }
+  by_rows = by_columns = 0;
+  for (int64_t oy = 0; oy < im.g.h; ++oy) by_rows += im.row_reads(oy);
+  for (int64_t oy0 = 0; oy0 < im.g.h; oy0 += kBandRows)
+    by_columns += im.band_reads(oy0, std::min(oy0 + kBandRows, im.g.h));
 }
 
 // `with_transposed`: also the transposed tables, which the backward gathers with.
@@ -188,17 +191,8 @@ void make_plan(const VarlenCall& c, CallPlan<T>& plan, bool with_transposed = fa
     const double writes = static_cast<double>(im.g.w * im.g.t);
     for (int64_t oy0 = 0; oy0 < im.g.h; oy0 += step) {
       const int64_t oy1 = std::min(oy0 + step, im.g.h);
-      double cost = writes * static_cast<double>(oy1 - oy0);
-      if (im.columns_first) {
-        int64_t lo, hi;
-        im.y->reach(oy0, oy1, lo, hi);
-        cost += static_cast<double>(std::max<int64_t>(hi - lo + 1, 0) * im.x->taps() +
-                                    (im.y->start[oy1] - im.y->start[oy0]) * im.g.w);
-      } else {
-        const int64_t ny = im.y->taps(oy0);
-        cost += static_cast<double>(im.rows_first(oy0) ? ny * im.x->columns() + im.x->taps() : ny * im.x->taps());
-      }
-      plan.units.push_back({b, oy0, oy1, cost});
+      const double reads = im.columns_first ? im.band_reads(oy0, oy1) : im.row_reads(oy0);
+      plan.units.push_back({b, oy0, oy1, writes * static_cast<double>(oy1 - oy0) + reads});
     }
     plan.images.push_back(im);
   }
