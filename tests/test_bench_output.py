@@ -6,8 +6,9 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
-from posext.bench import checkpoint, factorized, kernels, model, plots, resample, rope, sincos
+from posext.bench import checkpoint, common, factorized, kernels, model, plots, resample, rope, sincos
 from posext.cli import NO_MATPLOTLIB, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,19 @@ TINY = textwrap.dedent("""
 def _committed(job):
     with open(os.path.join(ROOT, "benchmarks", "results", f"{job}_cpu_xeon2.json")) as f:
         return json.load(f)["rows"]
+
+
+def test_timings_run_on_the_threads_the_results_report():
+    # torch.utils.benchmark.Timer runs on one thread unless told otherwise; the results name
+    # torch.get_num_threads().
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        common.median_seconds(lambda: seen.append(torch.get_num_threads()), 1e-4)
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) > 3 and set(seen) == {2}
 
 
 @pytest.fixture

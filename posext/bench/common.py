@@ -18,11 +18,19 @@ import torch.utils.benchmark as tbench
 from .._backend import info
 
 
+def blocked_seconds(fn, min_run_time: float) -> float:
+    """Median of torch.utils.benchmark blocked runs (synchronises CUDA itself), on the threads torch has now:
+    the Timer's own default is one thread, which would time every CPU kernel on one core while the results
+    report ``torch.get_num_threads()``."""
+    timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
 def median_seconds(fn, min_run_time: float) -> float:
-    """Median of torch.utils.benchmark blocked runs (synchronises CUDA itself)."""
+    """``blocked_seconds`` after 3 warm-up calls."""
     for _ in range(3):  # warm-up: caches, lazy init, allocator growth, first-touch of pages
         fn()
-    return tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    return blocked_seconds(fn, min_run_time)
 
 
 def timed_ms(fn, args, grad_outputs=None, *, wrt=(), min_time: float) -> float:

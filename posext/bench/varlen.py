@@ -21,10 +21,9 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-import torch.utils.benchmark as tbench
 
 from . import plots
-from .common import installed, span
+from .common import blocked_seconds, installed, span
 
 WHAT = ("posext.resample_varlen over mixed-aspect batches vs HF SigLIP2, timm NaFlex (interpolate and "
         "grid_sample), HF Qwen3-VL and a per-image F.interpolate loop: forward and forward+backward, time "
@@ -222,7 +221,7 @@ def _profile(leaf, call):
 
 
 def _ms(fn, min_time):
-    return 1e3 * tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_time).median
+    return 1e3 * blocked_seconds(fn, min_time)
 
 
 def _valid(out, grids, padded):
