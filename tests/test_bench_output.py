@@ -25,7 +25,7 @@ TINY = textwrap.dedent("""
 
 
 def _committed(job):
-    with open(os.path.join(ROOT, "benchmarks", "results", f"{job}_cpu_xeon2.json")) as f:
+    with open(os.path.join(ROOT, "benchmarks", "results", f"{job}_cpu_epyc2.json")) as f:
         return json.load(f)["rows"]
 
 

@@ -1,7 +1,7 @@
 """The README's benchmark blocks, rendered from committed results files by the jobs' own code.
 
 A block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``, NAME being the stem of a results
-file (``resample_cpu_xeon2`` -> ``benchmarks/results/resample_cpu_xeon2.json``, as ``posext bench`` writes it:
+file (``resample_cpu_epyc2`` -> ``benchmarks/results/resample_cpu_epyc2.json``, as ``posext bench`` writes it:
 ``{"job", "machine", "rows"}``). It holds the measurement line, the job's table under the column names its
 stdout table uses, the job's legend and its summary sentences, every number computed from the rows.
 
