@@ -29,14 +29,15 @@ TORCH_LIBRARY(posext, m) {
   // else padded [B, max_length, C], zeros after each image's rows. Row order within an image: (t, h/m, w/m, m, m).
   m.def("resample_varlen(Tensor table, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
         "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, SymInt total_tokens, "
-        "int max_length) -> Tensor");
+        "SymInt max_length) -> Tensor");
   // The table's gradient [P + old_h*old_w, C] (prefix rows zero), summed over the images in order (deterministic).
   m.def("resample_varlen_backward(Tensor grad, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
-        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, int max_length) -> Tensor");
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, SymInt max_length) "
+        "-> Tensor");
   // x (packed [T, C] or padded [B, max_length, C]) + resample_varlen(table, ...) without storing the rows (rounded
   // to the table's dtype first); padding rows of x returned unchanged.
   m.def("resample_varlen_add(Tensor x, Tensor table, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
-        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, int max_length) "
+        "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, SymInt max_length) "
         "-> Tensor");
   // 2D RoPE of q, k [B, H, N, D] (layout 0) or [B, N, H, D] (layout 1); positions [N - P, 2] (x, y), freqs
   // [2, 1 or H, D/2] (fx, fy per rotated pair), both in opmath dtype; pairs: 0 interleaved, 1 half (rotate_half).

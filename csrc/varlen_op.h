@@ -35,16 +35,16 @@ VarlenCall prepare_varlen_add(const at::Tensor& x, const at::Tensor& table, cons
                               int64_t mode, bool antialias, bool align_corners, int64_t merge_size,
                               int64_t max_length);
 
-// The three ops on one device, given its kernels (the signatures are the schemas of bindings.cpp).
+// The three ops on one device, given its kernels (the signatures are the schemas of bindings.cpp, SymInt sizes
+// taken as int64_t: a kernel runs on concrete sizes).
 template <VarlenKernel Forward, VarlenKernel Backward>
 struct VarlenOps {
   static at::Tensor resample_varlen(const at::Tensor& table, const at::Tensor& grid_sizes, const at::Tensor& offsets,
                                     int64_t old_h, int64_t old_w, int64_t num_prefix_tokens, int64_t mode,
-                                    bool antialias, bool align_corners, int64_t merge_size, c10::SymInt total_tokens,
+                                    bool antialias, bool align_corners, int64_t merge_size, int64_t total_tokens,
                                     int64_t max_length) {
     const VarlenCall c = prepare_varlen(table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias,
-                                        align_corners, merge_size, total_tokens.guard_int(__FILE__, __LINE__),
-                                        max_length);
+                                        align_corners, merge_size, total_tokens, max_length);
     if (c.out.numel() > 0) Forward(c);
     return c.out;
   }

@@ -69,7 +69,10 @@ def _interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width
     path, prefix, antialias, upcast = _SPECS[name]
     table = _table(self, path)
     rows = table.shape[-2] - prefix  # [1, P + N, C] or [P + N, C]
-    if not torch.jit.is_tracing() and embeddings.shape[1] - prefix == rows and height == width:
+    # HF's early return (the stored table, same patch count and a square image) would guard a traced graph on
+    # the traced size; traced, the table is resampled instead, which at its own grid returns it exactly.
+    if (not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and embeddings.shape[1] - prefix == rows and height == width):
         return type(self).interpolate_pos_encoding(self, embeddings, height, width)
     patch = _patch_size(self)
 

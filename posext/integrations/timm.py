@@ -50,7 +50,10 @@ def resized_pos_embed(vit: nn.Module, new_size: Sequence[int]) -> torch.Tensor:
     def compute(pos_embed):
         return resample_abs_pos_embed(pos_embed, new_size=new, old_size=old, num_prefix_tokens=prefix)
 
-    return cache_of(vit).get(vit.pos_embed, ("timm", tuple(int(s) for s in new), old, prefix), compute)
+    cache = cache_of(vit)
+    if not cache.usable(vit.pos_embed):  # the key's int() would pin a traced size to one value
+        return compute(vit.pos_embed)
+    return cache.get(vit.pos_embed, ("timm", tuple(int(s) for s in new), old, prefix), compute)
 
 
 def _prefix_tokens(vit: nn.Module, batch: int):
@@ -73,7 +76,9 @@ def _add_positions(self, x: torch.Tensor) -> torch.Tensor:
         _, height, width, channels = x.shape
         x = x.view(batch, -1, channels)
         old = tuple(self.patch_embed.grid_size)
-        if pos_embed is None or (height, width) == (old[0], old[1]):  # timm's early return: the table itself
+        # timm's early return at the native grid hands back the table itself. A traced graph takes no such
+        # branch (it would guard on the traced size): resampling to the same grid returns the table exactly.
+        if pos_embed is None or (not torch.compiler.is_compiling() and (height, width) == (old[0], old[1])):
             pass
         elif cache_of(self).usable(self.pos_embed) or x.dtype != self.pos_embed.dtype:
             pos_embed = resized_pos_embed(self, (height, width))
