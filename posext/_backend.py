@@ -8,6 +8,8 @@ import warnings
 
 import torch
 
+from . import _onnx_guard
+
 _MODE = os.environ.get("POSEXT_BACKEND", "auto").strip().lower() or "auto"
 if _MODE not in ("auto", "python", "extension"):
     raise ValueError(f"POSEXT_BACKEND must be 'auto', 'python' or 'extension', got {_MODE!r}")
@@ -28,7 +30,15 @@ _warned_cuda = False
 
 
 def use_extension(device) -> bool:
-    """True when the compiled kernels serve `device`; warns once when CUDA kernels were not built."""
+    """True when the compiled kernels serve `device`; warns once when CUDA kernels were not built. Refuses
+    the fallback while ``torch.onnx.export`` captures the model (see ``_onnx_guard``)."""
+    served = _serves(device)
+    if not served and _onnx_guard.onnx_exporting():
+        _onnx_guard.refuse_fallback()
+    return served
+
+
+def _serves(device) -> bool:
     global _warned_cuda
     if _C is None:
         return False

@@ -1,6 +1,23 @@
 """torch.library registrations made from Python: fake (meta) kernels, so torch.compile / FakeTensor trace the
 compiled ops without running them, and the autograd formulas of the differentiable ops."""
+import functools
+
 import torch
+
+from . import _onnx_guard
+
+
+def _forward_fake(name):
+    """``register_fake`` of a forward op, whose fake also refuses an ONNX export that cannot translate it
+    (``_onnx_guard``)."""
+    def register(fake):
+        @functools.wraps(fake)
+        def checked(*args, **kwargs):
+            if _onnx_guard.onnx_exporting():
+                _onnx_guard.refuse_untranslated(name)
+            return fake(*args, **kwargs)
+        return torch.library.register_fake(f"posext::{name}")(checked)
+    return register
 
 
 def _one_device(op, what, *tensors):
@@ -12,30 +29,30 @@ def _one_device(op, what, *tensors):
                            f"{next(d for d in devices if d != devices[0])}")
 
 
-@torch.library.register_fake("posext::sincos_2d")
+@_forward_fake("sincos_2d")
 def _sincos_2d_fake(embed_dim, height, width, num_prefix_tokens, temperature, bands, freq_denominator_offset,
                     dtype, device):
     return torch.empty((num_prefix_tokens + height * width, embed_dim), dtype=dtype, device=device)
 
 
-@torch.library.register_fake("posext::sincos_1d")
+@_forward_fake("sincos_1d")
 def _sincos_1d_fake(positions, embed_dim, temperature, dtype):
     return positions.new_empty((positions.shape[0], embed_dim), dtype=dtype)
 
 
-@torch.library.register_fake("posext::sincos_2d_out")
+@_forward_fake("sincos_2d_out")
 def _sincos_2d_out_fake(embed_dim, height, width, num_prefix_tokens, temperature, bands,
                         freq_denominator_offset, *, out):
     return None
 
 
-@torch.library.register_fake("posext::sincos_1d_out")
+@_forward_fake("sincos_1d_out")
 def _sincos_1d_out_fake(positions, embed_dim, temperature, *, out):
     _one_device("sincos_1d", "positions and out", positions, out)
     return None
 
 
-@torch.library.register_fake("posext::resample")
+@_forward_fake("resample")
 def _resample_fake(tokens, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias, align_corners,
                    scale_h, scale_w):
     return tokens.new_empty((tokens.shape[0], num_prefix_tokens + new_h * new_w, tokens.shape[2]))
@@ -66,7 +83,7 @@ torch.library.register_autograd("posext::resample_backward", _resample_backward_
                                 setup_context=_save_resample_args)
 
 
-@torch.library.register_fake("posext::resample_add")
+@_forward_fake("resample_add")
 def _resample_add_fake(x, pos_embed, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias,
                        align_corners, scale_h, scale_w):
     _one_device("resample_add", "x and pos_embed", x, pos_embed)
@@ -93,13 +110,13 @@ torch.library.register_autograd("posext::resample_add", _resample_add_grad,
                                 setup_context=_save_resample_add_args)
 
 
-@torch.library.register_fake("posext::rope_2d")
+@_forward_fake("rope_2d")
 def _rope_2d_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
     _one_device("rope_2d", "q, k, positions and freqs", q, k, positions, freqs)
     return q.new_empty(q.shape), k.new_empty(k.shape)
 
 
-@torch.library.register_fake("posext::rope_2d_")
+@_forward_fake("rope_2d_")
 def _rope_2d_inplace_fake(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
     _one_device("rope_2d_", "q, k, positions and freqs", q, k, positions, freqs)
     return None
@@ -137,7 +154,7 @@ def _rope_2d_grad(ctx, grad_q, grad_k):
 torch.library.register_autograd("posext::rope_2d", _rope_2d_grad, setup_context=_save_rope_args)
 
 
-@torch.library.register_fake("posext::factorized_add")
+@_forward_fake("factorized_add")
 def _factorized_add_fake(x, positions, table_y, table_x, combine):
     _one_device("factorized_add", "x, positions and tables", x, positions, table_y, table_x)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -178,7 +195,7 @@ def _varlen_rows_fake(op, like, grid_sizes, offsets, channels, total_tokens, max
     return like.new_empty((total_tokens, channels))
 
 
-@torch.library.register_fake("posext::resample_varlen")
+@_forward_fake("resample_varlen")
 def _resample_varlen_fake(table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias,
                           align_corners, merge_size, total_tokens, max_length):
     return _varlen_rows_fake("resample_varlen", table, grid_sizes, offsets, table.shape[-1], total_tokens,
@@ -192,7 +209,7 @@ def _resample_varlen_backward_fake(grad, grid_sizes, offsets, old_h, old_w, num_
     return grad.new_empty((num_prefix_tokens + old_h * old_w, grad.shape[-1]))
 
 
-@torch.library.register_fake("posext::resample_varlen_add")
+@_forward_fake("resample_varlen_add")
 def _resample_varlen_add_fake(x, table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias,
                               align_corners, merge_size, max_length):
     _one_device("resample_varlen_add", "x, table and grid_sizes", x, table, grid_sizes)

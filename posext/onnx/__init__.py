@@ -1,0 +1,51 @@
+"""ONNX export of models that use posext: each posext op translated into standard ONNX operators.
+
+``torch.onnx.export(model, args, dynamo=True)`` meets posext's ops as custom operators it has no ONNX for.
+``translation_table()`` is the mapping to pass as its ``custom_translation_table``; ``export`` passes it for
+you. The translations build everything that depends on the image size from the sizes the graph sees at run
+time, so one exported file serves every resolution with ``dynamic_shapes``:
+
+* ``resample`` / ``resample_add``: the per-axis resampling matrices of every mode of ``posext.resample``
+  (antialias and ``align_corners`` included), applied as two MatMuls. Not ONNX ``Resize``: its cubic
+  coefficient is an attribute fixed at export while torch uses two (-0.75, and -0.5 with antialias), its
+  antialias follows a different window rule, and it cannot keep prefix rows apart.
+
+Exporting without the table fails, naming the op and this module, rather than writing other numbers.
+Needs the ``onnx`` and ``onnxscript`` packages (``onnxruntime`` to run the result) and posext's compiled
+ops.
+"""
+from typing import Callable, Dict
+
+import torch
+
+from .. import _backend
+from . import _resample
+
+
+def translation_table() -> Dict[Callable, Callable]:
+    """``{posext op overload: its ONNX translation}`` for ``torch.onnx.export(..., dynamo=True,
+    custom_translation_table=...)``; merge it with your own entries if you have any."""
+    if _backend.backend() != "extension":
+        raise RuntimeError(f"posext.onnx translates posext's compiled ops, and they are not loaded "
+                           f"({_backend.info()['extension_load_error'] or 'POSEXT_BACKEND=python'}): build "
+                           f"posext._C (pip install --no-build-isolation -e .)")
+    ops = torch.ops.posext
+    return {
+        ops.resample.default: _resample.resample,
+        ops.resample_add.default: _resample.resample_add,
+    }
+
+
+def export(model, args=(), f=None, **kwargs):
+    """``torch.onnx.export(model, args, f, dynamo=True, custom_translation_table=...)`` with posext's
+    translations added to any ``custom_translation_table`` passed in ``kwargs`` (those win for the same op).
+    Returns torch's ``ONNXProgram``."""
+    if kwargs.get("dynamo") is False:
+        raise ValueError("posext.onnx.export uses the dynamo exporter; dynamo=False (TorchScript) is not "
+                         "supported")
+    table = {**translation_table(), **(kwargs.pop("custom_translation_table", None) or {})}
+    kwargs["dynamo"] = True
+    return torch.onnx.export(model, args, f, custom_translation_table=table, **kwargs)
+
+
+__all__ = ["translation_table", "export"]
