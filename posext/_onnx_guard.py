@@ -52,4 +52,5 @@ def refuse_untranslated(op_name: str) -> None:
 def refuse_fallback() -> None:
     raise RuntimeError("posext's ONNX translations need its compiled ops, and this call runs its PyTorch "
                        "fallback (posext.backend() = 'python', or a device without posext kernels), whose "
-                       f"F.interpolate would reach ONNX as Resize with other numbers. Build posext._C, then {HOW}")
+                       "F.interpolate would reach ONNX as Resize with other numbers. Build posext._C, then "
+                       f"{HOW}")

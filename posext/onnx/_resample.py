@@ -20,8 +20,8 @@ def resampled_grid(tokens, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, 
     dtype = tokens.dtype
     T = opmath(dtype)
     channels = tokens.shape[-1]
-    grid = op.Slice(tokens, const([num_prefix_tokens], INT64), const([num_prefix_tokens + old_h * old_w], INT64),
-                    const([1], INT64))
+    first = num_prefix_tokens
+    grid = op.Slice(tokens, const([first], INT64), const([first + old_h * old_w], INT64), const([1], INT64))
     if T != dtype:
         grid = op.Cast(grid, to=T)
     grid = op.Reshape(grid, const([0, old_h, old_w, channels], INT64))

@@ -13,8 +13,8 @@ float32 / float16 / bfloat16 tables, float64 for float64), so a grid resample is
 * antialias: the PIL-style window ``[xmin, xmin + xsize)`` around ``center = scale * (i + 0.5)`` with the
   bicubic a = -0.5 or triangle filter, normalised by its sum.
 
-An axis whose size does not change comes out as the identity (every formula above gives weights exactly 1 and 0
-there), so no branch on the run-time size is needed. The functions here are traced by onnxscript inside
+An axis whose size does not change comes out as the identity (every formula above gives weights exactly 1 and
+0 there), so no branch on the run-time size is needed. The functions here are traced by onnxscript inside
 ``torch.onnx.export``: each ``op.X`` call adds a node.
 """
 import numpy as np
