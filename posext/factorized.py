@@ -147,8 +147,9 @@ def _grid_list(grid_sizes, len_y, len_x):
 def _grid_positions(grid, prefix, dtype, device):
     """[P + H*W, 2] (x, y) table rows of a row-major grid, prefix rows marked -1."""
     h, w = grid
-    i = torch.arange(h * w, device=device)
-    pos = torch.stack([i % w, torch.div(i, w, rounding_mode="floor")], dim=1).to(dtype)
+    # meshgrid, not i % w and i // w: the exporters take a traced w in arange but not in remainder
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    pos = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).to(dtype)
     return torch.cat([pos.new_full((prefix, 2), -1.0), pos])
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Dict
 import torch
 
 from .. import _backend
-from . import _resample
+from . import _resample, _tables, _varlen
 
 
 def translation_table() -> Dict[Callable, Callable]:
@@ -33,6 +33,12 @@ def translation_table() -> Dict[Callable, Callable]:
     return {
         ops.resample.default: _resample.resample,
         ops.resample_add.default: _resample.resample_add,
+        ops.resample_varlen.default: _varlen.resample_varlen,
+        ops.resample_varlen_add.default: _varlen.resample_varlen_add,
+        ops.sincos_2d.default: _tables.sincos_2d,
+        ops.sincos_1d.default: _tables.sincos_1d,
+        ops.rope_2d.default: _tables.rope_2d,
+        ops.factorized_add.default: _tables.factorized_add,
     }
 
 
