@@ -33,7 +33,7 @@ def factorized_pos_embed(x: torch.Tensor, table_y: torch.Tensor, table_x: Option
         table_y, table_x: the row and column tables, or one 2-D table ``[Ly, Lx, C]`` with ``table_x=None``.
         grid_size: ``(H, W)`` or ``n``; needs H <= Ly, W <= Lx.
         grid_sizes: ``[(H_1, W_1), ...]``: images packed one after the other, each with P prefix tokens.
-        coords: ``[N, 2]`` fractional (x, y) in [0, 1].
+        coords: ``[N, 2]`` fractional (x, y) in [0, 1] (checked, except inside a traced graph).
         num_prefix_tokens: P tokens in front of each image's grid, returned unchanged. Default: what the
             shapes imply (x's tokens minus the grid tokens, shared out over the images of ``grid_sizes``).
         combine: "sum" or "concat" (ignored for a 2-D table).
@@ -164,9 +164,11 @@ def _check_coords_tensor(coords, device):
 
 
 def _checked_coords(coords):
-    """coords in float64, every value in [0, 1] (meta tensors carry no values to check)."""
+    """coords in float64, every value in [0, 1] (meta tensors carry no values to check, nor does a traced
+    graph: there they are the caller's to keep in range)."""
     coords = coords.to(dtype=torch.float64)
-    if coords.numel() and coords.device.type != "meta" and not bool(((coords >= 0) & (coords <= 1)).all()):
+    if (coords.numel() and coords.device.type != "meta" and not torch.compiler.is_compiling()
+            and not bool(((coords >= 0) & (coords <= 1)).all())):
         raise ValueError(f"coords must lie in [0, 1] (no NaN), got values in [{coords.min().item()}, "
                          f"{coords.max().item()}]")
     return coords
