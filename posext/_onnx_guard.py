@@ -42,11 +42,20 @@ def _translation_table():
     return None
 
 
+# Ops posext.onnx does not translate (they write into their inputs), and the call that exports instead.
+_IN_PLACE = {"rope_2d_": "apply_rope_2d(..., inplace=False)", "sincos_2d_out": "sincos_2d(...) without out=",
+             "sincos_1d_out": "sincos_1d(...) without out="}
+
+
 def refuse_untranslated(op_name: str) -> None:
     """Raises when the ONNX export on the stack has no translation for ``posext::op_name``."""
     table = _translation_table()
-    if table is not None and getattr(torch.ops.posext, op_name).default not in table:
-        raise RuntimeError(f"posext::{op_name} has no ONNX translation in this export: {HOW}")
+    if table is None or getattr(torch.ops.posext, op_name).default in table:
+        return
+    if op_name in _IN_PLACE:
+        raise RuntimeError(f"posext::{op_name} writes into its inputs and has no ONNX translation; call "
+                           f"{_IN_PLACE[op_name]} in the exported model")
+    raise RuntimeError(f"posext::{op_name} has no ONNX translation in this export: {HOW}")
 
 
 def refuse_fallback() -> None:

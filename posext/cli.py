@@ -5,12 +5,13 @@ import json
 import os
 import sys
 
-JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels", "zoo", "varlen")
+JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels", "zoo", "varlen",
+        "export")
 # Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU), `kernels` (per-op
-# device timing, bandwidth and launches: the GPU proof kit runs it) and `zoo` (whole state dicts of several
-# model families resized, against timm's filters) and `varlen` (mixed-aspect batches against the HF and timm
-# native-resolution paths).
-DEFAULT_JOBS = JOBS[:-4]
+# device timing, bandwidth and launches: the GPU proof kit runs it), `zoo` (whole state dicts of several
+# model families resized, against timm's filters), `varlen` (mixed-aspect batches against the HF and timm
+# native-resolution paths) and `export` (the ONNX-exported resample in onnxruntime).
+DEFAULT_JOBS = JOBS[:5]
 
 
 NO_MATPLOTLIB = ("posext bench: matplotlib is not installed, so no plots (pip install 'posext[plot]', or "
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="benchmark posext against the usual PyTorch / timm / NumPy paths")
     bench.add_argument("--jobs", default="all",
                        help=f"comma-separated, from {list(JOBS)} "
-                            "(default 'all': all but 'model', 'kernels', 'zoo' and 'varlen')")
+                            "(default 'all': all but 'model', 'kernels', 'zoo', 'varlen' and 'export')")
     bench.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"),

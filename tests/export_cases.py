@@ -1,5 +1,6 @@
-"""Small modules that call one posext op each, with the grid (h, w) taken from an input's shape, for the export
-tests (torch.export and ONNX): ``make(h, w)`` builds the inputs, ``dynamic_shapes`` marks h and w dynamic."""
+"""Small modules that call one posext op each, with the grid (h, w) taken from an input's shape, for the
+export tests (torch.export and ONNX): ``make(h, w)`` builds the inputs, ``dynamic_shapes`` marks h and w
+dynamic."""
 from typing import Callable, NamedTuple
 
 import torch

@@ -1,7 +1,7 @@
-"""torch.export and AOTInductor of models that use posext, with dynamic image sizes: one exported program (and one
-AOTInductor package, loaded in a fresh process) runs at sizes it was never traced at, native, up, down,
-non-square, and equals eager posext (within 1e-6) and the unpatched model (within 1e-5). The oracles are timm's
-and HF's own forward and posext's eager calls."""
+"""torch.export and AOTInductor of models that use posext, with dynamic image sizes: one exported program (and
+one AOTInductor package, loaded in a fresh process) runs at sizes it was never traced at, native, up, down,
+non-square, and equals eager posext (within 1e-6) and the unpatched model (within 1e-5). The oracles are
+timm's and HF's own forward and posext's eager calls."""
 import os
 import subprocess
 import sys
@@ -40,7 +40,8 @@ def check_runs(program, eager, reference, make_input, sizes=SIZES):
 # ----------------------------------------------------------------------------------------------- timm
 
 def timm_pair(**kwargs):
-    """A tiny timm ViT (dynamic_img_size, 64 px native) twice: posext-accelerated and the unpatched original."""
+    """A tiny timm ViT (dynamic_img_size, 64 px native) twice: posext-accelerated and the unpatched
+    original."""
     timm = pytest.importorskip("timm")
     from posext.integrations import timm as posext_timm
 
@@ -61,7 +62,8 @@ def pixels(size):
 
 def export_timm(model):
     h, w = Dim("h", min=1, max=64), Dim("w", min=1, max=64)
-    return torch.export.export(model, (torch.randn(2, 3, *TRACED),), dynamic_shapes={"x": {2: 16 * h, 3: 16 * w}})
+    return torch.export.export(model, (torch.randn(2, 3, *TRACED),),
+                               dynamic_shapes={"x": {2: 16 * h, 3: 16 * w}})
 
 
 @pytest.mark.parametrize("kwargs", [{}, dict(reg_tokens=2), dict(reg_tokens=3, no_embed_class=True)],
@@ -75,19 +77,21 @@ def test_timm_vit_exports_once_and_runs_at_every_size(kwargs):
 
 # ----------------------------------------------------------------------------------------------- HF
 
-HF_SMALL = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=64,
-                patch_size=16)
+HF_SMALL = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                image_size=64, patch_size=16)
 
 
 def hf_pair(name):
     pytest.importorskip("transformers")
     import transformers
+
     from posext.integrations import hf as posext_hf
 
     model_cls, config_cls, extra = {
         "vit": ("ViTModel", "ViTConfig", {}),
         "dinov2": ("Dinov2Model", "Dinov2Config", {}),
-        "dinov2_registers": ("Dinov2WithRegistersModel", "Dinov2WithRegistersConfig", {"num_register_tokens": 2}),
+        "dinov2_registers": ("Dinov2WithRegistersModel", "Dinov2WithRegistersConfig",
+                             {"num_register_tokens": 2}),
         "siglip": ("SiglipVisionModel", "SiglipVisionConfig", {}),
     }[name]
     config = getattr(transformers, config_cls)(**HF_SMALL, **extra)
@@ -131,7 +135,8 @@ def test_every_op_exports_with_dynamic_sizes():
             args = case.make(h, w)
             with torch.no_grad():
                 got, want = program.module()(*args), case.module(*args)
-            for g, e in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            got, want = (t if isinstance(t, tuple) else (t,) for t in (got, want))
+            for g, e in zip(got, want):
                 torch.testing.assert_close(g, e, rtol=0, atol=1e-6, msg=f"{name} at {(h, w)}")
                 assert g.shape == e.shape
 

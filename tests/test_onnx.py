@@ -1,6 +1,6 @@
-"""posext.onnx: models and ops exported once with dynamic image sizes, run by onnxruntime at sizes never traced,
-against eager posext and F.interpolate (float32 within 1e-5, float64 within 1e-10) and the unpatched timm / HF
-models. Exporting without the translations fails, saying how to export."""
+"""posext.onnx: models and ops exported once with dynamic image sizes, run by onnxruntime at sizes never
+traced, against eager posext and F.interpolate (float32 within 1e-5, float64 within 1e-10) and the unpatched
+timm / HF models. Exporting without the translations fails, saying how to export."""
 import os
 import subprocess
 import sys
@@ -45,9 +45,8 @@ def run(sess, *args):
 
 # ------------------------------------------------------------------------------------ resample, every mode
 
-MODES = [("bicubic", False, False), ("bicubic", False, True), ("bicubic", True, False), ("bicubic", True, True),
-         ("bilinear", False, False), ("bilinear", False, True), ("bilinear", True, False),
-         ("bilinear", True, True), ("nearest", False, False)]
+MODES = [(mode, antialias, align_corners) for mode in ("bicubic", "bilinear")
+         for antialias in (False, True) for align_corners in (False, True)] + [("nearest", False, False)]
 OLD = (6, 5)
 
 
@@ -103,8 +102,8 @@ def test_resample_every_mode_from_one_file_at_any_size(exported_modes, size):
         assert torch.equal(got[:, :prefix], table[:, :prefix])
 
 
-@pytest.mark.parametrize("mode,antialias,align_corners", [("bicubic", False, False), ("bilinear", True, False),
-                                                          ("nearest", False, False)])
+@pytest.mark.parametrize("mode,antialias,align_corners",
+                         [("bicubic", False, False), ("bilinear", True, False), ("nearest", False, False)])
 @pytest.mark.parametrize("scale", [1.7, 0.45, 2.0])
 def test_resample_scale_factor(tmp_path, mode, antialias, align_corners, scale):
     """A user scale_factor reaches the kernel as 1/sf (not in/out), as F.interpolate."""
@@ -136,7 +135,8 @@ def test_half_tables_computed_in_float32_and_rounded_once(tmp_path, dtype):
         with torch.no_grad():
             eager = module(torch.zeros(1, *size, 1))
         # float32 sums within 1e-6 of each other, rounded once to the half type: equal or one ulp apart
-        torch.testing.assert_close(got, eager, rtol=2 ** -7 if dtype == torch.bfloat16 else 2 ** -10, atol=1e-6)
+        ulp = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+        torch.testing.assert_close(got, eager, rtol=ulp, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------ models and every op
@@ -225,7 +225,20 @@ def test_the_fallback_is_refused_not_exported_as_resize():
         except RuntimeError as e:
             print("table:", "compiled ops" in str(e))
     """)
-    env = dict(os.environ, POSEXT_BACKEND="python", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    path = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, POSEXT_BACKEND="python", PYTHONPATH=path)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "refused: True" in done.stdout and "table: True" in done.stdout, done.stdout
+
+
+def test_in_place_rope_is_refused_naming_the_functional_form():
+    class InPlace(torch.nn.Module):
+        def forward(self, q, k):
+            return posext.apply_rope_2d(q.clone(), k.clone(), (4, 4), posext.rope_axial_freqs(16),
+                                        num_prefix_tokens=1, inplace=True)
+
+    q = torch.randn(1, 2, 17, 16)
+    with torch.no_grad(), pytest.raises(Exception, match=r"rope_2d_ writes into its inputs.*inplace=False"):
+        posext.onnx.export(InPlace(), (q, q.clone()))

@@ -1,4 +1,5 @@
-"""Every Python snippet of the README runs as written (each in a fresh namespace, on the CPU, offline)."""
+"""Every Python snippet of the README runs as written (each in a fresh namespace and an empty working folder,
+on the CPU, offline)."""
 import os
 import re
 
@@ -14,5 +15,6 @@ def test_the_readme_has_snippets():
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
-def test_snippet_runs(index):
+def test_snippet_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # files a snippet writes (an exported model) land there
     exec(compile(SNIPPETS[index], f"README.md snippet {index + 1}", "exec"), {"__name__": "readme"})
