@@ -5,14 +5,17 @@
 you. The translations build everything that depends on the image size from the sizes the graph sees at run
 time, so one exported file serves every resolution with ``dynamic_shapes``:
 
-* ``resample`` / ``resample_add``: the per-axis resampling matrices of every mode of ``posext.resample``
-  (antialias and ``align_corners`` included), applied as two MatMuls. Not ONNX ``Resize``: its cubic
-  coefficient is an attribute fixed at export while torch uses two (-0.75, and -0.5 with antialias), its
-  antialias follows a different window rule, and it cannot keep prefix rows apart.
+* ``resample`` / ``resample_add`` (``_resample.py``, ``_weights.py``): per-axis resampling matrices of every
+  mode of ``posext.resample`` (antialias, ``align_corners`` and ``scale_factor`` included), computed with the
+  kernels' own steps and applied as two MatMuls, prefix rows copied. Not ``Resize``: a MatMul means the same
+  on every runtime, while Resize's result rests on each runtime's reading of its cubic coefficient, antialias
+  and ``exclude_outside`` attributes.
+* ``resample_varlen`` / ``resample_varlen_add`` (``_varlen.py``): the same weights per result row.
+* ``sincos_2d``, ``sincos_1d``, ``rope_2d``, ``factorized_add`` (``_tables.py``): their formulas.
 
-Exporting without the table fails, naming the op and this module, rather than writing other numbers.
-Needs the ``onnx`` and ``onnxscript`` packages (``onnxruntime`` to run the result) and posext's compiled
-ops.
+Exporting without the table fails, naming the op and the two ways to export, rather than writing other
+numbers (``posext._onnx_guard``). Needs the ``onnx`` and ``onnxscript`` packages (``onnxruntime`` to run the
+result) and posext's compiled ops.
 """
 from typing import Callable, Dict
 
