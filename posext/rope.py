@@ -12,7 +12,8 @@ Conventions.
     ``rope_rotate_half``).
   * Axial RoPE (``rope_axial_freqs``): pairs 0..D/4-1 are driven by x, pairs D/4..D/2-1 by y, both with
     w_k = theta^(-k/(D/4)), theta = 100 as in the released RoPE-ViT models (= timm
-    ``RotaryEmbeddingCat(D, in_pixels=False, temperature=100, grid_indexing='xy')``).
+    ``RotaryEmbeddingCat(D, in_pixels=False, temperature=100, grid_indexing='xy')``); ``first_axis="y"``
+    swaps the halves (DINOv3 and the Qwen-VL vision towers put the row axis first).
   * Mixed RoPE (``rope_mixed_freqs``): learnable per-head (fx, fy) pairs, initialised as RoPE-ViT
     (theta = 10).
   * The first ``num_prefix_tokens`` tokens (class token, registers) pass unrotated.
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from . import _backend, _checks
+from .varlen import _check_merge, _grid_sizes  # the grid_sizes vocabulary of resample_varlen
 
 PAIR_LAYOUTS = {"interleaved": 0, "half": 1}
 LAYOUTS = {"bhnd": 0, "bnhd": 1}
@@ -44,23 +46,31 @@ def _head_dim_4(head_dim) -> int:
     return _checks.multiple_of("head_dim", head_dim, 4, "D/4 frequencies per axis, two channels per pair")
 
 
-def rope_axial_freqs(head_dim: int, *, theta: float = 100.0, scale: float = 1.0,
+def rope_axial_freqs(head_dim: int, *, theta: float = 100.0, scale: float = 1.0, first_axis: str = "x",
                      dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """Axial RoPE-ViT frequencies ``[2, 1, head_dim/2]``: pair k < D/4 turns by ``t_x * w_k``, pair D/4 + k by
-    ``t_y * w_k``, ``w_k = scale * theta^(-k/(D/4))`` (computed in float64, rounded once to ``dtype``).
+    """Axial frequencies ``[2, 1, head_dim/2]``: pair k < D/4 turns by ``t_x * w_k``, pair D/4 + k by
+    ``t_y * w_k`` (``first_axis="y"``: the other way round), ``w_k = scale * theta^(-k/(D/4))`` (computed in
+    float64, rounded once to ``dtype``).
 
-    ``theta=100`` is RoPE-ViT's axial default; EVA-02 / timm's ``RotaryEmbeddingCat`` default is 10000.
-    DINOv3 uses angle ``2*pi*c / period_k`` with ``period_k = theta^(k/(D/4))``: ``scale=2*math.pi`` with
-    normalized positions (and, as DINOv3, ``pair_layout="half"``).
+    * RoPE-ViT axial: the defaults (``theta=100``, x first, interleaved pairs); EVA-02 / timm's
+      ``RotaryEmbeddingCat``: ``theta=10000``.
+    * DINOv3: angle ``2*pi*c / period_k`` with ``period_k = theta^(k/(D/4))`` and the row axis on the first
+      slots: ``rope_axial_freqs(D, theta=100, scale=2 * math.pi, first_axis="y")`` with
+      ``rope_positions_2d(grid, mode="normalized")`` and ``pair_layout="half"``.
+    * Qwen2-VL / Qwen2.5-VL / Qwen3-VL vision towers: ``rope_axial_freqs(D, theta=10000, first_axis="y")``
+      with ``rope_positions(grid_thw, merge_size=2)`` and ``pair_layout="half"``.
     """
     quarter = _head_dim_4(head_dim) // 4
     theta = _checks.positive_float("theta", theta)
     scale = _checks.positive_float("scale", scale)
+    if first_axis not in ("x", "y"):
+        raise ValueError(f"first_axis must be 'x' or 'y', got {first_axis!r}")
     _checks.float_dtype("dtype", dtype)
     w = scale * theta ** (-torch.arange(quarter, dtype=torch.float64) / quarter)
     zero = torch.zeros_like(w)
-    freqs = torch.stack([torch.cat([w, zero]), torch.cat([zero, w])]).unsqueeze(1)
-    return freqs.to(dtype=dtype, device=device)
+    first, second = torch.cat([w, zero]), torch.cat([zero, w])
+    fx, fy = (first, second) if first_axis == "x" else (second, first)
+    return torch.stack([fx, fy]).unsqueeze(1).to(dtype=dtype, device=device)
 
 
 def rope_mixed_freqs(head_dim: int, num_heads: int, *, theta: float = 10.0,
@@ -109,6 +119,35 @@ def rope_positions_2d(grid_size: Size, *, mode: str = "index", ref_grid_size: Op
         ys, xs = ys / h * rh, xs / w * rw
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1).to(dtype)
+
+
+def rope_positions(grid_sizes, *, merge_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device=None) -> torch.Tensor:
+    """Integer positions ``[T, 2]`` (x, y) of every token of a packed batch of images / videos, without a
+    Python loop per image, in ``dtype`` (a float type, or int64 / int32).
+
+    ``grid_sizes``: ``[B, 2]`` (h, w) or ``[B, 3]`` (t, h, w), a tensor or nested list. Image after image,
+    frames repeating their grid (T = sum t * h * w); within a frame, ``merge_size=m`` orders each m x m block
+    together, as Qwen-VL's vision towers (and ``posext.resample_varlen``) order tokens: (h/m, w/m, m, m).
+    """
+    sizes = _grid_sizes(grid_sizes)
+    merge_size = _checks.positive_int("merge_size", merge_size)
+    _check_merge(sizes, merge_size)
+    if dtype not in (torch.int64, torch.int32):
+        _checks.float_dtype("dtype", dtype)
+    t, h, w = sizes.unbind(1)
+    counts = t * h * w
+    total = int(counts.sum()) if sizes.numel() else 0
+    _checks.result_size(lambda: f"grid_sizes ({len(sizes)} images, {total} tokens)", (total, 2), dtype,
+                        device)
+    image = torch.repeat_interleave(torch.arange(len(sizes)), counts)
+    first = torch.cumsum(counts, 0) - counts
+    cell = (torch.arange(total) - first[image]) % (h * w)[image]
+    m, width = merge_size, w[image]
+    block, inner = cell // (m * m), cell % (m * m)
+    y = block // (width // m) * m + inner // m
+    x = block % (width // m) * m + inner % m
+    return torch.stack([x, y], dim=1).to(dtype=dtype, device=device)
 
 
 def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tensor, Size],
@@ -246,14 +285,16 @@ class Rope2d(nn.Module):
         theta: frequency base; default 100 (axial) / 10 (mixed), as the released RoPE-ViT models.
         pair_layout, layout, num_prefix_tokens: as ``apply_rope_2d``.
         positions: "index" (integer grid, optionally rescaled to ``ref_grid_size``) or "normalized" (DINOv3).
+        first_axis: axial mode: the axis on the first D/4 pairs, as ``rope_axial_freqs``.
         generator: RNG for the mixed-mode initial angles.
     """
 
     def __init__(self, head_dim: int, num_heads: int = 1, *, mode: str = "axial",
                  theta: Optional[float] = None, pair_layout: str = "interleaved", layout: str = "bhnd",
                  num_prefix_tokens: Optional[int] = None, positions: str = "index",
-                 ref_grid_size: Optional[Size] = None, generator: Optional[torch.Generator] = None,
-                 dtype: torch.dtype = torch.float32, device=None):
+                 ref_grid_size: Optional[Size] = None, first_axis: str = "x",
+                 generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
+                 device=None):
         super().__init__()
         if mode not in ("axial", "mixed"):
             raise ValueError(f"mode must be 'axial' or 'mixed', got {mode!r}")
@@ -272,8 +313,8 @@ class Rope2d(nn.Module):
                               else _checks.grid_pair("ref_grid_size", ref_grid_size))
         if mode == "axial":
             self.theta = 100.0 if theta is None else theta
-            self.register_buffer("freqs", rope_axial_freqs(head_dim, theta=self.theta, dtype=dtype,
-                                                           device=device), persistent=False)
+            self.register_buffer("freqs", rope_axial_freqs(head_dim, theta=self.theta, first_axis=first_axis,
+                                                           dtype=dtype, device=device), persistent=False)
         else:
             self.theta = 10.0 if theta is None else theta
             self.freqs = nn.Parameter(rope_mixed_freqs(head_dim, num_heads, theta=self.theta,
@@ -300,5 +341,5 @@ class Rope2d(nn.Module):
                 f"positions={self.position_mode!r}")
 
 
-__all__ = ["apply_rope_2d", "Rope2d", "rope_axial_freqs", "rope_mixed_freqs", "rope_positions_2d",
-           "PAIR_LAYOUTS", "LAYOUTS"]
+__all__ = ["apply_rope_2d", "Rope2d", "rope_axial_freqs", "rope_mixed_freqs", "rope_positions",
+           "rope_positions_2d", "PAIR_LAYOUTS", "LAYOUTS"]
