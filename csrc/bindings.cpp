@@ -39,8 +39,9 @@ TORCH_LIBRARY(posext, m) {
   m.def("resample_varlen_add(Tensor x, Tensor table, Tensor grid_sizes, Tensor offsets, int old_h, int old_w, "
         "int num_prefix_tokens, int mode, bool antialias, bool align_corners, int merge_size, SymInt max_length) "
         "-> Tensor");
-  // 2D RoPE of q, k [B, H, N, D] (layout 0) or [B, N, H, D] (layout 1); positions [N - P, 2] (x, y), freqs
-  // [2, 1 or H, D/2] (fx, fy per rotated pair), both in opmath dtype; pairs: 0 interleaved, 1 half (rotate_half).
+  // RoPE of q, k [B, H, N, D] (layout 0) or [B, N, H, D] (layout 1) over A = 1 to 3 position axes; positions
+  // [N - P, A] (2-D: x, y), freqs [A, 1 or H, D/2] (one frequency per axis and rotated pair), both in opmath
+  // dtype; pairs: 0 interleaved, 1 half (rotate_half).
   m.def("rope_2d(Tensor q, Tensor k, Tensor positions, Tensor freqs, int num_prefix_tokens, int layout, "
         "int pairs) -> (Tensor, Tensor)");
   m.def("rope_2d_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor freqs, int num_prefix_tokens, int layout, "

@@ -1,15 +1,17 @@
 #pragma once
-// 2D rotary position embedding (RoPE-ViT axial / mixed): the formula shared by the CPU and CUDA kernels.
+// Rotary position embedding over A = 1, 2 or 3 position axes (RoPE-ViT axial / mixed, M-RoPE sections): the
+// formula shared by the CPU and CUDA kernels.
 //
-// A head vector of D channels holds D/2 rotated pairs. Pair p of a grid token at (t_x, t_y) turns by
-//   angle = t_x * fx[h, p] + t_y * fy[h, p]          (freqs [2, Hf, D/2]: row 0 fx, row 1 fy; Hf = 1 or heads)
+// A head vector of D channels holds D/2 rotated pairs. Pair p of a grid token at positions (t_0 .. t_{A-1}) turns
+//   angle = sum_a t_a * f[a, h, p], summed in axis order   (freqs [A, Hf, D/2]; Hf = 1 or heads)
+// (2-D: t_0 = x, t_1 = y; M-RoPE sections put each pair's frequency on one axis row and zeros on the others)
 // as the complex multiply (a + i b) * e^(i angle):  a' = a cos - b sin,  b' = a sin + b cos.
 // Axial RoPE is the special case fx = [w, 0], fy = [0, w] (w_k = theta^(-k/(D/4)), k in [0, D/4)): adding t*0
 // leaves the angle exact. Pair layouts: interleaved (a, b) = channels (2p, 2p+1) (RoPE-ViT, timm `rot`);
 // half (a, b) = channels (p, p + D/2) (GPT-NeoX `rotate_half`). The first P tokens are copied unrotated.
 // Backward: the same rotation by -angle (negated freqs) for q/k, and for the frequencies
 //   dL/dangle = g_b * a' - g_a * b'  (a', b' the rotated output; here recomputed from the input),
-//   dL/dfx = sum over (b, h, n) of dL/dangle * t_x, dL/dfy likewise with t_y, summed in a fixed order.
+//   dL/df[a] = sum over (b, h, n) of dL/dangle * t_a, summed in a fixed order.
 #include <cmath>
 #include <cstdint>
 
@@ -19,11 +21,13 @@ namespace posext {
 
 enum RopeLayout : int { kRopeBHND = 0, kRopeBNHD = 1 };
 enum RopePairs : int { kRopeInterleaved = 0, kRopeHalf = 1 };
+constexpr int64_t kRopeMaxAxes = 3;
 
 struct RopeParams {
   int64_t batch = 0, heads = 0, tokens = 0, head_dim = 0;  // sizes seen as [B, H, N, D]
   int64_t num_prefix_tokens = 0;
   int64_t freq_heads = 1;  // Hf: 1 (shared by all heads) or heads
+  int64_t axes = 2;        // A: position axes, 1 to kRopeMaxAxes
   int pairs = kRopeInterleaved;
   // Element strides of q, k and of the two results, in [B, H, N, D] order (any layout).
   int64_t q_stride[4] = {0, 0, 0, 0}, k_stride[4] = {0, 0, 0, 0};
@@ -41,13 +45,19 @@ POSEXT_HD void rope_pair_channels(int pairs, int64_t head_dim, int64_t p, int64_
   }
 }
 
-// angle of pair p for head-frequency row hf; pos is [N - P, 2] (x, y) contiguous, freqs [2, Hf, D/2] contiguous.
+// Index of f[axis, hf, pair] in freqs [A, Hf, D/2] (contiguous).
+POSEXT_HD int64_t rope_freq_index(const RopeParams& p, int64_t axis, int64_t hf, int64_t pair) {
+  return (axis * p.freq_heads + hf) * (p.head_dim / 2) + pair;
+}
+
+// angle of pair p for head-frequency row hf; pos is [N - P, A] contiguous, freqs [A, Hf, D/2] contiguous.
 template <typename T>
 POSEXT_HD T rope_angle(const T* pos, const T* freqs, const RopeParams& p, int64_t grid_token, int64_t hf,
                        int64_t pair) {
-  const int64_t half = p.head_dim / 2;
-  const T fx = freqs[hf * half + pair], fy = freqs[(p.freq_heads + hf) * half + pair];
-  return pos[2 * grid_token] * fx + pos[2 * grid_token + 1] * fy;
+  const T* t = pos + p.axes * grid_token;
+  T angle = t[0] * freqs[rope_freq_index(p, 0, hf, pair)];
+  for (int64_t a = 1; a < p.axes; ++a) angle += t[a] * freqs[rope_freq_index(p, a, hf, pair)];
+  return angle;
 }
 
 template <typename T>

@@ -40,15 +40,17 @@ RopeParams make_params(const char* op, const at::Tensor& q, const at::Tensor& k,
               p.tokens, "], got ", num_prefix_tokens);
   p.num_prefix_tokens = num_prefix_tokens;
   const auto math = opmath_dtype(dtype);
-  TORCH_CHECK(positions.dim() == 2 && positions.size(0) == p.tokens - num_prefix_tokens && positions.size(1) == 2, op,
-              ": positions must be [N - num_prefix_tokens, 2] = [", p.tokens - num_prefix_tokens, ", 2] (x, y), got ",
-              positions.sizes());
+  TORCH_CHECK(positions.dim() == 2 && positions.size(0) == p.tokens - num_prefix_tokens && positions.size(1) >= 1 &&
+                  positions.size(1) <= kRopeMaxAxes,
+              op, ": positions must be [N - num_prefix_tokens, A] = [", p.tokens - num_prefix_tokens,
+              ", 1 to 3 axes], got ", positions.sizes());
+  p.axes = positions.size(1);
   TORCH_CHECK(positions.scalar_type() == math, op, ": positions must be ", math, " for ", dtype, " q/k, got ",
               positions.scalar_type());
-  TORCH_CHECK(freqs.dim() == 3 && freqs.size(0) == 2 && (freqs.size(1) == 1 || freqs.size(1) == p.heads) &&
+  TORCH_CHECK(freqs.dim() == 3 && freqs.size(0) == p.axes && (freqs.size(1) == 1 || freqs.size(1) == p.heads) &&
                   freqs.size(2) == p.head_dim / 2,
-              op, ": freqs must be [2, 1 or heads (", p.heads, "), head_dim/2 (", p.head_dim / 2, ")], got ",
-              freqs.sizes());
+              op, ": freqs must be [A (", p.axes, ", the axes of positions), 1 or heads (", p.heads,
+              "), head_dim/2 (", p.head_dim / 2, ")], got ", freqs.sizes());
   TORCH_CHECK(freqs.scalar_type() == math, op, ": freqs must be ", math, " for ", dtype, " q/k, got ",
               freqs.scalar_type());
   p.freq_heads = freqs.size(1);

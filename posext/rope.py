@@ -172,6 +172,12 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
 
     Angles are computed in float32 (float64 for float64 q/k); positions and freqs are cast to that dtype.
     """
+    return rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inplace, axes=2)
+
+
+def rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inplace, axes):
+    """The checked call of the RoPE op over ``axes`` position axes (``apply_rope_2d``: 2, ``apply_rope``: the
+    columns of its positions)."""
     if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor):
         raise TypeError(f"q and k must be tensors, got {type(q).__name__} and {type(k).__name__}")
     if not isinstance(layout, str) or layout not in LAYOUTS:
@@ -195,7 +201,7 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
         raise ValueError(f"head_dim (q.shape[3]) must be even and > 0 (two channels per rotated pair), got "
                          f"{head_dim}")
     math_dtype = _opmath(q.dtype)
-    pos = _positions(positions, math_dtype, q.device)
+    pos = _positions(positions, math_dtype, q.device, axes)
     prefix = n - pos.shape[0] if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens",
                                                                                          num_prefix_tokens)
     if prefix < 0 or prefix + pos.shape[0] != n:
@@ -203,15 +209,16 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
             f"positions {positions!r}"
         need = "" if num_prefix_tokens is None else (
             f"; num_prefix_tokens={prefix} exceeds N" if prefix > n else
-            f"; with num_prefix_tokens={prefix} they must be [{n - prefix}, 2]")
+            f"; with num_prefix_tokens={prefix} they must be [{n - prefix}, {axes}]")
         raise ValueError(f"{given} give {pos.shape[0]} grid tokens but q {tuple(q.shape)} has N = {n} "
                          f"tokens, N = num_prefix_tokens + grid tokens{need}")
     if not isinstance(freqs, torch.Tensor):
-        raise TypeError(f"freqs must be a tensor [2, 1 or heads, head_dim/2], got {type(freqs).__name__}")
-    if (freqs.dim() != 3 or freqs.shape[0] != 2 or freqs.shape[1] not in (1, heads)
+        raise TypeError(f"freqs must be a tensor [{axes}, 1 or heads, head_dim/2], got "
+                        f"{type(freqs).__name__}")
+    if (freqs.dim() != 3 or freqs.shape[0] != axes or freqs.shape[1] not in (1, heads)
             or freqs.shape[2] != head_dim // 2):
-        raise ValueError(f"freqs must be [2, 1 or heads ({heads}), head_dim/2 ({head_dim // 2})], got "
-                         f"{tuple(freqs.shape)}")
+        raise ValueError(f"freqs must be [{axes} (axes), 1 or heads ({heads}), head_dim/2 "
+                         f"({head_dim // 2})], got {tuple(freqs.shape)}")
     _checks.float_dtype("freqs.dtype", freqs.dtype)
     if freqs.device != q.device:
         raise ValueError(f"freqs must be on q's device {q.device}, got {freqs.device}")
@@ -239,25 +246,31 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
     return _rope_torch(q, k, pos, f, prefix, lay, pairs)
 
 
-def _positions(positions, dtype, device):
-    """positions as a [M, 2] (x, y) tensor of `dtype` on `device`: a given tensor, or a grid size's integer
-    grid."""
+def _positions(positions, dtype, device, axes):
+    """positions as a [M, axes] tensor of `dtype` on `device`: a given tensor, or (2 axes) a grid size's
+    integer grid."""
     if isinstance(positions, torch.Tensor):
-        if positions.dim() != 2 or positions.shape[1] != 2:
-            raise ValueError(f"positions must be [N - num_prefix_tokens, 2] (x, y), got "
+        if positions.dim() != 2 or positions.shape[1] != axes:
+            names = " (x, y)" if axes == 2 else ""
+            raise ValueError(f"positions must be [N - num_prefix_tokens, {axes}]{names}, got "
                              f"{tuple(positions.shape)}")
         if not positions.is_floating_point() and positions.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"positions must be a float or integer tensor, got {positions.dtype}")
         if positions.device != device:
             raise ValueError(f"positions must be on q's device {device}, got {positions.device}")
         return positions.detach().to(dtype)
+    if axes != 2:
+        raise TypeError(f"positions must be a [N - num_prefix_tokens, {axes}] tensor, got "
+                        f"{type(positions).__name__}")
     return rope_positions_2d(_checks.grid_pair("positions (grid size)", positions), dtype=dtype,
                              device=device)
 
 
 def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
     """The op's contract in plain PyTorch (differentiable in q, k and freqs)."""
-    angle = pos[:, 0, None] * freqs[0][:, None, :] + pos[:, 1, None] * freqs[1][:, None, :]  # [Hf, N-P, D/2]
+    angle = pos[:, 0, None] * freqs[0][:, None, :]  # [Hf, N-P, D/2], then the other axes in order
+    for axis in range(1, pos.shape[1]):
+        angle = angle + pos[:, axis, None] * freqs[axis][:, None, :]
     cos, sin = angle.cos(), angle.sin()
 
     def rotate(x):

@@ -100,6 +100,29 @@ def _qk_shapes(layout):
     return {"q": {token_axis: n}, "k": {token_axis: n}, **_feat_shapes()}
 
 
+class MRope(torch.nn.Module):
+    """M-RoPE: (t, h, w) positions of every token, contiguous sections of the 8 pairs, half pairs."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(8.0) / 8))
+
+    def forward(self, q, k, positions):
+        return posext.apply_rope(q, k, positions, self.inv_freq, sections=(2, 3, 3), pair_layout="half")
+
+
+def _mrope(h, w):
+    gen = torch.Generator().manual_seed(h * 5 + w)
+    n = h * w
+    return (torch.randn(1, 2, n, 16, generator=gen), torch.randn(1, 2, n, 16, generator=gen),
+            torch.randint(0, 30, (n, 3), generator=gen).float())
+
+
+def _mrope_shapes():
+    n = Dim("n", min=2, max=2000)
+    return {"q": {2: n}, "k": {2: n}, "positions": {0: n}}
+
+
 class Factorized(torch.nn.Module):
     def __init__(self, two_d=False, **kwargs):
         super().__init__()
@@ -184,6 +207,8 @@ CASES = {
                                         "rope_2d"),
     "rope mixed bnhd half": Case(Rope(posext.rope_mixed_freqs(16, 3), layout="bnhd", pair_layout="half"),
                                  _qk("bnhd"), _qk_shapes("bnhd"), "rope_2d"),
+    "rope 3 axes, M-RoPE sections": Case(MRope(), _mrope, _mrope_shapes(), "rope_2d",
+                                         [(6, 6), (4, 9), (12, 3), (7, 5)]),
     "factorized sum": Case(Factorized(), lambda h, w: (_feat(h, w),), _feat_shapes(), "factorized_add"),
     "factorized concat": Case(Factorized(combine="concat"), lambda h, w: (_feat(h, w),), _feat_shapes(),
                               "factorized_add"),

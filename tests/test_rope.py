@@ -442,7 +442,11 @@ def test_op_checks_in_cpp():
     assert_error_names(lambda: op(q, k, pos, f, 1, 2, 0), RuntimeError, ["layout", "got 2"])
     assert_error_names(lambda: op(q, k, pos, f, 1, 0, 5), RuntimeError, ["pair layout", "got 5"])
     assert_error_names(lambda: op(q, k, pos, f, 9, 0, 0), RuntimeError, ["num_prefix_tokens", "[0, 5]", "9"])
-    assert_error_names(lambda: op(q, k, pos[:3], f, 1, 0, 0), RuntimeError, ["positions", "[4, 2]"])
+    assert_error_names(lambda: op(q, k, pos[:3], f, 1, 0, 0), RuntimeError, ["positions", "[4, 1 to 3 axes]",
+                                                                            "[3, 2]"])
+    assert_error_names(lambda: op(q, k, pos, f[:1], 1, 0, 0), RuntimeError, ["freqs", "A (2", "[1, 1, 4]"])
+    assert_error_names(lambda: op(q, k, pos.repeat(1, 2), f.repeat(2, 1, 1), 1, 0, 0), RuntimeError,
+                       ["positions", "1 to 3 axes", "[4, 4]"])
     assert_error_names(lambda: op(q, k[..., :4], pos, f, 1, 0, 0), RuntimeError, ["k must have q's shape"])
     assert_error_names(lambda: torch.ops.posext.rope_2d_(q, q, pos, f, 1, 0, 0), RuntimeError,
                        ["share memory"])

@@ -1,4 +1,4 @@
-// CPU 2D RoPE. Work item: a block of kBlockTokens grid tokens. The block's angles for every frequency head
+// CPU RoPE (1 to 3 position axes). Work item: a block of kBlockTokens grid tokens. The block's angles for every frequency head
 // ([Hf, block, D/2], at most a few hundred KB: computed on the fly, never a whole cos/sin table) go through
 // ATen's vectorised sin/cos (SLEEF, <= 1 ulp; scalar libm sin/cos cost 20x more and dominated mixed RoPE), then
 // every batch entry and head of q and k is rotated from that buffer in opmath T. Rows with unit channel stride
@@ -157,8 +157,8 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
   const T* pos = positions.const_data_ptr<T>();
   const T* f = freqs.const_data_ptr<T>();
   const int64_t half = p.head_dim / 2, Hf = p.freq_heads, P = p.num_prefix_tokens, grid = p.tokens - P;
-  const int64_t blocks = (grid + kBlockTokens - 1) / kBlockTokens, per_block = 2 * Hf * half;
-  std::vector<double> partial(static_cast<size_t>(blocks * per_block), 0.0);  // [block, 2 (x, y), Hf, D/2]
+  const int64_t A = p.axes, blocks = (grid + kBlockTokens - 1) / kBlockTokens, per_block = A * Hf * half;
+  std::vector<double> partial(static_cast<size_t>(blocks * per_block), 0.0);  // [block, A, Hf, D/2]
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     BlockTrig<T> trig;
     std::vector<T> dangle;  // dL/dangle [Hf][block token][D/2], summed over batch, q/k (and heads if Hf = 1) in T
@@ -176,11 +176,11 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
       double* acc = partial.data() + blk * per_block;
       for (int64_t hf = 0; hf < Hf; ++hf)
         for (int64_t i = 0; i < count; ++i) {
-          const double tx = static_cast<double>(pos[2 * (g0 + i)]), ty = static_cast<double>(pos[2 * (g0 + i) + 1]);
           const T* d = dangle.data() + (hf * count + i) * half;
-          for (int64_t j = 0; j < half; ++j) {
-            acc[hf * half + j] += static_cast<double>(d[j]) * tx;
-            acc[(Hf + hf) * half + j] += static_cast<double>(d[j]) * ty;
+          for (int64_t a = 0; a < A; ++a) {
+            const double t = static_cast<double>(pos[A * (g0 + i) + a]);
+            double* row = acc + rope_freq_index(p, a, hf, 0);
+            for (int64_t j = 0; j < half; ++j) row[j] += static_cast<double>(d[j]) * t;
           }
         }
     }

@@ -1,4 +1,4 @@
-// CUDA 2D RoPE, one launch for q and k. A thread owns one rotated pair (token n, head h, pair j): threads run
+// CUDA RoPE (1 to 3 position axes), one launch for q and k. A thread owns one rotated pair (token n, head h, pair j): threads run
 // along the pairs, i.e. along the contiguous head_dim, so loads and stores are coalesced. It computes its
 // angle once (rope.h, opmath T) and rotates that pair of q and k for a few batch entries (grid.y strides the
 // batch). The frequency gradient: one block per frequency (hf, j) sums its (b, h, n) terms in a fixed order
@@ -56,13 +56,13 @@ __global__ void rope_2d_kernel(const scalar_t* q, const scalar_t* k,  // may ali
   }
 }
 
-// grid.x = Hf * D/2 frequencies; grad_freqs [2, Hf, D/2]. Items (b, h, g) of this frequency's heads.
+// grid.x = Hf * D/2 frequencies; grad_freqs [A, Hf, D/2]. Items (b, h, g) of this frequency's heads.
 template <typename scalar_t, typename T>
 __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_q, const scalar_t* __restrict__ grad_k,
                                               const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                                               const T* __restrict__ pos, const T* __restrict__ freqs,
                                               T* __restrict__ grad_freqs, const RopeParams p) {
-  __shared__ double red_x[kThreads], red_y[kThreads];
+  __shared__ double red[kRopeMaxAxes][kThreads];
   const int64_t half = p.head_dim / 2, Hf = p.freq_heads;
   const int64_t hf = blockIdx.x / half, j = blockIdx.x % half;
   const int64_t grid = p.tokens - p.num_prefix_tokens;
@@ -70,7 +70,7 @@ __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_
   const int64_t items = p.batch * heads_here * grid;
   int64_t c0, c1;
   rope_pair_channels(p.pairs, p.head_dim, j, c0, c1);
-  double ax = 0.0, ay = 0.0;
+  double acc[kRopeMaxAxes] = {0.0, 0.0, 0.0};
   for (int64_t it = threadIdx.x; it < items; it += blockDim.x) {
     const int64_t g = it % grid, bh = it / grid, hh = bh % heads_here, b = bh / heads_here;
     const int64_t h = Hf > 1 ? hf : hh, n = g + p.num_prefix_tokens;
@@ -87,23 +87,17 @@ __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_
       d += static_cast<double>(rope_angle_grad<T>(static_cast<T>(xr[t][c0 * xd[t]]), static_cast<T>(xr[t][c1 * xd[t]]),
                                                   static_cast<T>(gr[t][c0 * gd[t]]), static_cast<T>(gr[t][c1 * gd[t]]),
                                                   c, s));
-    ax += d * static_cast<double>(pos[2 * g]);
-    ay += d * static_cast<double>(pos[2 * g + 1]);
+    for (int64_t a = 0; a < p.axes; ++a) acc[a] += d * static_cast<double>(pos[p.axes * g + a]);
   }
-  red_x[threadIdx.x] = ax;
-  red_y[threadIdx.x] = ay;
+  for (int64_t a = 0; a < kRopeMaxAxes; ++a) red[a][threadIdx.x] = acc[a];
   __syncthreads();
   for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) {
-      red_x[threadIdx.x] += red_x[threadIdx.x + stride];
-      red_y[threadIdx.x] += red_y[threadIdx.x + stride];
-    }
+    if (threadIdx.x < stride)
+      for (int64_t a = 0; a < kRopeMaxAxes; ++a) red[a][threadIdx.x] += red[a][threadIdx.x + stride];
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    grad_freqs[hf * half + j] = static_cast<T>(red_x[0]);
-    grad_freqs[(Hf + hf) * half + j] = static_cast<T>(red_y[0]);
-  }
+  if (threadIdx.x == 0)
+    for (int64_t a = 0; a < p.axes; ++a) grad_freqs[rope_freq_index(p, a, hf, j)] = static_cast<T>(red[a][0]);
 }
 
 }  // namespace

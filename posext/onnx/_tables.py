@@ -73,13 +73,14 @@ _BIG = 2**62  # "to the end" for Slice
 
 
 def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
-    """``posext::rope_2d``: q and k with every grid token's pairs rotated by x * fx + y * fy; prefix tokens
-    kept. layout 0: [B, H, N, D], 1: [B, N, H, D]; pairs 0: interleaved (2p, 2p + 1), 1: halves."""
-    pos_x, pos_y = _slice(positions, 0, 1, 1), _slice(positions, 1, 2, 1)  # [M, 1]
-    fx = op.Squeeze(_slice(freqs, 0, 1, 0), const([0], INT64))  # [Hf, D/2]
-    fy = op.Squeeze(_slice(freqs, 1, 2, 0), const([0], INT64))
-    angle = op.Add(op.Mul(pos_x, op.Unsqueeze(fx, const([1], INT64))),
-                   op.Mul(pos_y, op.Unsqueeze(fy, const([1], INT64))))  # [Hf, M, D/2]
+    """``posext::rope_2d``: q and k with every grid token's pairs rotated by sum_a t_a * f_a (1 to 3 axes);
+    prefix tokens kept. layout 0: [B, H, N, D], 1: [B, N, H, D]; pairs 0: interleaved (2p, 2p + 1), 1:
+    halves."""
+    angle = None  # [Hf, M, D/2]: sum over the axes a of positions[:, a] * freqs[a]
+    for axis in range(positions.shape[-1]):
+        freq = op.Transpose(_slice(freqs, axis, axis + 1, 0), perm=[1, 0, 2])  # [Hf, 1, D/2]
+        term = op.Mul(_slice(positions, axis, axis + 1, 1), freq)  # [M, 1] * [Hf, 1, D/2]
+        angle = term if angle is None else op.Add(angle, term)
     cos, sin = op.Cos(angle), op.Sin(angle)
     head_dim = q.shape[-1]
 

@@ -1,0 +1,91 @@
+"""RoPE over 1, 2 or 3 position axes in one fused op: M-RoPE's (t, h, w) positions of the Qwen-VL language
+models, 1-D positions, and the 2-D case of ``apply_rope_2d``.
+
+Conventions (as ``posext.rope``): pair p of a token turns by ``angle = sum_a t_a * freqs[a, h, p]`` (axes in
+order), ``freqs`` ``[A, 1 or heads, head_dim/2]``; pair layouts interleaved (2p, 2p+1) or half (p, p + D/2).
+M-RoPE gives each pair one axis: ``sections=(s_0, ..., s_{A-1})`` pairs per axis (summing to head_dim/2) and
+per-pair inverse frequencies ``inv_freq`` ``[D/2]`` (or ``[1 or heads, D/2]``) build those frequencies, the
+other axes' rows zero (adding t * 0 leaves the angle exact):
+
+* ``section_layout="contiguous"`` (Qwen2-VL, Qwen2.5-VL): pairs [0, s_0) follow axis 0, the next s_1
+  axis 1, ...
+* ``section_layout="interleaved"`` (Qwen3-VL, three axes t, h, w): pair p follows h when p % 3 == 1 and
+  p < 3 s_1, w when p % 3 == 2 and p < 3 s_2, else t.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from . import _checks
+from .rope import rotate
+
+SECTION_LAYOUTS = ("contiguous", "interleaved")
+
+
+def _pair_axes(sections: Sequence[int], pairs: int, section_layout: str) -> torch.Tensor:
+    """The axis of every rotated pair, int64 [pairs]."""
+    if section_layout not in SECTION_LAYOUTS:
+        raise ValueError(f"section_layout must be one of {list(SECTION_LAYOUTS)}, got {section_layout!r}")
+    try:
+        sections = [_checks.nonnegative_int(f"sections[{i}]", s) for i, s in enumerate(sections)]
+    except TypeError:
+        raise TypeError(f"sections must be a sequence of ints (pairs per axis), got {sections!r}") from None
+    if not 1 <= len(sections) <= 3 or sum(sections) != pairs:
+        raise ValueError(f"sections must give 1 to 3 axes whose pair counts sum to head_dim/2 = {pairs}, got "
+                         f"{tuple(sections)}")
+    if section_layout == "contiguous":
+        return torch.repeat_interleave(torch.arange(len(sections)), torch.tensor(sections))
+    if len(sections) != 3:
+        raise ValueError(f"section_layout='interleaved' takes three axes (t, h, w), got sections "
+                         f"{tuple(sections)}")
+    p = torch.arange(pairs)
+    axes = torch.zeros(pairs, dtype=torch.long)
+    axes[(p % 3 == 1) & (p < 3 * sections[1])] = 1
+    axes[(p % 3 == 2) & (p < 3 * sections[2])] = 2
+    if [int((axes == a).sum()) for a in range(3)] != sections:
+        raise ValueError(f"interleaved sections {tuple(sections)} do not fit head_dim/2 = {pairs} pairs "
+                         "(3 * s_h and 3 * s_w must reach the pairs they claim)")
+    return axes
+
+
+def rope_section_freqs(inv_freq: torch.Tensor, sections: Sequence[int], *,
+                       section_layout: str = "contiguous") -> torch.Tensor:
+    """M-RoPE frequencies ``[A, Hf, D/2]`` from per-pair inverse frequencies ``inv_freq`` ``[D/2]`` or
+    ``[Hf, D/2]``: row a holds ``inv_freq`` on the pairs of axis a and zeros elsewhere (differentiable in
+    ``inv_freq``)."""
+    if not isinstance(inv_freq, torch.Tensor) or inv_freq.dim() not in (1, 2):
+        raise ValueError(f"inv_freq must be a [head_dim/2] or [heads, head_dim/2] tensor, got "
+                         f"{getattr(inv_freq, 'shape', type(inv_freq).__name__)}")
+    _checks.float_dtype("inv_freq.dtype", inv_freq.dtype)
+    per_head = inv_freq if inv_freq.dim() == 2 else inv_freq[None]
+    axis = _pair_axes(sections, per_head.shape[-1], section_layout).to(inv_freq.device)
+    mask = (axis[None, :] == torch.arange(len(sections), device=inv_freq.device)[:, None]).to(inv_freq.dtype)
+    return mask[:, None, :] * per_head[None]
+
+
+def apply_rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor, *,
+               sections: Optional[Sequence[int]] = None, section_layout: str = "contiguous",
+               pair_layout: str = "interleaved", num_prefix_tokens: Optional[int] = None,
+               layout: str = "bhnd", inplace: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q and k by RoPE over the A = 1, 2 or 3 columns of ``positions`` in one fused kernel.
+
+    Args:
+        q, k: as ``apply_rope_2d``: ``[B, heads, N, head_dim]`` ("bhnd") or ``[B, N, heads, head_dim]``
+            ("bnhd"), one shape, dtype and device, any strides.
+        positions: ``[N - P, A]`` per grid token (integer or fractional), one column per axis (M-RoPE:
+            t, h, w). Not differentiated.
+        freqs: ``[A, 1 or heads, head_dim/2]``, one frequency per axis and pair; with ``sections``, the
+            per-pair inverse frequencies ``[head_dim/2]`` (or ``[1 or heads, head_dim/2]``) instead.
+        sections, section_layout: M-RoPE: pairs per axis and their order (see the module docstring).
+        pair_layout, num_prefix_tokens, layout, inplace: as ``apply_rope_2d``.
+    """
+    if not isinstance(positions, torch.Tensor) or positions.dim() != 2 or not 1 <= positions.shape[1] <= 3:
+        raise ValueError(f"positions must be a [N - num_prefix_tokens, A] tensor with A = 1, 2 or 3 axes, "
+                         f"got {getattr(positions, 'shape', type(positions).__name__)}")
+    if sections is not None:
+        freqs = rope_section_freqs(freqs, sections, section_layout=section_layout)
+    return rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inplace,
+                  axes=positions.shape[1])
+
+
+__all__ = ["apply_rope", "rope_section_freqs", "SECTION_LAYOUTS"]
