@@ -24,7 +24,7 @@ RopeParams make_params(const char* op, const at::Tensor& q, const at::Tensor& k,
   check_same_device(op, "q, k, positions and freqs", {q, k, positions, freqs});
   TORCH_CHECK(q.dim() == 4, op, ": q must be 4-D ",
               layout == kRopeBHND ? "[B, heads, N, head_dim]" : "[B, N, heads, head_dim]", ", got shape ", q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes(), op, ": k must have q's shape ", q.sizes(), ", got ", k.sizes());
+  TORCH_CHECK(k.dim() == 4, op, ": k must be 4-D like q ", q.sizes(), ", got shape ", k.sizes());
   const auto dtype = q.scalar_type();
   check_float(op, "dtype", dtype);
   TORCH_CHECK(k.scalar_type() == dtype, op, ": k must have q's dtype ", dtype, ", got ", k.scalar_type());
@@ -34,6 +34,11 @@ RopeParams make_params(const char* op, const at::Tensor& q, const at::Tensor& k,
   p.heads = qv.size(1);
   p.tokens = qv.size(2);
   p.head_dim = qv.size(3);
+  const at::Tensor kv = as_bhnd(k, layout);
+  p.k_heads = kv.size(1);
+  TORCH_CHECK(kv.size(0) == p.batch && kv.size(2) == p.tokens && kv.size(3) == p.head_dim && p.k_heads > 0 &&
+                  p.heads % p.k_heads == 0,
+              op, ": k must have q's shape ", q.sizes(), " or fewer heads dividing q's ", p.heads, ", got ", k.sizes());
   p.pairs = static_cast<int>(pairs);
   TORCH_CHECK(p.head_dim % 2 == 0 && p.head_dim > 0, op, ": head_dim must be even and > 0, got ", p.head_dim);
   TORCH_CHECK(num_prefix_tokens >= 0 && num_prefix_tokens <= p.tokens, op, ": num_prefix_tokens must be in [0, ",
@@ -48,14 +53,17 @@ RopeParams make_params(const char* op, const at::Tensor& q, const at::Tensor& k,
   TORCH_CHECK(positions.scalar_type() == math, op, ": positions must be ", math, " for ", dtype, " q/k, got ",
               positions.scalar_type());
   TORCH_CHECK(freqs.dim() == 3 && freqs.size(0) == p.axes && (freqs.size(1) == 1 || freqs.size(1) == p.heads) &&
-                  freqs.size(2) == p.head_dim / 2,
+                  freqs.size(2) >= 1 && freqs.size(2) <= p.head_dim / 2,
               op, ": freqs must be [A (", p.axes, ", the axes of positions), 1 or heads (", p.heads,
-              "), head_dim/2 (", p.head_dim / 2, ")], got ", freqs.sizes());
+              "), 1 to head_dim/2 (", p.head_dim / 2, ") rotated pairs], got ", freqs.sizes());
+  TORCH_CHECK(freqs.size(1) == 1 || p.k_heads == p.heads, op, ": per-head freqs need k with q's ", p.heads,
+              " heads, got ", p.k_heads);
+  p.rotary_pairs = freqs.size(2);
   TORCH_CHECK(freqs.scalar_type() == math, op, ": freqs must be ", math, " for ", dtype, " q/k, got ",
               freqs.scalar_type());
   p.freq_heads = freqs.size(1);
   copy_strides(p.q_stride, qv);
-  copy_strides(p.k_stride, as_bhnd(k, layout));
+  copy_strides(p.k_stride, kv);
   return p;
 }
 
@@ -91,8 +99,8 @@ RopeCall prepare_rope_freqs_backward(const at::Tensor& grad_q, const at::Tensor&
   check_same_device(op, "gradients, q, k, positions and freqs", {q, grad_q, grad_k, k, positions, freqs});
   RopeCall c;
   c.p = make_params(op, q, k, positions, freqs, num_prefix_tokens, layout, pairs);
-  TORCH_CHECK(grad_q.sizes() == q.sizes() && grad_k.sizes() == q.sizes(), op, ": gradients must have q's shape ",
-              q.sizes(), ", got ", grad_q.sizes(), " and ", grad_k.sizes());
+  TORCH_CHECK(grad_q.sizes() == q.sizes() && grad_k.sizes() == k.sizes(), op, ": gradients must have the shapes of q ",
+              q.sizes(), " and k ", k.sizes(), ", got ", grad_q.sizes(), " and ", grad_k.sizes());
   TORCH_CHECK(grad_q.scalar_type() == q.scalar_type() && grad_k.scalar_type() == q.scalar_type(), op,
               ": gradients must have q's dtype ", q.scalar_type());
   copy_strides(c.p.oq_stride, as_bhnd(grad_q, layout));  // the gradients play the outputs' part

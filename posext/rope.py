@@ -188,8 +188,13 @@ def rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inpla
     names = "[B, heads, N, head_dim]" if layout == "bhnd" else "[B, N, heads, head_dim]"
     if q.dim() != 4:
         raise ValueError(f"q must be 4-D {names} (layout={layout!r}), got shape {tuple(q.shape)}")
-    if k.shape != q.shape:
-        raise ValueError(f"k must have q's shape {tuple(q.shape)}, got {tuple(k.shape)}")
+    head_axis = 1 if layout == "bhnd" else 2
+    k_heads = k.shape[head_axis] if k.dim() == 4 else 0
+    if (k.dim() != 4 or [s for i, s in enumerate(k.shape) if i != head_axis]
+            != [s for i, s in enumerate(q.shape) if i != head_axis] or k_heads == 0
+            or q.shape[head_axis] % k_heads):
+        raise ValueError(f"k must have q's shape {tuple(q.shape)}, or fewer heads dividing q's "
+                         f"(grouped-query attention), got {tuple(k.shape)}")
     _checks.float_dtype("q.dtype", q.dtype)
     if k.dtype != q.dtype:
         raise TypeError(f"k.dtype must equal q.dtype ({q.dtype}), got {k.dtype}")
@@ -216,9 +221,11 @@ def rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inpla
         raise TypeError(f"freqs must be a tensor [{axes}, 1 or heads, head_dim/2], got "
                         f"{type(freqs).__name__}")
     if (freqs.dim() != 3 or freqs.shape[0] != axes or freqs.shape[1] not in (1, heads)
-            or freqs.shape[2] != head_dim // 2):
-        raise ValueError(f"freqs must be [{axes} (axes), 1 or heads ({heads}), head_dim/2 "
-                         f"({head_dim // 2})], got {tuple(freqs.shape)}")
+            or not 1 <= freqs.shape[2] <= head_dim // 2):
+        raise ValueError(f"freqs must be [{axes} (axes), 1 or heads ({heads}), rotated pairs: head_dim/2 "
+                         f"({head_dim // 2}) or fewer (partial RoPE)], got {tuple(freqs.shape)}")
+    if freqs.shape[1] > 1 and k_heads != heads:
+        raise ValueError(f"per-head freqs {tuple(freqs.shape)} need k with q's {heads} heads, got {k_heads}")
     _checks.float_dtype("freqs.dtype", freqs.dtype)
     if freqs.device != q.device:
         raise ValueError(f"freqs must be on q's device {q.device}, got {freqs.device}")
@@ -268,20 +275,22 @@ def _positions(positions, dtype, device, axes):
 
 def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
     """The op's contract in plain PyTorch (differentiable in q, k and freqs)."""
-    angle = pos[:, 0, None] * freqs[0][:, None, :]  # [Hf, N-P, D/2], then the other axes in order
+    angle = pos[:, 0, None] * freqs[0][:, None, :]  # [Hf, N-P, R/2], then the other axes in order
     for axis in range(1, pos.shape[1]):
         angle = angle + pos[:, axis, None] * freqs[axis][:, None, :]
     cos, sin = angle.cos(), angle.sin()
 
+    half = freqs.shape[-1]  # rotated pairs: the first 2 * half channels turn, the rest pass
+
     def rotate(x):
         xv = x.transpose(1, 2) if layout == LAYOUTS["bnhd"] else x  # [B, H, N, D]
-        g = xv[:, :, prefix:].to(cos.dtype)
-        half = g.shape[-1] // 2
+        g = xv[:, :, prefix:, :2 * half].to(cos.dtype)
         interleaved = pairs == PAIR_LAYOUTS["interleaved"]
         a, b = (g[..., 0::2], g[..., 1::2]) if interleaved else (g[..., :half], g[..., half:])
         a2, b2 = a * cos - b * sin, a * sin + b * cos
         rot = torch.stack([a2, b2], -1).flatten(-2) if interleaved else torch.cat([a2, b2], -1)
-        out = torch.cat([xv[:, :, :prefix], rot.to(x.dtype)], dim=2)
+        rot = torch.cat([rot.to(x.dtype), xv[:, :, prefix:, 2 * half:]], dim=-1)
+        out = torch.cat([xv[:, :, :prefix], rot], dim=2)
         return (out.transpose(1, 2) if layout == LAYOUTS["bnhd"] else out).contiguous()
 
     return rotate(q), rotate(k)

@@ -34,7 +34,7 @@ def _pair_axes(sections: Sequence[int], pairs: int, section_layout: str) -> torc
         raise ValueError(f"sections must give 1 to 3 axes whose pair counts sum to head_dim/2 = {pairs}, got "
                          f"{tuple(sections)}")
     if section_layout == "contiguous":
-        return torch.repeat_interleave(torch.arange(len(sections)), torch.tensor(sections))
+        return torch.tensor([a for a, count in enumerate(sections) for _ in range(count)], dtype=torch.long)
     if len(sections) != 3:
         raise ValueError(f"section_layout='interleaved' takes three axes (t, h, w), got sections "
                          f"{tuple(sections)}")

@@ -101,20 +101,21 @@ def _qk_shapes(layout):
 
 
 class MRope(torch.nn.Module):
-    """M-RoPE: (t, h, w) positions of every token, contiguous sections of the 8 pairs, half pairs."""
+    """M-RoPE: (t, h, w) positions of every token, contiguous sections of 6 of the 8 pairs (partial RoPE: 4
+    channels pass), half pairs, k with 1 of q's 2 heads (grouped-query)."""
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(8.0) / 8))
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(6.0) / 6))
 
     def forward(self, q, k, positions):
-        return posext.apply_rope(q, k, positions, self.inv_freq, sections=(2, 3, 3), pair_layout="half")
+        return posext.apply_rope(q, k, positions, self.inv_freq, sections=(2, 2, 2), pair_layout="half")
 
 
 def _mrope(h, w):
     gen = torch.Generator().manual_seed(h * 5 + w)
     n = h * w
-    return (torch.randn(1, 2, n, 16, generator=gen), torch.randn(1, 2, n, 16, generator=gen),
+    return (torch.randn(1, 2, n, 16, generator=gen), torch.randn(1, 1, n, 16, generator=gen),
             torch.randint(0, 30, (n, 3), generator=gen).float())
 
 

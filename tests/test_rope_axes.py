@@ -48,6 +48,35 @@ def test_matches_the_complex_reference(backend, device, axes, heads, per_head, t
         torch.testing.assert_close(g.cpu().double(), w, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["bhnd", "bnhd"])
+@pytest.mark.parametrize("pair_layout", ["interleaved", "half"])
+def test_partial_rope_and_grouped_query_heads(backend, device, layout, pair_layout):
+    """k with 2 of q's 6 heads; 3 of 8 pairs rotated (partial RoPE), the other 10 channels passed."""
+    gen = torch.Generator().manual_seed(7)
+    n, prefix = 11, 2
+    def shape(heads):
+        return (2, heads, n, 16) if layout == "bhnd" else (2, n, heads, 16)
+
+    q = torch.randn(*shape(6), generator=gen, dtype=torch.float64)
+    k = torch.randn(*shape(2), generator=gen, dtype=torch.float64)
+    positions = torch.rand(n - prefix, 2, generator=gen, dtype=torch.float64) * 9
+    freqs = torch.randn(2, 1, 3, generator=gen, dtype=torch.float64)
+    got = posext.apply_rope(q.to(device), k.to(device), positions.to(device), freqs.to(device),
+                            num_prefix_tokens=prefix, layout=layout, pair_layout=pair_layout)
+    for x, g in zip((q, k), got):
+        rotated = reference(x[..., :6], x[..., :6], positions, freqs, prefix, layout, pair_layout)[0]
+        torch.testing.assert_close(g.cpu(), torch.cat([rotated, x[..., 6:]], -1), rtol=0, atol=1e-12)
+    qr, kr = (t.clone().requires_grad_() for t in (q[:1, :, :5] if layout == "bhnd" else q[:1, :5],
+                                                   k[:1, :, :5] if layout == "bhnd" else k[:1, :5]))
+    f = freqs.clone().requires_grad_()
+    def rotated(a, b, c):
+        return posext.apply_rope(a, b, positions[:3], c, num_prefix_tokens=prefix, layout=layout,
+                                 pair_layout=pair_layout)
+
+    torch.autograd.gradcheck(rotated, (qr, kr, f))
+
+
 def test_two_axes_are_apply_rope_2d_bit_for_bit():
     q, k = torch.randn(2, 3, 17, 16), torch.randn(2, 3, 17, 16)
     pos, freqs = posext.rope_positions_2d((4, 4)), posext.rope_mixed_freqs(16, 3)

@@ -28,7 +28,7 @@ struct BlockTrig {
 
   void compute(const T* pos, const T* freqs, const RopeParams& p, int64_t g0, int64_t count_) {
     count = count_;
-    half = p.head_dim / 2;
+    half = p.rotary_pairs;
     const int64_t n = p.freq_heads * count * half;
     cos_.resize(n);
     sin_.resize(n);
@@ -47,14 +47,14 @@ struct BlockTrig {
 
 template <int Pairs>
 inline void pair_channels(int64_t half, int64_t j, int64_t& c0, int64_t& c1) {
-  rope_pair_channels(Pairs, 2 * half, j, c0, c1);
+  rope_pair_channels(Pairs, half, j, c0, c1);
 }
 
-// One head row: dst = rotation of src. `Unit`: both rows have channel stride 1 (sd, dd ignored), which lets the
-// compiler vectorise; src may equal dst (in place).
+// One head row: dst = rotation of src's first 2 * half channels, its channels [2 * half, D) copied. `Unit`: both rows
+// have channel stride 1 (sd, dd ignored), which lets the compiler vectorise; src may equal dst (in place).
 template <typename scalar_t, typename T, int Pairs, bool Unit>
 POSEXT_CPU_CLONES void rotate_row(const scalar_t* src, int64_t sd, scalar_t* dst, int64_t dd, const T* c, const T* s,
-                                  int64_t half) {
+                                  int64_t half, int64_t D) {
   if (Unit) sd = dd = 1;
   for (int64_t j = 0; j < half; ++j) {
     int64_t c0, c1;
@@ -65,6 +65,8 @@ POSEXT_CPU_CLONES void rotate_row(const scalar_t* src, int64_t sd, scalar_t* dst
     dst[c0 * dd] = static_cast<scalar_t>(a2);
     dst[c1 * dd] = static_cast<scalar_t>(b2);
   }
+  if (src != dst || sd != dd)
+    for (int64_t ch = 2 * half; ch < D; ++ch) dst[ch * dd] = src[ch * sd];
 }
 
 // acc[j] += dL/dangle of pair j for one head row of input x and output gradient g.
@@ -89,20 +91,23 @@ void copy_row(const scalar_t* src, int64_t src_d, scalar_t* dst, int64_t dst_d, 
 // Element offset of row (b, h, n) for [B, H, N, D] strides st.
 inline int64_t row_offset(const int64_t* st, int64_t b, int64_t h, int64_t n) { return b * st[0] + h * st[1] + n * st[2]; }
 
-// Calls fn(t, b, h, i) for q (t = 0) and k (t = 1), every batch entry b, head h and block token i, in the order
-// rows lie in memory (strides st[t]): tokens inner for [B, H, N, D] memory, heads inner for [B, N, H, D] / qkv.
+// Calls fn(t, b, h, i) for q (t = 0) and k (t = 1), every batch entry b, head h (of that tensor) and block token i,
+// in the order rows lie in memory (strides st[t]): tokens inner for [B, H, N, D] memory, heads inner for
+// [B, N, H, D] / qkv.
 template <typename Fn>
 void for_rows_in_memory_order(const int64_t* const* st, const RopeParams& p, int64_t count, Fn&& fn) {
-  for (int t = 0; t < 2; ++t)
+  for (int t = 0; t < 2; ++t) {
+    const int64_t heads = t == 0 ? p.heads : p.k_heads;
     for (int64_t b = 0; b < p.batch; ++b) {
       if (st[t][2] <= st[t][1]) {
-        for (int64_t h = 0; h < p.heads; ++h)
+        for (int64_t h = 0; h < heads; ++h)
           for (int64_t i = 0; i < count; ++i) fn(t, b, h, i);
       } else {
         for (int64_t i = 0; i < count; ++i)
-          for (int64_t h = 0; h < p.heads; ++h) fn(t, b, h, i);
+          for (int64_t h = 0; h < heads; ++h) fn(t, b, h, i);
       }
     }
+  }
 }
 
 struct ForwardRows {
@@ -116,13 +121,13 @@ static void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& posi
   const int64_t* ds[2] = {p.oq_stride, p.ok_stride};
   const T* pos = positions.const_data_ptr<T>();
   const T* f = freqs.const_data_ptr<T>();
-  const int64_t half = p.head_dim / 2, P = p.num_prefix_tokens, grid = p.tokens - P;
+  const int64_t half = p.rotary_pairs, P = p.num_prefix_tokens, grid = p.tokens - P;
 
   at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n)
-      for (int64_t h = 0; h < p.heads; ++h)
-        for (int64_t b = 0; b < p.batch; ++b)
-          for (int t = 0; t < 2; ++t)
+      for (int t = 0; t < 2; ++t)
+        for (int64_t h = 0; h < (t == 0 ? p.heads : p.k_heads); ++h)
+          for (int64_t b = 0; b < p.batch; ++b)
             copy_row(src[t] + row_offset(ss[t], b, h, n), ss[t][3], dst[t] + row_offset(ds[t], b, h, n), ds[t][3],
                      p.head_dim);
   });
@@ -136,7 +141,7 @@ static void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& posi
         const int64_t n = P + g0 + i, hf = p.freq_heads > 1 ? h : 0;
         rotate_row<scalar_t, T, Pairs, Unit>(src[t] + row_offset(ss[t], b, h, n), ss[t][3],
                                              dst[t] + row_offset(ds[t], b, h, n), ds[t][3], trig.cos_row(hf, i),
-                                             trig.sin_row(hf, i), half);
+                                             trig.sin_row(hf, i), half, p.head_dim);
       };
       for_rows_in_memory_order(ss, p, count, rotate);
     }
@@ -156,7 +161,7 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
   const int64_t* gs[2] = {p.oq_stride, p.ok_stride};
   const T* pos = positions.const_data_ptr<T>();
   const T* f = freqs.const_data_ptr<T>();
-  const int64_t half = p.head_dim / 2, Hf = p.freq_heads, P = p.num_prefix_tokens, grid = p.tokens - P;
+  const int64_t half = p.rotary_pairs, Hf = p.freq_heads, P = p.num_prefix_tokens, grid = p.tokens - P;
   const int64_t A = p.axes, blocks = (grid + kBlockTokens - 1) / kBlockTokens, per_block = A * Hf * half;
   std::vector<double> partial(static_cast<size_t>(blocks * per_block), 0.0);  // [block, A, Hf, D/2]
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {

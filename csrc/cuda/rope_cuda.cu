@@ -20,18 +20,26 @@ constexpr int kThreads = 256;
 constexpr int64_t kBatchPerThread = 4;
 
 
-// grid.x * blockDim.x >= N * H * D/2 threads, index (n * H + h) * D/2 + j; grid.y strides the batch.
+// grid.x * blockDim.x >= N * H * D/2 threads, index (n * H + h) * D/2 + j; grid.y strides the batch. Slot j < R/2
+// is rotated pair j; a slot past them copies the two pass-through channels R + 2 (j - R/2) and the one after. k
+// rows exist for h < k_heads only.
 template <typename scalar_t, typename T>
 __global__ void rope_2d_kernel(const scalar_t* q, const scalar_t* k,  // may alias out_q, out_k (in place)
                                scalar_t* out_q, scalar_t* out_k, const T* __restrict__ pos,
                                const T* __restrict__ freqs, const RopeParams p) {
-  const int64_t half = p.head_dim / 2;
+  const int64_t slots = p.head_dim / 2, R2 = p.rotary_pairs;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= p.tokens * p.heads * half) return;
-  const int64_t j = idx % half, nh = idx / half, h = nh % p.heads, n = nh / p.heads;
+  if (idx >= p.tokens * p.heads * slots) return;
+  const int64_t j = idx % slots, nh = idx / slots, h = nh % p.heads, n = nh / p.heads;
   int64_t c0, c1;
-  rope_pair_channels(p.pairs, p.head_dim, j, c0, c1);
-  const bool prefix = n < p.num_prefix_tokens;
+  const bool rotated = j < R2;
+  if (rotated) {
+    rope_pair_channels(p.pairs, R2, j, c0, c1);
+  } else {
+    c0 = 2 * j;  // = R + 2 (j - R/2)
+    c1 = c0 + 1;
+  }
+  const bool prefix = n < p.num_prefix_tokens || !rotated;  // copied as they are
   T c = T(1), s = T(0);
   if (!prefix) rope_sincos<T>(rope_angle<T>(pos, freqs, p, n - p.num_prefix_tokens, p.freq_heads > 1 ? h : 0, j), s, c);
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
@@ -40,8 +48,8 @@ __global__ void rope_2d_kernel(const scalar_t* q, const scalar_t* k,  // may ali
     scalar_t* dst[2] = {out_q + b * p.oq_stride[0] + h * p.oq_stride[1] + n * p.oq_stride[2],
                         out_k + b * p.ok_stride[0] + h * p.ok_stride[1] + n * p.ok_stride[2]};
     const int64_t sd[2] = {p.q_stride[3], p.k_stride[3]}, dd[2] = {p.oq_stride[3], p.ok_stride[3]};
-#pragma unroll
-    for (int t = 0; t < 2; ++t) {
+    const int tensors = h < p.k_heads ? 2 : 1;
+    for (int t = 0; t < tensors; ++t) {
       const scalar_t a = src[t][c0 * sd[t]], bb = src[t][c1 * sd[t]];
       if (prefix) {
         dst[t][c0 * dd[t]] = a;
@@ -63,13 +71,13 @@ __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_
                                               const T* __restrict__ pos, const T* __restrict__ freqs,
                                               T* __restrict__ grad_freqs, const RopeParams p) {
   __shared__ double red[kRopeMaxAxes][kThreads];
-  const int64_t half = p.head_dim / 2, Hf = p.freq_heads;
+  const int64_t half = p.rotary_pairs, Hf = p.freq_heads;
   const int64_t hf = blockIdx.x / half, j = blockIdx.x % half;
   const int64_t grid = p.tokens - p.num_prefix_tokens;
   const int64_t heads_here = Hf > 1 ? 1 : p.heads;  // heads this frequency drives
   const int64_t items = p.batch * heads_here * grid;
   int64_t c0, c1;
-  rope_pair_channels(p.pairs, p.head_dim, j, c0, c1);
+  rope_pair_channels(p.pairs, half, j, c0, c1);
   double acc[kRopeMaxAxes] = {0.0, 0.0, 0.0};
   for (int64_t it = threadIdx.x; it < items; it += blockDim.x) {
     const int64_t g = it % grid, bh = it / grid, hh = bh % heads_here, b = bh / heads_here;
@@ -82,8 +90,8 @@ __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_
                              grad_k + b * p.ok_stride[0] + h * p.ok_stride[1] + n * p.ok_stride[2]};
     const int64_t xd[2] = {p.q_stride[3], p.k_stride[3]}, gd[2] = {p.oq_stride[3], p.ok_stride[3]};
     double d = 0.0;
-#pragma unroll
-    for (int t = 0; t < 2; ++t)
+    const int tensors = h < p.k_heads ? 2 : 1;
+    for (int t = 0; t < tensors; ++t)
       d += static_cast<double>(rope_angle_grad<T>(static_cast<T>(xr[t][c0 * xd[t]]), static_cast<T>(xr[t][c1 * xd[t]]),
                                                   static_cast<T>(gr[t][c0 * gd[t]]), static_cast<T>(gr[t][c1 * gd[t]]),
                                                   c, s));
@@ -125,7 +133,7 @@ void rope_2d_freqs_backward_cuda(const at::Tensor& grad_q, const at::Tensor& gra
                                  const at::Tensor& k, const at::Tensor& positions, const at::Tensor& freqs,
                                  at::Tensor& grad_freqs, const RopeParams& p) {
   const c10::cuda::CUDAGuard guard(q.device());
-  const int64_t blocks = p.freq_heads * (p.head_dim / 2);
+  const int64_t blocks = p.freq_heads * p.rotary_pairs;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "posext_rope_2d_bwd_cuda", [&] {
     using T = at::opmath_type<scalar_t>;

@@ -83,24 +83,28 @@ def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
         angle = term if angle is None else op.Add(angle, term)
     cos, sin = op.Cos(angle), op.Sin(angle)
     head_dim = q.shape[-1]
+    rotary = 2 * freqs.shape[-1]  # channels [0, rotary) turn, the rest pass (partial RoPE)
 
     def rotate(x):
         heads_first = op.Transpose(x, perm=[0, 2, 1, 3]) if layout == 1 else x  # [B, H, N, D]
         T = opmath(x.dtype)
-        g = _slice(heads_first, num_prefix_tokens, _BIG, 2)
+        grid = _slice(heads_first, num_prefix_tokens, _BIG, 2)
+        g = _slice(grid, 0, rotary, 3)
         g = op.Cast(g, to=T) if T != x.dtype else g
         if pairs == 0:
-            a, b = _slice(g, 0, head_dim, 3, 2), _slice(g, 1, head_dim, 3, 2)
+            a, b = _slice(g, 0, rotary, 3, 2), _slice(g, 1, rotary, 3, 2)
         else:
-            a, b = _slice(g, 0, head_dim // 2, 3), _slice(g, head_dim // 2, head_dim, 3)
+            a, b = _slice(g, 0, rotary // 2, 3), _slice(g, rotary // 2, rotary, 3)
         a2 = op.Sub(op.Mul(a, cos), op.Mul(b, sin))
         b2 = op.Add(op.Mul(a, sin), op.Mul(b, cos))
         if pairs == 0:
             pairs_last = op.Concat(unsqueeze(a2, -1), unsqueeze(b2, -1), axis=-1)  # [B, H, M, D/2, 2]
-            rot = op.Reshape(pairs_last, const([0, 0, 0, head_dim], INT64))
+            rot = op.Reshape(pairs_last, const([0, 0, 0, rotary], INT64))
         else:
             rot = op.Concat(a2, b2, axis=-1)
         rot = op.Cast(rot, to=x.dtype) if T != x.dtype else rot
+        if rotary < head_dim:
+            rot = op.Concat(rot, _slice(grid, rotary, head_dim, 3), axis=-1)
         if num_prefix_tokens:
             rot = op.Concat(_slice(heads_first, 0, num_prefix_tokens, 2), rot, axis=2)
         return op.Transpose(rot, perm=[0, 2, 1, 3]) if layout == 1 else rot
