@@ -9,7 +9,7 @@ from onnxscript import ir
 from onnxscript import opset18 as op
 
 from ._resample import opmath
-from ._weights import DOUBLE, INT64, as_int64, const, unsqueeze
+from ._weights import DOUBLE, END, INT64, as_int64, const, convert, slice_axis, unsqueeze
 
 _TORCH_TO_ONNX = {torch.float32: ir.DataType.FLOAT, torch.float64: DOUBLE, torch.float16: ir.DataType.FLOAT16,
                   torch.bfloat16: ir.DataType.BFLOAT16}
@@ -65,21 +65,14 @@ def sincos_1d(positions, embed_dim, temperature, dtype):
     return op.Cast(op.Concat(op.Sin(angle), op.Cos(angle), axis=1), to=_onnx_dtype(dtype))
 
 
-def _slice(x, start, end, axis, step=1):
-    return op.Slice(x, const([start], INT64), const([end], INT64), const([axis], INT64), const([step], INT64))
-
-
-_BIG = 2**62  # "to the end" for Slice
-
-
 def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
     """``posext::rope_2d``: q and k with every grid token's pairs rotated by sum_a t_a * f_a (1 to 3 axes);
     prefix tokens kept. layout 0: [B, H, N, D], 1: [B, N, H, D]; pairs 0: interleaved (2p, 2p + 1), 1:
     halves."""
     angle = None  # [Hf, M, D/2]: sum over the axes a of positions[:, a] * freqs[a]
     for axis in range(positions.shape[-1]):
-        freq = op.Transpose(_slice(freqs, axis, axis + 1, 0), perm=[1, 0, 2])  # [Hf, 1, D/2]
-        term = op.Mul(_slice(positions, axis, axis + 1, 1), freq)  # [M, 1] * [Hf, 1, D/2]
+        freq = op.Transpose(slice_axis(freqs, axis, axis + 1, 0), perm=[1, 0, 2])  # [Hf, 1, D/2]
+        term = op.Mul(slice_axis(positions, axis, axis + 1, 1), freq)  # [M, 1] * [Hf, 1, D/2]
         angle = term if angle is None else op.Add(angle, term)
     cos, sin = op.Cos(angle), op.Sin(angle)
     head_dim = q.shape[-1]
@@ -88,13 +81,13 @@ def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
     def rotate(x):
         heads_first = op.Transpose(x, perm=[0, 2, 1, 3]) if layout == 1 else x  # [B, H, N, D]
         T = opmath(x.dtype)
-        grid = _slice(heads_first, num_prefix_tokens, _BIG, 2)
-        g = _slice(grid, 0, rotary, 3)
-        g = op.Cast(g, to=T) if T != x.dtype else g
+        grid = slice_axis(heads_first, num_prefix_tokens, END, 2)
+        g = slice_axis(grid, 0, rotary, 3)
+        g = convert(g, x.dtype, T)
         if pairs == 0:
-            a, b = _slice(g, 0, rotary, 3, 2), _slice(g, 1, rotary, 3, 2)
+            a, b = slice_axis(g, 0, rotary, 3, 2), slice_axis(g, 1, rotary, 3, 2)
         else:
-            a, b = _slice(g, 0, rotary // 2, 3), _slice(g, rotary // 2, rotary, 3)
+            a, b = slice_axis(g, 0, rotary // 2, 3), slice_axis(g, rotary // 2, rotary, 3)
         a2 = op.Sub(op.Mul(a, cos), op.Mul(b, sin))
         b2 = op.Add(op.Mul(a, sin), op.Mul(b, cos))
         if pairs == 0:
@@ -102,11 +95,11 @@ def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
             rot = op.Reshape(pairs_last, const([0, 0, 0, rotary], INT64))
         else:
             rot = op.Concat(a2, b2, axis=-1)
-        rot = op.Cast(rot, to=x.dtype) if T != x.dtype else rot
+        rot = convert(rot, T, x.dtype)
         if rotary < head_dim:
-            rot = op.Concat(rot, _slice(grid, rotary, head_dim, 3), axis=-1)
+            rot = op.Concat(rot, slice_axis(grid, rotary, head_dim, 3), axis=-1)
         if num_prefix_tokens:
-            rot = op.Concat(_slice(heads_first, 0, num_prefix_tokens, 2), rot, axis=2)
+            rot = op.Concat(slice_axis(heads_first, 0, num_prefix_tokens, 2), rot, axis=2)
         return op.Transpose(rot, perm=[0, 2, 1, 3]) if layout == 1 else rot
 
     return rotate(q), rotate(k)
@@ -132,10 +125,10 @@ def factorized_add(x, positions, table_y, table_x, combine):
     tokens whose position is negative (prefix tokens) unchanged. combine 0: sum, 1: concat, 2: a 2-D
     table."""
     T = positions.dtype
-    valid = op.GreaterOrEqual(_slice(positions, 0, 1, 1), const(0, T))  # [S, 1]
-    px = op.Max(op.Squeeze(_slice(positions, 0, 1, 1), const([1], INT64)), const(0, T))
-    py = op.Max(op.Squeeze(_slice(positions, 1, 2, 1), const([1], INT64)), const(0, T))
-    ty = op.Cast(table_y, to=T) if table_y.dtype != T else table_y
+    valid = op.GreaterOrEqual(slice_axis(positions, 0, 1, 1), const(0, T))  # [S, 1]
+    px = op.Max(op.Squeeze(slice_axis(positions, 0, 1, 1), const([1], INT64)), const(0, T))
+    py = op.Max(op.Squeeze(slice_axis(positions, 1, 2, 1), const([1], INT64)), const(0, T))
+    ty = convert(table_y, table_y.dtype, T)
     len_y = table_y.shape[0]
 
     def rows(table, index):
@@ -153,11 +146,10 @@ def factorized_add(x, positions, table_y, table_x, combine):
         term = _lerp(_lerp(cell(y0, x0), cell(y0, x1), wx0, wx1, T),
                      _lerp(cell(y1, x0), cell(y1, x1), wx0, wx1, T), wy0, wy1, T)
     else:
-        tx = op.Cast(table_x, to=T) if table_x.dtype != T else table_x
+        tx = convert(table_x, table_x.dtype, T)
         x0, x1, wx0, wx1 = _lerp_taps(px, table_x.shape[0], T)
         y_part = _lerp(rows(ty, y0), rows(ty, y1), wy0, wy1, T)
         x_part = _lerp(rows(tx, x0), rows(tx, x1), wx0, wx1, T)
         term = op.Add(y_part, x_part) if combine == 0 else op.Concat(y_part, x_part, axis=1)
-    out = op.Add(op.Cast(x, to=T) if x.dtype != T else x, term)
-    out = op.Cast(out, to=x.dtype) if x.dtype != T else out
+    out = convert(op.Add(convert(x, x.dtype, T), term), T, x.dtype)
     return op.Where(valid, out, x)

@@ -8,8 +8,8 @@ over the stored grid is one row of a ``[rows, old_h * old_w]`` matrix applied to
 """
 from onnxscript import opset18 as op
 
-from ._resample import opmath
-from ._weights import INT64, as_int64, axis_weights, const, first_dim
+from ._resample import add_in_opmath, opmath
+from ._weights import END, INT64, as_int64, axis_weights, const, convert, first_dim, slice_axis
 
 
 def _gather(values, index):
@@ -25,7 +25,7 @@ def _cells(grid_sizes, offsets, total_tokens, max_length):
     """Per result row: (image b, row within the image, valid) as INT64 [R] (valid: bool, None packed)."""
     if _packed(max_length):
         r = op.Range(const(0, INT64), as_int64(total_tokens), const(1, INT64))
-        starts = op.Slice(offsets, const([1], INT64), const([2**62], INT64), const([0], INT64))
+        starts = slice_axis(offsets, 1, END, 0)
         b = op.ReduceSum(op.Cast(op.GreaterOrEqual(op.Unsqueeze(r, const([-1], INT64)), starts), to=INT64),
                          const([1], INT64), keepdims=0)
         return b, op.Sub(r, _gather(offsets, b)), None
@@ -37,8 +37,7 @@ def _cells(grid_sizes, offsets, total_tokens, max_length):
 
 
 def _column(grid_sizes, k):
-    return op.Squeeze(op.Slice(grid_sizes, const([k], INT64), const([k + 1], INT64), const([1], INT64)),
-                      const([1], INT64))
+    return op.Squeeze(slice_axis(grid_sizes, k, k + 1, 1), const([1], INT64))
 
 
 def _rows(table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias, align_corners,
@@ -63,10 +62,8 @@ def _rows(table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, ant
                          const([0, old_h * old_w], INT64))
     if valid is not None:
         weights = op.Mul(weights, op.Unsqueeze(op.Cast(valid, to=T), const([-1], INT64)))
-    first = num_prefix_tokens
-    grid = op.Slice(table, const([first], INT64), const([first + old_h * old_w], INT64), const([0], INT64))
-    rows = op.MatMul(weights, op.Cast(grid, to=T) if T != dtype else grid)
-    return op.Cast(rows, to=dtype) if T != dtype else rows
+    grid = slice_axis(table, num_prefix_tokens, num_prefix_tokens + old_h * old_w, 0)
+    return convert(op.MatMul(weights, convert(grid, dtype, T)), T, dtype)
 
 
 def _shaped(rows, channels, max_length):
@@ -90,8 +87,4 @@ def resample_varlen_add(x, table, grid_sizes, offsets, old_h, old_w, num_prefix_
     total = first_dim(x)
     rows = _rows(table, grid_sizes, offsets, old_h, old_w, num_prefix_tokens, mode, antialias, align_corners,
                  merge_size, total, max_length)
-    rows = _shaped(rows, table.shape[-1], max_length)
-    T = opmath(x.dtype)
-    if T == x.dtype:
-        return op.Add(x, rows)
-    return op.Cast(op.Add(op.Cast(x, to=T), op.Cast(rows, to=T)), to=x.dtype)
+    return add_in_opmath(x, _shaped(rows, table.shape[-1], max_length))

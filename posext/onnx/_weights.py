@@ -25,6 +25,7 @@ from onnxscript import opset18 as op
 
 FLOAT, DOUBLE, INT64 = ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.INT64
 NEAREST, BILINEAR, BICUBIC = 0, 1, 2  # posext.resample.MODES
+END = 2**62  # a Slice end past any size: to the end
 
 
 def const(value, dtype: ir.DataType):
@@ -48,6 +49,16 @@ def unsqueeze(x, axis: int):
 
 def _unsqueeze_last(x):
     return unsqueeze(x, -1)
+
+
+def convert(x, from_type: ir.DataType, to_type: ir.DataType):
+    """x (of ``from_type``) as ``to_type``: a Cast node only where the types differ."""
+    return x if from_type == to_type else op.Cast(x, to=to_type)
+
+
+def slice_axis(x, start: int, end: int, axis: int, step: int = 1):
+    """``x[start:end:step]`` along ``axis`` (``end`` past the size: to the end)."""
+    return op.Slice(x, const([start], INT64), const([end], INT64), const([axis], INT64), const([step], INT64))
 
 
 def first_dim(x):
