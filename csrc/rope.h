@@ -32,6 +32,7 @@ struct RopeParams {
   int64_t num_prefix_tokens = 0;
   int64_t freq_heads = 1;  // Hf: 1 (shared by all heads) or heads
   int64_t axes = 2;        // A: position axes, 1 to kRopeMaxAxes
+  int64_t pos_batch = 1;   // positions [N - P, A] shared by the batch (1), or [B, N - P, A] per entry (batch)
   int pairs = kRopeInterleaved;
   // Element strides of q, k and of the two results, in [B, H, N, D] order (any layout).
   int64_t q_stride[4] = {0, 0, 0, 0}, k_stride[4] = {0, 0, 0, 0};
@@ -54,11 +55,16 @@ POSEXT_HD int64_t rope_freq_index(const RopeParams& p, int64_t axis, int64_t hf,
   return (axis * p.freq_heads + hf) * p.rotary_pairs + pair;
 }
 
-// angle of pair p for head-frequency row hf; pos is [N - P, A] contiguous, freqs [A, Hf, D/2] contiguous.
+// Positions of grid token g of batch entry b: pos is [N - P, A] or [B, N - P, A] contiguous.
 template <typename T>
-POSEXT_HD T rope_angle(const T* pos, const T* freqs, const RopeParams& p, int64_t grid_token, int64_t hf,
-                       int64_t pair) {
-  const T* t = pos + p.axes * grid_token;
+POSEXT_HD const T* rope_token_positions(const T* pos, const RopeParams& p, int64_t b, int64_t grid_token) {
+  const int64_t entry = p.pos_batch > 1 ? b : 0;
+  return pos + (entry * (p.tokens - p.num_prefix_tokens) + grid_token) * p.axes;
+}
+
+// angle of pair p for head-frequency row hf at token positions t ([A]); freqs [A, Hf, D/2] contiguous.
+template <typename T>
+POSEXT_HD T rope_angle(const T* t, const T* freqs, const RopeParams& p, int64_t hf, int64_t pair) {
   T angle = t[0] * freqs[rope_freq_index(p, 0, hf, pair)];
   for (int64_t a = 1; a < p.axes; ++a) angle += t[a] * freqs[rope_freq_index(p, a, hf, pair)];
   return angle;

@@ -45,11 +45,14 @@ RopeParams make_params(const char* op, const at::Tensor& q, const at::Tensor& k,
               p.tokens, "], got ", num_prefix_tokens);
   p.num_prefix_tokens = num_prefix_tokens;
   const auto math = opmath_dtype(dtype);
-  TORCH_CHECK(positions.dim() == 2 && positions.size(0) == p.tokens - num_prefix_tokens && positions.size(1) >= 1 &&
-                  positions.size(1) <= kRopeMaxAxes,
-              op, ": positions must be [N - num_prefix_tokens, A] = [", p.tokens - num_prefix_tokens,
-              ", 1 to 3 axes], got ", positions.sizes());
-  p.axes = positions.size(1);
+  const int64_t grid = p.tokens - num_prefix_tokens, pd = positions.dim();
+  TORCH_CHECK((pd == 2 || (pd == 3 && (positions.size(0) == p.batch || positions.size(0) == 1))) &&
+                  positions.size(pd - 2) == grid && positions.size(pd - 1) >= 1 &&
+                  positions.size(pd - 1) <= kRopeMaxAxes,
+              op, ": positions must be [N - num_prefix_tokens, A] = [", grid, ", 1 to 3 axes] or per batch entry [B (",
+              p.batch, "), ", grid, ", A], got ", positions.sizes());
+  p.axes = positions.size(pd - 1);
+  p.pos_batch = pd == 3 ? positions.size(0) : 1;
   TORCH_CHECK(positions.scalar_type() == math, op, ": positions must be ", math, " for ", dtype, " q/k, got ",
               positions.scalar_type());
   TORCH_CHECK(freqs.dim() == 3 && freqs.size(0) == p.axes && (freqs.size(1) == 1 || freqs.size(1) == p.heads) &&

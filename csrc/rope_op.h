@@ -10,8 +10,8 @@
 
 namespace posext {
 
-// Kernels: q, k and the results seen as [B, H, N, D] through the strides in p; positions [N - P, A] and freqs
-// [A, Hf, D/2] contiguous in opmath dtype. out_q/out_k may be q/k themselves (in place).
+// Kernels: q, k and the results seen as [B, H, N, D] through the strides in p; positions [N - P, A] (or [B, N - P, A])
+// and freqs [A, Hf, D/2] contiguous in opmath dtype. out_q/out_k may be q/k themselves (in place).
 using RopeRotate = void (*)(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
                             const at::Tensor& freqs, at::Tensor& out_q, at::Tensor& out_k, const RopeParams& p);
 using RopeFreqsBackward = void (*)(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Tensor& q,

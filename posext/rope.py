@@ -159,7 +159,8 @@ def apply_rope_2d(q: torch.Tensor, k: torch.Tensor, positions: Union[torch.Tenso
     Args:
         q, k: ``[B, heads, N, head_dim]`` (layout="bhnd") or ``[B, N, heads, head_dim]`` ("bnhd"), same shape,
             dtype (float64/32/16, bfloat16) and device; any strides (e.g. slices of a fused qkv projection).
-        positions: ``[N - P, 2]`` float tensor of (x, y) per grid token (fractional allowed), or a grid size
+        positions: ``[N - P, 2]`` float tensor of (x, y) per grid token (fractional allowed; ``[B, N - P, 2]``
+            for positions per batch entry), or a grid size
             ``(H, W)`` / ``n`` meaning integer positions ``rope_positions_2d((H, W))``. Not differentiated.
         freqs: ``[2, 1 or heads, head_dim/2]``: x and y frequency of every rotated pair (``rope_axial_freqs``,
             ``rope_mixed_freqs``); differentiable (mixed RoPE learns them).
@@ -207,15 +208,19 @@ def rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inpla
                          f"{head_dim}")
     math_dtype = _opmath(q.dtype)
     pos = _positions(positions, math_dtype, q.device, axes)
-    prefix = n - pos.shape[0] if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens",
+    grid = pos.shape[-2]
+    if pos.dim() == 3 and pos.shape[0] not in (1, q.shape[0]):
+        raise ValueError(f"per-entry positions {tuple(pos.shape)} must have q's batch size {q.shape[0]} "
+                         "(or 1)")
+    prefix = n - grid if num_prefix_tokens is None else _checks.nonnegative_int("num_prefix_tokens",
                                                                                          num_prefix_tokens)
-    if prefix < 0 or prefix + pos.shape[0] != n:
+    if prefix < 0 or prefix + grid != n:
         given = f"positions {tuple(positions.shape)}" if isinstance(positions, torch.Tensor) else \
             f"positions {positions!r}"
         need = "" if num_prefix_tokens is None else (
             f"; num_prefix_tokens={prefix} exceeds N" if prefix > n else
-            f"; with num_prefix_tokens={prefix} they must be [{n - prefix}, {axes}]")
-        raise ValueError(f"{given} give {pos.shape[0]} grid tokens but q {tuple(q.shape)} has N = {n} "
+            f"; with num_prefix_tokens={prefix} they must hold [{n - prefix}, {axes}]")
+        raise ValueError(f"{given} give {grid} grid tokens but q {tuple(q.shape)} has N = {n} "
                          f"tokens, N = num_prefix_tokens + grid tokens{need}")
     if not isinstance(freqs, torch.Tensor):
         raise TypeError(f"freqs must be a tensor [{axes}, 1 or heads, head_dim/2], got "
@@ -254,13 +259,13 @@ def rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inpla
 
 
 def _positions(positions, dtype, device, axes):
-    """positions as a [M, axes] tensor of `dtype` on `device`: a given tensor, or (2 axes) a grid size's
-    integer grid."""
+    """positions as a [M, axes] or per-entry [B, M, axes] tensor of `dtype` on `device`: a given tensor, or
+    (2 axes) a grid size's integer grid."""
     if isinstance(positions, torch.Tensor):
-        if positions.dim() != 2 or positions.shape[1] != axes:
+        if positions.dim() not in (2, 3) or positions.shape[-1] != axes:
             names = " (x, y)" if axes == 2 else ""
-            raise ValueError(f"positions must be [N - num_prefix_tokens, {axes}]{names}, got "
-                             f"{tuple(positions.shape)}")
+            raise ValueError(f"positions must be [N - num_prefix_tokens, {axes}]{names} or per batch entry "
+                             f"[B, N - num_prefix_tokens, {axes}], got {tuple(positions.shape)}")
         if not positions.is_floating_point() and positions.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"positions must be a float or integer tensor, got {positions.dtype}")
         if positions.device != device:
@@ -275,9 +280,13 @@ def _positions(positions, dtype, device, axes):
 
 def _rope_torch(q, k, pos, freqs, prefix, layout, pairs):
     """The op's contract in plain PyTorch (differentiable in q, k and freqs)."""
-    angle = pos[:, 0, None] * freqs[0][:, None, :]  # [Hf, N-P, R/2], then the other axes in order
-    for axis in range(1, pos.shape[1]):
-        angle = angle + pos[:, axis, None] * freqs[axis][:, None, :]
+    def term(axis):  # [Hf, N-P, R/2], or [B, Hf, N-P, R/2] for per-entry positions
+        t = pos[..., axis, None]
+        return (t[:, None] if pos.dim() == 3 else t) * freqs[axis][:, None, :]
+
+    angle = term(0)  # then the other axes in order
+    for axis in range(1, pos.shape[-1]):
+        angle = angle + term(axis)
     cos, sin = angle.cos(), angle.sin()
 
     half = freqs.shape[-1]  # rotated pairs: the first 2 * half channels turn, the rest pass

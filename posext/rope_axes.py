@@ -66,26 +66,86 @@ def rope_section_freqs(inv_freq: torch.Tensor, sections: Sequence[int], *,
 def apply_rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor, *,
                sections: Optional[Sequence[int]] = None, section_layout: str = "contiguous",
                pair_layout: str = "interleaved", num_prefix_tokens: Optional[int] = None,
-               layout: str = "bhnd", inplace: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+               layout: str = "bhnd", cu_seqlens: Optional[torch.Tensor] = None,
+               inplace: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k by RoPE over the A = 1, 2 or 3 columns of ``positions`` in one fused kernel.
 
     Args:
         q, k: as ``apply_rope_2d``: ``[B, heads, N, head_dim]`` ("bhnd") or ``[B, N, heads, head_dim]``
-            ("bnhd"), one shape, dtype and device, any strides.
+            ("bnhd"), one shape, dtype and device, any strides; k may have fewer heads (grouped-query).
+            With ``cu_seqlens``: packed ``[T, heads, head_dim]`` (flash-attn's varlen layout; ``layout`` is
+            not used).
         positions: ``[N - P, A]`` per grid token (integer or fractional), one column per axis (M-RoPE:
-            t, h, w). Not differentiated.
-        freqs: ``[A, 1 or heads, head_dim/2]``, one frequency per axis and pair; with ``sections``, the
-            per-pair inverse frequencies ``[head_dim/2]`` (or ``[1 or heads, head_dim/2]``) instead.
+            t, h, w), or ``[B, N - P, A]`` per batch entry. With ``cu_seqlens``: ``[T - S * P, A]``, the grid
+            tokens of the S sequences in order. Not differentiated.
+        freqs: ``[A, 1 or heads, R/2]``, one frequency per axis and rotated pair (R <= head_dim: partial
+            RoPE passes the other channels unchanged); with ``sections``, the per-pair inverse frequencies
+            ``[R/2]`` (or ``[1 or heads, R/2]``) instead.
         sections, section_layout: M-RoPE: pairs per axis and their order (see the module docstring).
-        pair_layout, num_prefix_tokens, layout, inplace: as ``apply_rope_2d``.
+        num_prefix_tokens: P leading tokens of every sequence passed unrotated; default N minus the grid
+            tokens of ``positions`` (with ``cu_seqlens``: 0).
+        cu_seqlens: int ``[S + 1]`` offsets of S packed sequences in T (0, then cumulative lengths), as
+            flash-attn's varlen attention and the Qwen-VL vision towers use; the whole ragged batch is one
+            kernel launch.
+        pair_layout, layout, inplace: as ``apply_rope_2d``.
     """
-    if not isinstance(positions, torch.Tensor) or positions.dim() != 2 or not 1 <= positions.shape[1] <= 3:
-        raise ValueError(f"positions must be a [N - num_prefix_tokens, A] tensor with A = 1, 2 or 3 axes, "
+    if (not isinstance(positions, torch.Tensor) or positions.dim() not in (2, 3)
+            or not 1 <= positions.shape[-1] <= 3):
+        raise ValueError(f"positions must be a [N - num_prefix_tokens, A] (or per batch entry [B, N - "
+                         f"num_prefix_tokens, A]) tensor with A = 1, 2 or 3 axes, "
                          f"got {getattr(positions, 'shape', type(positions).__name__)}")
     if sections is not None:
         freqs = rope_section_freqs(freqs, sections, section_layout=section_layout)
-    return rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inplace,
-                  axes=positions.shape[1])
+    axes = positions.shape[-1]
+    if cu_seqlens is None:
+        return rotate(q, k, positions, freqs, num_prefix_tokens, layout, pair_layout, inplace, axes=axes)
+    q4, k4 = _packed("q", q), _packed("k", k)
+    prefix = (0 if num_prefix_tokens is None
+              else _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens))
+    token_positions = _packed_positions(positions, cu_seqlens, q4.shape[1], prefix)
+    rq, rk = rotate(q4, k4, token_positions, freqs, 0, "bnhd", pair_layout, inplace, axes=axes)
+    return (q, k) if inplace else (rq.view(q.shape), rk.view(k.shape))
+
+
+def _describe(x):
+    return f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _packed(name, x):
+    """A packed [T, heads, head_dim] tensor as [1, T, heads, head_dim]."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError(f"with cu_seqlens, {name} must be packed [T, heads, head_dim], got "
+                         f"{_describe(x)}")
+    return x.unsqueeze(0)
+
+
+def _packed_positions(positions, cu_seqlens, total, prefix):
+    """Positions [T, A] of every packed token: the grid tokens' rows of `positions`, zeros (angle 0: the
+    identity, exactly) on the first `prefix` tokens of each sequence."""
+    if (not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2
+            or cu_seqlens.dtype not in (torch.int32, torch.int64)):
+        raise ValueError(f"cu_seqlens must be an int32/int64 [S + 1] tensor of sequence offsets, got "
+                         f"{_describe(cu_seqlens)}")
+    if positions.dim() != 2:
+        raise ValueError(f"with cu_seqlens, positions must be [T - S * num_prefix_tokens, A] (one row per "
+                         f"grid token of the packed batch), got {tuple(positions.shape)}")
+    sequences = cu_seqlens.numel() - 1
+    grid = total - sequences * prefix
+    if positions.shape[0] != grid:
+        raise ValueError(f"positions {tuple(positions.shape)} must hold the T - S * num_prefix_tokens = "
+                         f"{total} - {sequences} * {prefix} = {grid} grid tokens of the packed batch")
+    offsets = cu_seqlens.to(device=positions.device, dtype=torch.long)
+    if not torch.compiler.is_compiling():  # data-dependent: checked eagerly
+        lengths = offsets.diff()
+        if int(offsets[0]) != 0 or int(offsets[-1]) != total or bool((lengths < prefix).any()):
+            raise ValueError(f"cu_seqlens must rise from 0 to T = {total} in steps of at least "
+                             f"num_prefix_tokens = {prefix}, got {cu_seqlens.tolist()}")
+    if prefix == 0:
+        return positions
+    token = torch.arange(total, device=positions.device)
+    sequence = torch.searchsorted(offsets[1:], token, right=True)
+    is_grid = (token - offsets[sequence] >= prefix)[:, None].expand(total, positions.shape[1])
+    return positions.new_zeros(total, positions.shape[1]).masked_scatter(is_grid, positions)
 
 
 __all__ = ["apply_rope", "rope_section_freqs", "SECTION_LAYOUTS"]

@@ -124,6 +124,29 @@ def _mrope_shapes():
     return {"q": {2: n}, "k": {2: n}, "positions": {0: n}}
 
 
+class RopePerEntry(torch.nn.Module):
+    """Two axes, positions per batch entry [B, N, 2] (as packed multi-resolution batches use)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("freqs", posext.rope_mixed_freqs(16, 2))
+
+    def forward(self, q, k, positions):
+        return posext.apply_rope(q, k, positions, self.freqs)
+
+
+def _per_entry(h, w):
+    gen = torch.Generator().manual_seed(h * 7 + w)
+    n = h * w
+    return (torch.randn(2, 2, n, 16, generator=gen), torch.randn(2, 2, n, 16, generator=gen),
+            torch.rand(2, n, 2, generator=gen) * 20)
+
+
+def _per_entry_shapes():
+    n = Dim("n", min=2, max=2000)
+    return {"q": {2: n}, "k": {2: n}, "positions": {1: n}}
+
+
 class Factorized(torch.nn.Module):
     def __init__(self, two_d=False, **kwargs):
         super().__init__()
@@ -210,6 +233,8 @@ CASES = {
                                  _qk("bnhd"), _qk_shapes("bnhd"), "rope_2d"),
     "rope 3 axes, M-RoPE sections": Case(MRope(), _mrope, _mrope_shapes(), "rope_2d",
                                          [(6, 6), (4, 9), (12, 3), (7, 5)]),
+    "rope positions per batch entry": Case(RopePerEntry(), _per_entry, _per_entry_shapes(), "rope_2d",
+                                           [(6, 6), (4, 9), (12, 3), (7, 5)]),
     "factorized sum": Case(Factorized(), lambda h, w: (_feat(h, w),), _feat_shapes(), "factorized_add"),
     "factorized concat": Case(Factorized(combine="concat"), lambda h, w: (_feat(h, w),), _feat_shapes(),
                               "factorized_add"),

@@ -3,7 +3,7 @@
 // ATen's vectorised sin/cos (SLEEF, <= 1 ulp; scalar libm sin/cos cost 20x more and dominated mixed RoPE), then
 // every batch entry and head of q and k is rotated from that buffer in opmath T. Rows with unit channel stride
 // take loops the compiler vectorises (also built for AVX2 + FMA); other strides take the same formula strided.
-// Prefix tokens are copied. The frequency gradient sums per block (blocking independent of the thread count),
+// With positions per batch entry a work item is one entry's block. Prefix tokens are copied. The frequency gradient sums per block (blocking independent of the thread count),
 // then over blocks in order: deterministic, no atomics; per token in T, across tokens in double.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -26,15 +26,18 @@ struct BlockTrig {
   std::vector<T> cos_, sin_;
   int64_t count = 0, half = 0;
 
-  void compute(const T* pos, const T* freqs, const RopeParams& p, int64_t g0, int64_t count_) {
+  // Batch entry b's positions (any b when the batch shares them).
+  void compute(const T* pos, const T* freqs, const RopeParams& p, int64_t b, int64_t g0, int64_t count_) {
     count = count_;
     half = p.rotary_pairs;
     const int64_t n = p.freq_heads * count * half;
     cos_.resize(n);
     sin_.resize(n);
     for (int64_t hf = 0; hf < p.freq_heads; ++hf)
-      for (int64_t i = 0; i < count; ++i)
-        for (int64_t j = 0; j < half; ++j) cos_[(hf * count + i) * half + j] = rope_angle<T>(pos, freqs, p, g0 + i, hf, j);
+      for (int64_t i = 0; i < count; ++i) {
+        const T* t = rope_token_positions(pos, p, b, g0 + i);
+        for (int64_t j = 0; j < half; ++j) cos_[(hf * count + i) * half + j] = rope_angle<T>(t, freqs, p, hf, j);
+      }
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
     at::Tensor angle = at::from_blob(cos_.data(), {n}, options);
     at::Tensor sine = at::from_blob(sin_.data(), {n}, options);
@@ -91,14 +94,15 @@ void copy_row(const scalar_t* src, int64_t src_d, scalar_t* dst, int64_t dst_d, 
 // Element offset of row (b, h, n) for [B, H, N, D] strides st.
 inline int64_t row_offset(const int64_t* st, int64_t b, int64_t h, int64_t n) { return b * st[0] + h * st[1] + n * st[2]; }
 
-// Calls fn(t, b, h, i) for q (t = 0) and k (t = 1), every batch entry b, head h (of that tensor) and block token i,
-// in the order rows lie in memory (strides st[t]): tokens inner for [B, H, N, D] memory, heads inner for
-// [B, N, H, D] / qkv.
+// Calls fn(t, b, h, i) for q (t = 0) and k (t = 1), batch entries b in [b0, b1), every head h (of that tensor) and
+// block token i, in the order rows lie in memory (strides st[t]): tokens inner for [B, H, N, D] memory, heads inner
+// for [B, N, H, D] / qkv.
 template <typename Fn>
-void for_rows_in_memory_order(const int64_t* const* st, const RopeParams& p, int64_t count, Fn&& fn) {
+void for_rows_in_memory_order(const int64_t* const* st, const RopeParams& p, int64_t b0, int64_t b1, int64_t count,
+                              Fn&& fn) {
   for (int t = 0; t < 2; ++t) {
     const int64_t heads = t == 0 ? p.heads : p.k_heads;
-    for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       if (st[t][2] <= st[t][1]) {
         for (int64_t h = 0; h < heads; ++h)
           for (int64_t i = 0; i < count; ++i) fn(t, b, h, i);
@@ -108,6 +112,14 @@ void for_rows_in_memory_order(const int64_t* const* st, const RopeParams& p, int
       }
     }
   }
+}
+
+// The batch entries of work-item row `entry`: all of them when the batch shares its positions, else that one.
+struct BatchRange {
+  int64_t begin, end;
+};
+inline BatchRange batch_range(const RopeParams& p, int64_t entry) {
+  return p.pos_batch > 1 ? BatchRange{entry, entry + 1} : BatchRange{0, p.batch};
 }
 
 struct ForwardRows {
@@ -132,18 +144,19 @@ static void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& posi
                      p.head_dim);
   });
   const int64_t blocks = (grid + kBlockTokens - 1) / kBlockTokens;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.pos_batch * blocks, 1, [&](int64_t begin, int64_t end) {
     BlockTrig<T> trig;
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
-      trig.compute(pos, f, p, g0, count);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t blk = item % blocks, g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
+      const BatchRange entries = batch_range(p, item / blocks);
+      trig.compute(pos, f, p, entries.begin, g0, count);
       const auto rotate = [&](int t, int64_t b, int64_t h, int64_t i) {
         const int64_t n = P + g0 + i, hf = p.freq_heads > 1 ? h : 0;
         rotate_row<scalar_t, T, Pairs, Unit>(src[t] + row_offset(ss[t], b, h, n), ss[t][3],
                                              dst[t] + row_offset(ds[t], b, h, n), ds[t][3], trig.cos_row(hf, i),
                                              trig.sin_row(hf, i), half, p.head_dim);
       };
-      for_rows_in_memory_order(ss, p, count, rotate);
+      for_rows_in_memory_order(ss, p, entries.begin, entries.end, count, rotate);
     }
   });
 }
@@ -163,13 +176,15 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
   const T* f = freqs.const_data_ptr<T>();
   const int64_t half = p.rotary_pairs, Hf = p.freq_heads, P = p.num_prefix_tokens, grid = p.tokens - P;
   const int64_t A = p.axes, blocks = (grid + kBlockTokens - 1) / kBlockTokens, per_block = A * Hf * half;
-  std::vector<double> partial(static_cast<size_t>(blocks * per_block), 0.0);  // [block, A, Hf, D/2]
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t items = p.pos_batch * blocks;
+  std::vector<double> partial(static_cast<size_t>(items * per_block), 0.0);  // [item, A, Hf, D/2]
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     BlockTrig<T> trig;
-    std::vector<T> dangle;  // dL/dangle [Hf][block token][D/2], summed over batch, q/k (and heads if Hf = 1) in T
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
-      trig.compute(pos, f, p, g0, count);
+    std::vector<T> dangle;  // dL/dangle [Hf][block token][D/2], summed over entries, q/k (and heads if Hf = 1) in T
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t blk = item % blocks, g0 = blk * kBlockTokens, count = std::min(kBlockTokens, grid - g0);
+      const BatchRange entries = batch_range(p, item / blocks);
+      trig.compute(pos, f, p, entries.begin, g0, count);
       dangle.assign(static_cast<size_t>(Hf * count * half), T(0));
       const auto add = [&](int t, int64_t b, int64_t h, int64_t i) {
         const int64_t n = P + g0 + i, hf = Hf > 1 ? h : 0;
@@ -177,13 +192,14 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
                                                  g[t] + row_offset(gs[t], b, h, n), gs[t][3], trig.cos_row(hf, i),
                                                  trig.sin_row(hf, i), dangle.data() + (hf * count + i) * half, half);
       };
-      for_rows_in_memory_order(xs, p, count, add);
-      double* acc = partial.data() + blk * per_block;
+      for_rows_in_memory_order(xs, p, entries.begin, entries.end, count, add);
+      double* acc = partial.data() + item * per_block;
       for (int64_t hf = 0; hf < Hf; ++hf)
         for (int64_t i = 0; i < count; ++i) {
           const T* d = dangle.data() + (hf * count + i) * half;
+          const T* pt = rope_token_positions(pos, p, entries.begin, g0 + i);
           for (int64_t a = 0; a < A; ++a) {
-            const double t = static_cast<double>(pos[A * (g0 + i) + a]);
+            const double t = static_cast<double>(pt[a]);
             double* row = acc + rope_freq_index(p, a, hf, 0);
             for (int64_t j = 0; j < half; ++j) row[j] += static_cast<double>(d[j]) * t;
           }
@@ -193,7 +209,7 @@ static void run(const at::Tensor& grad_q, const at::Tensor& grad_k, const at::Te
   T* out = grad_freqs.data_ptr<T>();
   for (int64_t e = 0; e < per_block; ++e) {
     double sum = 0.0;
-    for (int64_t blk = 0; blk < blocks; ++blk) sum += partial[blk * per_block + e];
+    for (int64_t item = 0; item < items; ++item) sum += partial[item * per_block + e];
     out[e] = static_cast<T>(sum);
   }
 }

@@ -1,7 +1,7 @@
 // CUDA RoPE (1 to 3 position axes), one launch for q and k. A thread owns one rotated pair (token n, head h, pair j): threads run
 // along the pairs, i.e. along the contiguous head_dim, so loads and stores are coalesced. It computes its
-// angle once (rope.h, opmath T) and rotates that pair of q and k for a few batch entries (grid.y strides the
-// batch). The frequency gradient: one block per frequency (hf, j) sums its (b, h, n) terms in a fixed order
+// angle once (rope.h, opmath T; once per entry for per-entry positions) and rotates that pair of q and k for a few
+// batch entries (grid.y strides the batch). The frequency gradient: one block per frequency (hf, j) sums its (b, h, n) terms in a fixed order
 // per thread, then a fixed shared-memory tree: deterministic, no atomics, double accumulation.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -40,9 +40,14 @@ __global__ void rope_2d_kernel(const scalar_t* q, const scalar_t* k,  // may ali
     c1 = c0 + 1;
   }
   const bool prefix = n < p.num_prefix_tokens || !rotated;  // copied as they are
+  const int64_t g = n - p.num_prefix_tokens, hf = p.freq_heads > 1 ? h : 0;
   T c = T(1), s = T(0);
-  if (!prefix) rope_sincos<T>(rope_angle<T>(pos, freqs, p, n - p.num_prefix_tokens, p.freq_heads > 1 ? h : 0, j), s, c);
+  const auto turn = [&](int64_t b) {
+    rope_sincos<T>(rope_angle<T>(rope_token_positions(pos, p, b, g), freqs, p, hf, j), s, c);
+  };
+  if (!prefix && p.pos_batch == 1) turn(0);  // one angle for the whole batch
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    if (!prefix && p.pos_batch > 1) turn(b);
     const scalar_t* src[2] = {q + b * p.q_stride[0] + h * p.q_stride[1] + n * p.q_stride[2],
                               k + b * p.k_stride[0] + h * p.k_stride[1] + n * p.k_stride[2]};
     scalar_t* dst[2] = {out_q + b * p.oq_stride[0] + h * p.oq_stride[1] + n * p.oq_stride[2],
@@ -82,8 +87,9 @@ __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_
   for (int64_t it = threadIdx.x; it < items; it += blockDim.x) {
     const int64_t g = it % grid, bh = it / grid, hh = bh % heads_here, b = bh / heads_here;
     const int64_t h = Hf > 1 ? hf : hh, n = g + p.num_prefix_tokens;
+    const T* t_pos = rope_token_positions(pos, p, b, g);
     T c, s;
-    rope_sincos<T>(rope_angle<T>(pos, freqs, p, g, hf, j), s, c);
+    rope_sincos<T>(rope_angle<T>(t_pos, freqs, p, hf, j), s, c);
     const scalar_t* xr[2] = {q + b * p.q_stride[0] + h * p.q_stride[1] + n * p.q_stride[2],
                              k + b * p.k_stride[0] + h * p.k_stride[1] + n * p.k_stride[2]};
     const scalar_t* gr[2] = {grad_q + b * p.oq_stride[0] + h * p.oq_stride[1] + n * p.oq_stride[2],
@@ -95,7 +101,7 @@ __global__ void rope_2d_freqs_backward_kernel(const scalar_t* __restrict__ grad_
       d += static_cast<double>(rope_angle_grad<T>(static_cast<T>(xr[t][c0 * xd[t]]), static_cast<T>(xr[t][c1 * xd[t]]),
                                                   static_cast<T>(gr[t][c0 * gd[t]]), static_cast<T>(gr[t][c1 * gd[t]]),
                                                   c, s));
-    for (int64_t a = 0; a < p.axes; ++a) acc[a] += d * static_cast<double>(pos[p.axes * g + a]);
+    for (int64_t a = 0; a < p.axes; ++a) acc[a] += d * static_cast<double>(t_pos[a]);
   }
   for (int64_t a = 0; a < kRopeMaxAxes; ++a) red[a][threadIdx.x] = acc[a];
   __syncthreads();

@@ -69,10 +69,13 @@ def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
     """``posext::rope_2d``: q and k with every grid token's pairs rotated by sum_a t_a * f_a (1 to 3 axes);
     prefix tokens kept. layout 0: [B, H, N, D], 1: [B, N, H, D]; pairs 0: interleaved (2p, 2p + 1), 1:
     halves."""
-    angle = None  # [Hf, M, D/2]: sum over the axes a of positions[:, a] * freqs[a]
+    # angle [Hf, M, D/2] ([B, Hf, M, D/2] per entry): sum over the axes a of positions[..., a] * freqs[a]
+    angle = None
+    per_entry = len(positions.shape) == 3
     for axis in range(positions.shape[-1]):
         freq = op.Transpose(slice_axis(freqs, axis, axis + 1, 0), perm=[1, 0, 2])  # [Hf, 1, D/2]
-        term = op.Mul(slice_axis(positions, axis, axis + 1, 1), freq)  # [M, 1] * [Hf, 1, D/2]
+        t = slice_axis(positions, axis, axis + 1, 2 if per_entry else 1)  # [M, 1] or [B, M, 1]
+        term = op.Mul(unsqueeze(t, 1) if per_entry else t, freq)  # times [Hf, 1, D/2]
         angle = term if angle is None else op.Add(angle, term)
     cos, sin = op.Cos(angle), op.Sin(angle)
     head_dim = q.shape[-1]
