@@ -12,7 +12,8 @@ else from posext's differentiable resample op (HF adds it in ``forward``, so the
 
 Variable-resolution towers (SigLIP2 NaFlex's ``Siglip2VisionEmbeddings``, Qwen3-VL's ``Qwen3VLVisionModel``)
 get all their images' position rows from one ``posext.resample_varlen`` call; see
-:mod:`posext.integrations.varlen_hf`.
+:mod:`posext.integrations.varlen_hf`. The vision RoPE of the Qwen2-VL, Qwen2.5-VL and Qwen3-VL towers and of
+DINOv3 ViT runs as one fused ``posext.apply_rope`` per block; see :mod:`posext.integrations.rope_hf`.
 """
 from typing import Optional
 
@@ -22,7 +23,7 @@ from torch import nn
 from ..cache import PosEmbedCache
 from ..compat._common import pair
 from ..compat.hf import interpolate_pos_encoding
-from . import varlen_hf
+from . import rope_hf, varlen_hf
 from ._patching import cache_of, patch_all, unpatch_modules
 
 # class name -> (attribute path of the table, prefix tokens, antialias, upcast)
@@ -92,8 +93,10 @@ def accelerate(model: nn.Module, *, cache: Optional[PosEmbedCache] = None, max_e
                if isinstance(m, classes)
                and any(type(m).interpolate_pos_encoding is c.interpolate_pos_encoding for c in classes)]
     targets += varlen_hf.targets(model)
+    targets += rope_hf.targets(model)
     return patch_all(model, targets, cache, max_entries,
-                     "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings or SigLIP2 / Qwen3-VL vision tower")
+                     "HF ViT / CLIP / SigLIP / Dinov2 vision embeddings, SigLIP2 / Qwen-VL vision tower or "
+                     "DINOv3 RoPE")
 
 
 def unpatch(model: nn.Module) -> nn.Module:
