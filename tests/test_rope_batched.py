@@ -155,3 +155,22 @@ def test_errors_name_the_argument(backend, call, message):
     q, k, positions, cu = _packed_case([5, 9], 0)
     with pytest.raises(ValueError, match=message):
         call(q, k, positions, torch.randn(3, 1, 6, dtype=torch.float64), cu)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("head_dim", [64, 72, 80, 96, 128])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 5e-5), (torch.bfloat16, 2e-2)])
+def test_vision_head_sizes(backend, device, head_dim, dtype, tol):
+    """The head sizes of ViT-B/L (64), Qwen-VL (80), SigLIP-So400m (72), EVA / InternViT (96, 128): axial
+    frequencies, a class token, both pair layouts, against the float64 reference of the rounded inputs."""
+    gen = torch.Generator().manual_seed(head_dim)
+    q, k = (torch.randn(2, 3, 1 + 7 * 9, head_dim, generator=gen).to(dtype) for _ in range(2))
+    freqs = posext.rope_axial_freqs(head_dim, theta=10000.0)
+    positions = posext.rope_positions_2d((7, 9))
+    for pair_layout in ("interleaved", "half"):
+        got = posext.apply_rope(q.to(device), k.to(device), positions.to(device), freqs.to(device),
+                                pair_layout=pair_layout)
+        want = reference(q, k, positions, freqs, 1, "bhnd", pair_layout)
+        for g, w in zip(got, want):
+            assert g.dtype == dtype
+            torch.testing.assert_close(g.cpu().double(), w, rtol=tol, atol=tol)
