@@ -20,6 +20,7 @@ from .io import (
     replace_state_dicts,
     save_checkpoint,
 )
+from .manifest import Manifest, settings_digest, split_done
 from .reporting import check_report_path, failure_reason, write_report
 from .signals import Interrupted, raise_if_stopping, stop_on_signals
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
@@ -114,6 +115,12 @@ def add_parsers(sub) -> None:
                         help="allow arbitrary pickles (trusted files!)")
     resize.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
     resize.add_argument("--json", metavar="REPORT", help="write a JSON report")
+    resize.add_argument("--manifest", metavar="FILE",
+                        help="append one JSON line per finished file to FILE as it finishes (a journal to "
+                             "resume from)")
+    resize.add_argument("--skip-existing", action="store_true",
+                        help="skip files the --manifest records as written with these settings whose "
+                             "target is unchanged since")
     resize.set_defaults(func=run_resize)
 
 
@@ -267,6 +274,11 @@ def run_resize(args) -> int:
         raise SystemExit(f"posext resize: --workers must be >= 1, got {args.workers}")
     if args.json:
         check_report_path("resize", args.json)
+    if args.skip_existing and not args.manifest:
+        raise SystemExit("posext resize: --skip-existing needs --manifest FILE (the record of finished "
+                         "files)")
+    if args.manifest:
+        check_report_path("resize", args.manifest, "--manifest")
     if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
         raise SystemExit(f"posext resize: --out {args.out} exists and is not a folder")
     if args.out and is_temp_path(args.out):
@@ -274,7 +286,7 @@ def run_resize(args) -> int:
                          f"({TEMP_PREFIX}*), which later runs may delete; choose another folder")
     found = collect_inputs(args.inputs)
     jobs = [(f, output_path(f, label, args.out, args.in_place, args.suffix)) for f in found.files]
-    conflicts = target_conflicts(jobs, args.in_place, args.out, args.json)
+    conflicts = target_conflicts(jobs, args.in_place, args.out, args.json, args.manifest)
     if conflicts:
         for line in conflicts:
             print(f"posext resize: refused, nothing written: {line}", file=sys.stderr)
@@ -286,11 +298,20 @@ def run_resize(args) -> int:
                    unsafe_pickle=args.unsafe_pickle, dry_run=args.dry_run, drop_optimizer=args.drop_optimizer,
                    in_place=args.in_place)
     reports = {f: None for f in found.files}
+    settings = settings_digest(target, options)
+    if args.skip_existing:
+        jobs, done = split_done(jobs, args.manifest, settings)
+        for f, out in done:
+            reports[f] = _empty_report(f, out, "skipped",
+                                       "complete in the --manifest (same settings, target unchanged)")
     folders = sorted({os.path.dirname(os.path.abspath(t)) for _, t in jobs} | found.folders)
-    progress = _progress(len(jobs), sum(found.sizes.values()))
+    progress = _progress(len(jobs), sum(found.sizes.get(f, 0) for f, _ in jobs))
+    manifest = Manifest(args.manifest, settings) if args.manifest else None
 
     def take(report):
         reports[report["input"]] = report
+        if manifest:
+            manifest.add(report)
         _advance(progress, found.sizes.get(report["input"], 0))
 
     with stop_on_signals():
@@ -312,10 +333,14 @@ def run_resize(args) -> int:
         except (Interrupted, KeyboardInterrupt) as exc:
             if progress:
                 progress.stop()
+            if manifest:
+                manifest.close()
             done = sum(r is not None and r["status"] == "ok" for r in reports.values())
             return _stopped(exc, folders, done, len(jobs))
     if progress:
         progress.stop()
+    if manifest:
+        manifest.close()
     ordered = [reports[f] for f in found.files] + [
         _empty_report(item, None, "failed", reason) for item, reason in found.problems]
     _print_summary(ordered, label, args.dry_run)

@@ -123,9 +123,10 @@ def output_path(path, label, out_dir=None, in_place=False, suffix=None) -> str:
 
 
 def target_conflicts(jobs: List[Tuple[str, str]], in_place: bool, out_dir: Optional[str],
-                     report: Optional[str] = None) -> List[str]:
+                     report: Optional[str] = None, manifest: Optional[str] = None) -> List[str]:
     """One line for each target two inputs share, each target that is an input (its own only with
-    ``in_place``), and a report path that is an input or a target. Empty when the batch is safe to run."""
+    ``in_place``), and a report or manifest path that is an input or a target. Empty when the batch is safe
+    to run."""
     inputs = {entry_id(src): src for src, _ in jobs}
     writers: Dict[Tuple[str, str], List[str]] = {}
     problems = []
@@ -151,10 +152,14 @@ def target_conflicts(jobs: List[Tuple[str, str]], in_place: bool, out_dir: Optio
             problems.append(f"{sources[0]} and {sources[1]}{others} would {'all' if others else 'both'} be "
                             f"written to {target}; resize them to different --out folders "
                             f"or in separate runs")
-    if report is not None:
-        report_id = entry_id(report)
-        if report_id in inputs:
-            problems.append(f"--json {report} would overwrite the input {inputs[report_id]}")
-        elif report_id in writers:
-            problems.append(f"--json {report} would overwrite the result of {writers[report_id][0]}")
+    for flag, path in (("--json", report), ("--manifest", manifest)):
+        if path is None:
+            continue
+        path_id = entry_id(path)
+        if path_id in inputs:
+            problems.append(f"{flag} {path} would overwrite the input {inputs[path_id]}")
+        elif path_id in writers:
+            problems.append(f"{flag} {path} would overwrite the result of {writers[path_id][0]}")
+    if report is not None and manifest is not None and entry_id(report) == entry_id(manifest):
+        problems.append(f"--json and --manifest are one file ({report}); give them different names")
     return problems

@@ -19,15 +19,15 @@ def failure_reason(exc: Exception) -> str:
     return one_line(f"{type(exc).__name__}: {exc}")
 
 
-def check_report_path(command, path):
-    """Refuse an unusable --json before any work, so the report cannot fail after a long run."""
+def check_report_path(command, path, flag="--json"):
+    """Refuse an unusable --json (or --manifest) before any work, so it cannot fail after a long run."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise SystemExit(f"posext {command}: --json {path} is a folder; give the report's file name")
+        raise SystemExit(f"posext {command}: {flag} {path} is a folder; give the report's file name")
     if not os.path.isdir(folder):
-        raise SystemExit(f"posext {command}: --json {path}: the folder {folder} does not exist")
+        raise SystemExit(f"posext {command}: {flag} {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise SystemExit(f"posext {command}: --json {path}: the folder {folder} is not writable")
+        raise SystemExit(f"posext {command}: {flag} {path}: the folder {folder} is not writable")
 
 
 def write_report(command, path, obj) -> bool:
