@@ -4,7 +4,7 @@ from .cache import CacheStats, PosEmbedCache
 from .factorized import factorized_pos_embed
 from .resample import add_pos_embed, resample
 from .rope import Rope2d, apply_rope_2d, rope_axial_freqs, rope_mixed_freqs, rope_positions, rope_positions_2d
-from .rope_axes import apply_rope, rope_section_freqs
+from .rope_axes import apply_rope, rope_section_freqs, rope_vjepa2_freqs
 from .rope_windows import rope_window_order
 from .sincos import CONVENTIONS, sincos_1d, sincos_2d
 from .varlen import add_pos_embed_varlen, resample_varlen
@@ -14,4 +14,4 @@ __all__ = ["backend", "info", "PosEmbedCache", "CacheStats", "factorized_pos_emb
            "resample_varlen", "add_pos_embed_varlen",
            "add_pos_embed", "sincos_1d", "sincos_2d", "CONVENTIONS", "apply_rope_2d", "Rope2d",
            "rope_axial_freqs", "rope_mixed_freqs", "rope_positions", "rope_positions_2d", "apply_rope",
-           "rope_section_freqs", "rope_window_order"]
+           "rope_section_freqs", "rope_vjepa2_freqs", "rope_window_order"]

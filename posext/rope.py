@@ -35,6 +35,7 @@ from .varlen import _check_merge, _grid_sizes  # the grid_sizes vocabulary of re
 PAIR_LAYOUTS = {"interleaved": 0, "half": 1}
 LAYOUTS = {"bhnd": 0, "bnhd": 1}
 POSITION_MODES = ("index", "normalized")
+NORMALIZE_COORDS = ("separate", "min", "max")
 Size = Union[int, Tuple[int, int]]
 
 
@@ -94,26 +95,41 @@ def rope_mixed_freqs(head_dim: int, num_heads: int, *, theta: float = 10.0,
 
 
 def rope_positions_2d(grid_size: Size, *, mode: str = "index", ref_grid_size: Optional[Size] = None,
+                      offset: float = 0.0, normalize_coords: str = "separate",
                       dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """Token positions ``[H*W, 2]`` (x, y) of a row-major (H, W) grid.
 
     mode="index": integers t_x = i % W, t_y = i // W (RoPE-ViT); with ``ref_grid_size=(Hr, Wr)`` rescaled to
     the reference grid, t_x * Wr / W and t_y * Hr / H (EVA-02 / timm ``ref_feat_shape``).
     mode="normalized": centred coordinates in (-1, 1), c = 2 (j + 0.5) / S - 1 with S = W for x and H for y
-    (DINOv3 ``normalize_coords='separate'``).
+    (DINOv3 ``normalize_coords='separate'``); ``normalize_coords="min"`` / ``"max"`` divide both axes by
+    min(H, W) / max(H, W) instead (DINOv3's other modes: with "min" the longer axis reaches past (-1, 1), with
+    "max" the shorter one stays inside it).
+    offset: added to the index j before any rescaling, t = (j + offset) * Wr / W, or c = 2 (j + 0.5 + offset)
+    / S - 1 (timm's ``grid_offset``; the Perception Encoder models use 1).
     """
     h, w = _checks.grid_pair("grid_size", grid_size)
     _checks.result_size(lambda: f"grid_size={grid_size!r}", (h * w, 2), torch.float64, device)
     if not isinstance(mode, str) or mode not in POSITION_MODES:
         raise ValueError(f"mode must be one of {list(POSITION_MODES)}, got {mode!r}")
     _checks.float_dtype("dtype", dtype)
-    ys = torch.arange(h, dtype=torch.float64, device=device)
-    xs = torch.arange(w, dtype=torch.float64, device=device)
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)):
+        raise TypeError(f"offset must be a number, got {type(offset).__name__} ({offset!r})")
+    if not math.isfinite(offset):
+        raise ValueError(f"offset must be finite, got {offset}")
+    if normalize_coords not in NORMALIZE_COORDS:
+        raise ValueError(f"normalize_coords must be one of {list(NORMALIZE_COORDS)}, "
+                         f"got {normalize_coords!r}")
+    if mode != "normalized" and normalize_coords != "separate":
+        raise ValueError(f"normalize_coords={normalize_coords!r} applies to mode='normalized' only")
+    ys = torch.arange(h, dtype=torch.float64, device=device) + offset
+    xs = torch.arange(w, dtype=torch.float64, device=device) + offset
     if mode == "normalized":
         if ref_grid_size is not None:
             raise ValueError("ref_grid_size applies to mode='index' only "
                              "(normalized positions are scale-free)")
-        ys, xs = 2 * (ys + 0.5) / h - 1, 2 * (xs + 0.5) / w - 1
+        dh, dw = {"separate": (h, w), "min": (min(h, w),) * 2, "max": (max(h, w),) * 2}[normalize_coords]
+        ys, xs = 2 * (ys + 0.5) / dh - 1, 2 * (xs + 0.5) / dw - 1
     elif ref_grid_size is not None:
         rh, rw = _checks.grid_pair("ref_grid_size", ref_grid_size)
         ys, xs = ys / h * rh, xs / w * rw

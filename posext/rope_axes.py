@@ -107,6 +107,56 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, freqs:
     return (q, k) if inplace else (rq.view(q.shape), rk.view(k.shape))
 
 
+def rope_vjepa2_freqs(head_dim: int, *, theta: float = 10000.0, exact_compat: bool = True,
+                      dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """V-JEPA 2's 3-D RoPE over (t, h, w) as frequencies for ``apply_rope`` (interleaved pairs).
+
+    V-JEPA 2 splits ``head_dim = D`` into three blocks of ``d = 2 * ((D // 3) // 2)`` channels, t (frame)
+    first, then h (row), then w (column); the last ``D - 3d`` channels pass unrotated, which ``apply_rope``
+    does for freqs of ``R/2 = 3d/2`` pairs (partial RoPE). Within a block of ``m = d/2`` pairs the pair
+    ``(2p, 2p+1)`` has ``w_p = theta^(-p/m)``. Positions are ``[N, 3]`` (t, h, w) per token, frame-major then
+    row-major: ``t = i // (H W)``, ``h = (i // W) % H``, ``w = i % W`` (the spatial part is
+    ``rope_positions([(T, H, W)])`` with its columns swapped: that gives (x, y) = (w, h)). The original
+    code also rescales h and w by ``grid_size / H`` and ``grid_size / W`` (as ``ref_grid_size``); HF's port
+    uses the grid of its config as is.
+
+    ``exact_compat=False``: ``[3, 1, 3m]`` -- a true rotation of each pair by ``t_a * w_p``, the corrected
+    form of the model (facebookresearch/vjepa2 pull request 15); use it for models trained that way.
+
+    ``exact_compat=True`` (the released checkpoints, HF ``VJEPA2RopeAttention``): the model spreads each
+    block's m frequencies over its 2m channels as ``[w_0 .. w_{m-1}, w_0 .. w_{m-1}]`` but pairs adjacent
+    channels, so channel c of a block turns by ``w_{c mod m}``: the two channels of one pair see *different*
+    frequencies (and pairs p and p + m/2 repeat each other). That map is not a rotation, so no single
+    frequency tensor reproduces it; this returns ``[2, 3, 1, 3m]``: ``[0]`` the frequencies of every pair's
+    even channel, ``[1]`` of its odd channel. Rotate with each and keep the matching channels::
+
+        even, odd = rope_vjepa2_freqs(D)
+        q_even, k_even = apply_rope(q, k, positions, even)
+        q_odd, k_odd = apply_rope(q, k, positions, odd)
+        q_even[..., 1::2], k_even[..., 1::2] = q_odd[..., 1::2], k_odd[..., 1::2]  # the model's q and k
+
+    Frequencies are computed in float64 and rounded once to ``dtype``.
+    """
+    head_dim = _checks.positive_int("head_dim", head_dim)
+    block = 2 * ((head_dim // 3) // 2)
+    if block == 0:
+        raise ValueError(f"head_dim must be >= 6 (three axis blocks of 2 * ((head_dim // 3) // 2) >= 2 "
+                         f"channels), got {head_dim}")
+    theta = _checks.positive_float("theta", theta)
+    exact_compat = _checks.flag("exact_compat", exact_compat)
+    _checks.float_dtype("dtype", dtype)
+    m = block // 2
+    w = theta ** (-torch.arange(m, dtype=torch.float64) / m)
+    local = torch.arange(m)  # pair index within its axis block
+    per_pair = [w[(2 * local) % m], w[(2 * local + 1) % m]] if exact_compat else [w]
+    out = torch.zeros(len(per_pair), 3, 1, 3 * m, dtype=torch.float64)
+    for i, f in enumerate(per_pair):
+        for axis in range(3):
+            out[i, axis, 0, axis * m:(axis + 1) * m] = f
+    out = out if exact_compat else out[0]
+    return out.to(dtype=dtype, device=device)
+
+
 def _describe(x):
     return f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
 
@@ -148,4 +198,4 @@ def _packed_positions(positions, cu_seqlens, total, prefix):
     return positions.new_zeros(total, positions.shape[1]).masked_scatter(is_grid, positions)
 
 
-__all__ = ["apply_rope", "rope_section_freqs", "SECTION_LAYOUTS"]
+__all__ = ["apply_rope", "rope_section_freqs", "rope_vjepa2_freqs", "SECTION_LAYOUTS"]
