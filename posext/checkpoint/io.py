@@ -10,6 +10,7 @@ import argparse
 import os
 import stat
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -120,7 +121,12 @@ def load_checkpoint(path: str, *, unsafe_pickle: bool = False) -> Checkpoint:
 
 
 def _load_torch(path, unsafe_pickle):
-    return state_dicts_of(torch_load(path, unsafe_pickle), path)
+    # Memory-mapped where the format allows (torch.save's zip format): tensors the resize does not touch stay
+    # file-backed pages that torch.save copies out again, so memory follows the position tables, not the
+    # checkpoint. Older non-zip pickles cannot be mapped and are loaded whole.
+    with open(path, "rb") as f:
+        mappable = zipfile.is_zipfile(f)
+    return state_dicts_of(torch_load(path, unsafe_pickle, mmap=mappable), path)
 
 
 def _load_safetensors(path):
