@@ -107,6 +107,9 @@ def add_parsers(sub) -> None:
     where.add_argument("--in-place", action="store_true", help="replace each input (atomically)")
     resize.add_argument("--suffix", help="file-name suffix when writing next to the input (default _HxW)")
     resize.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    resize.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the files as tasks on a dask.distributed cluster: a scheduler address "
+                             "(tcp://host:8786) or local[:N] (a LocalCluster of N processes)")
     resize.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to resample")
     resize.add_argument("--drop-optimizer", action="store_true",
                         help="remove the whole optimizer state "
@@ -274,6 +277,13 @@ def run_resize(args) -> int:
         raise SystemExit(f"posext resize: --workers must be >= 1, got {args.workers}")
     if args.json:
         check_report_path("resize", args.json)
+    if args.cluster:
+        from .cluster import check_address
+
+        check_address(args.cluster)
+        if args.workers > 1:
+            raise SystemExit("posext resize: --cluster runs the files on the cluster's workers; drop "
+                             "--workers")
     if args.skip_existing and not args.manifest:
         raise SystemExit("posext resize: --skip-existing needs --manifest FILE (the record of finished "
                          "files)")
@@ -319,7 +329,14 @@ def run_resize(args) -> int:
             if not args.dry_run:
                 for folder in folders:  # temp folders of killed runs, never anything else
                     remove_leftovers(folder)
-            if args.workers > 1 and len(jobs) > 1:
+            if args.cluster and jobs:
+                from .cluster import run_on_cluster
+
+                run_on_cluster(jobs, args.cluster, target, options, take,
+                               lambda path, out, reason: _empty_report(path, out, "failed", reason))
+                for folder in folders:  # what a worker that died mid-file left
+                    remove_leftovers(folder)
+            elif args.workers > 1 and len(jobs) > 1:
                 from .workers import run_jobs
 
                 run_jobs(jobs, args.workers, target, options, take,
