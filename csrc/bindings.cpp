@@ -14,6 +14,14 @@ TORCH_LIBRARY(posext, m) {
         "int[] bands, int freq_denominator_offset, *, Tensor(a!) out) -> ()");
   m.def("sincos_1d(Tensor positions, int embed_dim, float temperature, ScalarType dtype) -> Tensor");
   m.def("sincos_1d_out(Tensor positions, int embed_dim, float temperature, *, Tensor(a!) out) -> ()");
+  // 3-D (video) tables [P + T*H*W, D], tokens row-major (t, h, w). `bands`: per band (axis * 2 + is_cos, width,
+  // frequency count), axis 0 = t, 1 = h, 2 = w; empty: interleaved sin/cos over the flat token index. `scales`:
+  // position divisors of t, h, w; float32_positions: scaled positions rounded to float32 (diffusers' grids).
+  m.def("sincos_3d(int embed_dim, SymInt depth, SymInt height, SymInt width, int num_prefix_tokens, "
+        "float temperature, int[] bands, float[] scales, bool float32_positions, ScalarType dtype, Device device) "
+        "-> Tensor");
+  m.def("sincos_3d_out(int embed_dim, SymInt depth, SymInt height, SymInt width, int num_prefix_tokens, "
+        "float temperature, int[] bands, float[] scales, bool float32_positions, *, Tensor(a!) out) -> ()");
   // Grid resampling of [B, P + H*W, C] tokens. mode: 0 nearest, 1 bilinear, 2 bicubic; scale_h/w <= 0: none
   // (kernel scale in/out), else the user's scale_factor (kernel scale 1/sf, as F.interpolate).
   m.def("resample(Tensor input, int old_h, int old_w, SymInt new_h, SymInt new_w, int num_prefix_tokens, "

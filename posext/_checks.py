@@ -50,6 +50,18 @@ def grid_pair(name: str, value):
     return positive_int(f"{name}[0] (H)", h), positive_int(f"{name}[1] (W)", w)
 
 
+def grid_triple(name: str, value):
+    """An int n -> (n, n, n); a triple (T, H, W) -> (T, H, W); all > 0."""
+    if is_int(value):
+        value = (value, value, value)
+    try:
+        t, h, w = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a (T, H, W) triple, got {value!r}") from None
+    return (positive_int(f"{name}[0] (T)", t), positive_int(f"{name}[1] (H)", h),
+            positive_int(f"{name}[2] (W)", w))
+
+
 def float_dtype(name: str, dtype) -> torch.dtype:
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be one of float64, float32, float16, bfloat16, got {dtype}")

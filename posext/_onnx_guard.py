@@ -44,7 +44,7 @@ def _translation_table():
 
 # Ops posext.onnx does not translate (they write into their inputs), and the call that exports instead.
 _IN_PLACE = {"rope_2d_": "apply_rope_2d(..., inplace=False)", "sincos_2d_out": "sincos_2d(...) without out=",
-             "sincos_1d_out": "sincos_1d(...) without out="}
+             "sincos_1d_out": "sincos_1d(...) without out=", "sincos_3d_out": "sincos_3d(...) without out="}
 
 
 def refuse_untranslated(op_name: str) -> None:

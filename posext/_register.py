@@ -52,6 +52,18 @@ def _sincos_1d_out_fake(positions, embed_dim, temperature, *, out):
     return None
 
 
+@_forward_fake("sincos_3d")
+def _sincos_3d_fake(embed_dim, depth, height, width, num_prefix_tokens, temperature, bands, scales,
+                    float32_positions, dtype, device):
+    return torch.empty((num_prefix_tokens + depth * height * width, embed_dim), dtype=dtype, device=device)
+
+
+@_forward_fake("sincos_3d_out")
+def _sincos_3d_out_fake(embed_dim, depth, height, width, num_prefix_tokens, temperature, bands, scales,
+                        float32_positions, *, out):
+    return None
+
+
 @_forward_fake("resample")
 def _resample_fake(tokens, old_h, old_w, new_h, new_w, num_prefix_tokens, mode, antialias, align_corners,
                    scale_h, scale_w):

@@ -132,6 +132,18 @@ def sincos(d: Driver):
         return buf[1]
 
     d.check("sincos_2d", "out= slice", into_slice)
+    for conv, dim in [("vjepa", 8), ("vjepa", 136), ("vjepa_uniform", 1), ("vjepa_uniform", 130),
+                      ("cogvideox", 16), ("cogvideox", 144), ("videomae", 3), ("videomae", 129)]:
+        for grid, prefix in [((1, 1, 1), 0), ((3, 1, 7), 5), ((2, 13, 3), 1)]:
+            for dtype in (torch.float32, torch.bfloat16) if dim > 128 else (torch.float32,):
+                d.check("sincos_3d", f"{conv} D={dim} {grid} P={prefix} {dtype}",
+                        lambda device, c=conv, g=grid, p=prefix, dt=dtype, n=dim: posext.sincos_3d(
+                            n, g, convention=c, num_prefix_tokens=p, dtype=dt, device=device), dtype=dtype)
+    # more grid lines than one launch grid holds (w, flat index), a line longer than one chunk (t)
+    for conv, dim, grid in [("vjepa", 8, (1, 1, 70000)), ("videomae", 2, (2, 7, 5001)),
+                            ("vjepa", 8, (2, 300, 300))]:
+        d.check("sincos_3d", f"{conv} D={dim} {grid}", lambda device, c=conv, n=dim, g=grid: posext.sincos_3d(
+            n, g, convention=c, num_prefix_tokens=1, device=device))
     for m, dim, pdtype, stride in [(0, 6, torch.float32, 1), (1, 2, torch.float64, 1),
                                    (37, 130, torch.int64, 2), (2_200_000, 2, torch.float32, 1)]:
         pos = ((torch.rand(m * stride, generator=d.gen, dtype=torch.float64) * 300).to(pdtype)

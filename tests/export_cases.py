@@ -75,6 +75,18 @@ class SinCos1d(torch.nn.Module):
         return posext.sincos_1d(c, torch.arange(h * w, dtype=torch.float32) * 0.5)
 
 
+class SinCos3d(torch.nn.Module):
+    """A video table over (2 frames, h, w): the frames are the batch dim of ``feat``."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, feat):
+        b, h, w, c = feat.shape
+        return posext.sincos_3d(c, (b, h, w), **self.kwargs)
+
+
 class Rope(torch.nn.Module):
     def __init__(self, freqs, **kwargs):
         super().__init__()
@@ -227,6 +239,12 @@ CASES = {
     "sincos_2d timm + class row": Case(SinCos2d(convention="timm", num_prefix_tokens=1),
                                        lambda h, w: (_feat(h, w),), _feat_shapes(), "sincos_2d"),
     "sincos_1d": Case(SinCos1d(), lambda h, w: (_feat(h, w),), _feat_shapes(), "sincos_1d"),
+    "sincos_3d vjepa + class row": Case(SinCos3d(num_prefix_tokens=1), lambda h, w: (_feat(h, w),),
+                                        _feat_shapes(), "sincos_3d"),
+    "sincos_3d cogvideox scaled": Case(SinCos3d(convention="cogvideox", spatial_interpolation_scale=1.875),
+                                       lambda h, w: (_feat(h, w),), _feat_shapes(), "sincos_3d"),
+    "sincos_3d videomae": Case(SinCos3d(convention="videomae"), lambda h, w: (_feat(h, w),), _feat_shapes(),
+                               "sincos_3d"),
     "rope axial bhnd interleaved": Case(Rope(posext.rope_axial_freqs(16)), _qk("bhnd"), _qk_shapes("bhnd"),
                                         "rope_2d"),
     "rope mixed bnhd half": Case(Rope(posext.rope_mixed_freqs(16, 3), layout="bnhd", pair_layout="half"),

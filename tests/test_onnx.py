@@ -183,7 +183,7 @@ def test_every_op_onnx_at_every_size(tmp_path, name):
 def test_translation_table_covers_every_forward_op():
     table = posext.onnx.translation_table()
     ops = {"resample", "resample_add", "resample_varlen", "resample_varlen_add", "sincos_2d", "sincos_1d",
-           "rope_2d", "factorized_add"}
+           "sincos_3d", "rope_2d", "factorized_add"}
     assert set(table) == {getattr(torch.ops.posext, name).default for name in ops}
 
 

@@ -22,12 +22,19 @@ def _samples(device):
     pos_fact = torch.tensor([[-1.0, -1.0]] + [[x, y] for y in range(2) for x in range(3)],
                             dtype=torch.float64, device=device)
     bands = [0, 1, 2, 3]
+    bands_3d = [0, 2, 2, 1, 2, 2, 4, 3, 3, 5, 3, 3, 2, 3, 3, 3, 3, 3]  # cogvideox, D = 16
     return [
         ("sincos_2d", ops.sincos_2d, (8, 3, 4, 1, 1e4, bands, 0, torch.float32, torch.device(device)), {}),
         ("sincos_2d_out", ops.sincos_2d_out, (8, 3, 4, 1, 1e4, bands, 0),
          {"out": torch.empty(13, 8, device=device)}),
         ("sincos_1d", ops.sincos_1d, (t(7), 8, 1e4, torch.float32), {}),
         ("sincos_1d_out", ops.sincos_1d_out, (t(7), 8, 1e4), {"out": torch.empty(7, 8, device=device)}),
+        ("sincos_3d", ops.sincos_3d, (16, 2, 3, 2, 1, 1e4, bands_3d, [1.0, 1.875, 1.875], True, torch.float32,
+                                      torch.device(device)), {}),
+        ("sincos_3d interleaved", ops.sincos_3d, (7, 2, 3, 2, 0, 1e4, [], [1.0] * 3, False, torch.float64,
+                                                  torch.device(device)), {}),
+        ("sincos_3d_out", ops.sincos_3d_out, (16, 2, 3, 2, 1, 1e4, bands_3d, [1.0] * 3, False),
+         {"out": torch.empty(13, 16, device=device)}),
         ("resample", ops.resample, (t(2, 1 + 16, 5, grad=True), 4, 4, 6, 3, 1, 2, True, False, 0.0, 0.0), {}),
         ("resample scale_factor", ops.resample,
          (t(2, 16, 5, grad=True), 4, 4, 6, 6, 0, 1, False, False, 1.5, 1.5), {}),

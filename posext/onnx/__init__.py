@@ -11,7 +11,8 @@ time, so one exported file serves every resolution with ``dynamic_shapes``:
   on every runtime, while Resize's result rests on each runtime's reading of its cubic coefficient, antialias
   and ``exclude_outside`` attributes.
 * ``resample_varlen`` / ``resample_varlen_add`` (``_varlen.py``): the same weights per result row.
-* ``sincos_2d``, ``sincos_1d``, ``rope_2d``, ``factorized_add`` (``_tables.py``): their formulas.
+* ``sincos_2d``, ``sincos_1d``, ``sincos_3d``, ``rope_2d``, ``factorized_add`` (``_tables.py``): their
+  formulas.
 
 Exporting without the table fails, naming the op and the two ways to export, rather than writing other
 numbers (``posext._onnx_guard``). Needs the ``onnx`` and ``onnxscript`` packages (``onnxruntime`` to run the
@@ -40,6 +41,7 @@ def translation_table() -> Dict[Callable, Callable]:
         ops.resample_varlen_add.default: _varlen.resample_varlen_add,
         ops.sincos_2d.default: _tables.sincos_2d,
         ops.sincos_1d.default: _tables.sincos_1d,
+        ops.sincos_3d.default: _tables.sincos_3d,
         ops.rope_2d.default: _tables.rope_2d,
         ops.factorized_add.default: _tables.factorized_add,
     }

@@ -1,6 +1,7 @@
-"""ONNX translations of the table ops: ``sincos_2d``, ``sincos_1d``, ``rope_2d`` and ``factorized_add``, each
-the formula of its PyTorch contract (``posext.sincos``, ``posext.rope``, ``posext.factorized``) in ONNX
-operators, in the same types (sin-cos in float64, rounded once; RoPE and factorized sums in opmath)."""
+"""ONNX translations of the table ops: ``sincos_2d``, ``sincos_1d``, ``sincos_3d``, ``rope_2d`` and
+``factorized_add``, each the formula of its PyTorch contract (``posext.sincos``, ``posext.sincos3d``,
+``posext.rope``, ``posext.factorized``) in ONNX operators, in the same types (sin-cos in float64, rounded
+once; RoPE and factorized sums in opmath)."""
 import math
 
 import numpy as np
@@ -63,6 +64,53 @@ def sincos_1d(positions, embed_dim, temperature, dtype):
     angle = op.Mul(op.Unsqueeze(op.Cast(positions, to=DOUBLE), const([1], INT64)),
                    op.Unsqueeze(_omega(half, half, temperature), const([0], INT64)))
     return op.Cast(op.Concat(op.Sin(angle), op.Cos(angle), axis=1), to=_onnx_dtype(dtype))
+
+
+def _prefixed(grid, num_prefix_tokens, embed_dim, dtype):
+    grid = op.Cast(grid, to=_onnx_dtype(dtype))
+    if num_prefix_tokens == 0:
+        return grid
+    zeros = op.Cast(op.Constant(value=ir.tensor(np.zeros((num_prefix_tokens, embed_dim)))),
+                    to=_onnx_dtype(dtype))
+    return op.Concat(zeros, grid, axis=0)
+
+
+def _positions_3d(size, scale, float32_positions):
+    """csrc/sincos3d.h position3d: 0 .. size-1 over the scale, rounded to float32 where asked (a float64
+    quotient of two floats rounds as the float32 division would)."""
+    q = op.Cast(op.Range(const(0, INT64), as_int64(size), const(1, INT64)), to=DOUBLE)
+    if float32_positions:
+        q = op.Cast(op.Cast(q, to=ir.DataType.FLOAT), to=DOUBLE)
+        return op.Cast(op.Cast(op.Div(q, const(float(np.float32(scale)), DOUBLE)), to=ir.DataType.FLOAT),
+                       to=DOUBLE)
+    return q if scale == 1.0 else op.Div(q, const(scale, DOUBLE))
+
+
+def sincos_3d(embed_dim, depth, height, width, num_prefix_tokens, temperature, bands, scales,
+              float32_positions, dtype, device=None):
+    """``posext::sincos_3d``: [P + T * H * W, D], tokens (t, h, w) row-major, prefix rows zero; band after
+    band (each along t, h or w), or with no bands the interleaved sin/cos of the flat token index."""
+    sizes = (depth, height, width)
+    if not bands:
+        tokens = op.Mul(as_int64(depth), op.Mul(as_int64(height), as_int64(width)))
+        n = op.Cast(op.Range(const(0, INT64), tokens, const(1, INT64)), to=DOUBLE)
+        divisors = [math.pow(temperature, (2 * (c // 2)) / embed_dim) for c in range(embed_dim)]
+        angle = op.Div(op.Unsqueeze(n, const([1], INT64)),
+                       op.Constant(value=ir.tensor(np.array([divisors], dtype=np.float64))))
+        odd = op.Constant(value=ir.tensor(np.arange(embed_dim)[None, :] % 2 == 1))
+        return _prefixed(op.Where(odd, op.Cos(angle), op.Sin(angle)), num_prefix_tokens, embed_dim, dtype)
+    parts = []
+    for code, band_width, freqs in zip(bands[0::3], bands[1::3], bands[2::3]):
+        axis, is_cos = divmod(code, 2)
+        shape = op.Concat(*[_vector(s) for s in sizes], const([band_width], INT64), axis=0)
+        omega = op.Unsqueeze(_omega(band_width, freqs, temperature), const([0], INT64))
+        angle = op.Mul(op.Unsqueeze(_positions_3d(sizes[axis], scales[axis], float32_positions),
+                                    const([1], INT64)), omega)  # [size, F]
+        value = op.Cos(angle) if is_cos else op.Sin(angle)
+        spread = [a for a in range(3) if a != axis]  # [size, F] -> the axis' place in [T, H, W, F]
+        parts.append(op.Expand(op.Unsqueeze(value, const(spread, INT64)), shape))
+    grid = op.Reshape(op.Concat(*parts, axis=-1), const([-1, embed_dim], INT64))
+    return _prefixed(grid, num_prefix_tokens, embed_dim, dtype)
 
 
 def rope_2d(q, k, positions, freqs, num_prefix_tokens, layout, pairs):
