@@ -25,7 +25,10 @@ TINY = textwrap.dedent("""
 
 
 def _committed(job):
-    with open(os.path.join(ROOT, "benchmarks", "results", f"{job}_cpu_epyc2.json")) as f:
+    """The committed CPU results of ``job`` (named after the machine that measured them)."""
+    folder = os.path.join(ROOT, "benchmarks", "results")
+    name = next(n for n in sorted(os.listdir(folder)) if n.startswith(f"{job}_cpu_") and n.endswith(".json"))
+    with open(os.path.join(folder, name)) as f:
         return json.load(f)["rows"]
 
 
@@ -149,3 +152,124 @@ def test_kernels_plot_leaves_out_the_copy_row(tmp_path):
     assert sorted(drawn) == ["cpu resample fwd: vs timm", "cpu resample fwd: vs torch",
                              "cpu rope_2d fwd: vs timm"]
     assert (tmp_path / "k.png").stat().st_size > 0
+
+
+def _rope_families():
+    """One small case per model family of the rope job's part 2: (family, grids, heads, head_dim)."""
+    seen = {}
+    for family, _, _, heads, head_dim in rope.MODEL_CASES:
+        small = [(1, 4, 6), (1, 2, 2), (2, 2, 4)] if family in rope.QWEN else [(3, 5)]
+        seen.setdefault(family, (family, small, 2, head_dim))
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("family, grids, heads, head_dim", _rope_families(), ids=lambda v: str(v))
+def test_rope_job_paths_compute_one_rotation(family, grids, heads, head_dim):
+    # What part 2 times are the same q and k (and gradients) by every path, at a small size (nothing timed).
+    pytest.importorskip("transformers")
+    paths = rope.model_paths(family, grids, heads, head_dim, torch.float32)
+    assert paths["model"] is not None and paths["model"].__module__ == "posext.bench.rope"
+    q, k = paths["q"], paths["k"]
+    assert not q.is_contiguous()  # views of a fused projection, as the models make them
+    assert q.shape[-1] == head_dim and paths["tokens"] == (q.shape[0] if family in rope.QWEN else q.shape[2])
+    grads = (torch.randn_like(q), torch.randn_like(k))
+
+    def run(name):
+        leaves = (q.detach().requires_grad_(), k.detach().requires_grad_())
+        out = paths[name](*leaves)
+        return out, torch.autograd.grad(out, leaves, grads)
+
+    (want, want_grad) = run("posext")
+    for name in ("rotate", "model", "table"):
+        got, got_grad = run(name)
+        for a, b in zip(got + got_grad, want + want_grad):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    if family not in rope.QWEN:  # the class and register tokens pass unrotated
+        prefix = rope.DINOV3_PREFIX
+        assert torch.equal(want[0][:, :, :prefix], q[:, :, :prefix])
+
+
+def test_rope_job_bfloat16_paths_stay_close():
+    pytest.importorskip("transformers")
+    for family, grids, heads, head_dim in _rope_families():
+        paths = rope.model_paths(family, grids, heads, head_dim, torch.bfloat16)
+        want = paths["posext"](paths["q"], paths["k"])
+        assert want[0].dtype == torch.bfloat16
+        for name in ("model", "table"):
+            for a, b in zip(paths[name](paths["q"], paths["k"]), want):
+                torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=0.07)
+
+
+@pytest.fixture
+def fake_rope_timing(monkeypatch):
+    """The rope job's loops over a tiny case per part, every timing replaced by a constant after a call or
+    the warm-up calls (nothing is timed)."""
+    def fake(fn, args, grad_outputs=None, *, wrt=(), min_time):
+        fn(*args)
+        return 2.0
+
+    monkeypatch.setattr(rope, "timed_ms", fake)
+    monkeypatch.setattr(rope, "blocked_seconds", lambda fn, min_run_time: 0.002)
+    monkeypatch.setattr(rope, "CASES", [("tiny", 1, 2, 3, 8)])
+    monkeypatch.setattr(rope, "MODEL_CASES", [("Qwen2-VL", "4x4", [(1, 4, 4)], 2, 8),
+                                              ("DINOv3 ViT-L", "2x3", [(2, 3)], 2, 8)])
+    return fake
+
+
+def test_rope_job_rows_hold_both_parts(fake_rope_timing):
+    pytest.importorskip("transformers")
+    rows = rope.run(["cpu"])
+    assert len(rows) == rope.plan(["cpu"])[0] == 2 * 2 * 2 + 2 * 2 * 2
+    timm_rows, model_rows = rows[:8], rows[8:]
+    assert all(r.get("x_model") is None and "table_ms" not in r for r in timm_rows)
+    assert {r["case"] for r in model_rows} == {"Qwen2-VL 4x4", "DINOv3 ViT-L 2x3"}
+    assert {r["family"] for r in model_rows} == {"Qwen2-VL", "DINOv3 ViT-L"}
+    for r in model_rows:
+        assert {"posext_ms", "rotate_ms", "model_ms", "table_ms", "x_model", "x_table"} <= set(r)
+        assert ("copy_ms" in r) == (r["pass"] == "fwd")  # the memory floor on forward rows
+        assert r["rounds"] == rope.ROUNDS and r["x_model"] == r["x_table"] == 1.0
+        assert r["tokens"] == (16 if r["mode"] == "Qwen-VL" else 5 + 6)
+        if r["pass"] == "fwd":
+            assert r["max_diff"] < (1e-5 if r["dtype"] == "float32" else 0.07)
+    table = common.format_table(rows, rope.COLUMNS)
+    for header in ("vs timm", "vs model", "posext rotate ms", "vs table", "rotate / copy", "max abs diff"):
+        assert header in table.split("\n")[0]
+    legend = "\n".join(common.legend_lines(rope.LEGEND, rows))
+    assert "apply_rotary_pos_emb_vision" in legend and "apply_rotary_emb_torch" in legend
+    assert "timm axial = " in legend
+    # without transformers' families only the model column empties
+    assert "model = " not in "\n".join(common.legend_lines(rope.LEGEND, timm_rows))
+
+
+def test_rope_job_without_transformers_keeps_its_own_baselines(fake_rope_timing, monkeypatch):
+    for name in ("transformers", "transformers.models.qwen2_vl.modeling_qwen2_vl",
+                 "transformers.models.dinov3_vit"):
+        monkeypatch.setitem(sys.modules, name, None)
+    rows = rope._model_rows("cpu", quick=False)
+    assert len(rows) == 8 and all(r.get("model_ms") is None and r["x_table"] for r in rows)
+    header = common.format_table(rows, rope.COLUMNS).split("\n")[0]
+    assert "vs table" in header and "vs model" not in header
+
+
+def test_rope_quick_runs_the_smallest_case_of_each_family():
+    quick = rope._model_cases(True)
+    assert [c[0] for c in quick] == list(dict.fromkeys(c[0] for c in rope.MODEL_CASES))
+    assert all(case == next(c for c in rope.MODEL_CASES if c[0] == case[0]) for case in quick)
+
+
+def test_rope_results_cover_every_case_of_both_parts():
+    rows = _committed("rope")
+    assert len(rows) == rope.plan(["cpu"])[0]
+    assert {r["case"] for r in rows if r.get("x_timm")} == {c[0] for c in rope.CASES}
+    model_rows = [r for r in rows if r.get("table_ms") is not None]
+    assert {r["case"] for r in model_rows} == {f"{c[0]} {c[1]}" for c in rope.MODEL_CASES}
+    assert all(r.get("x_model") and r["x_table"] for r in model_rows)
+    passes = {(r["case"], r["dtype"], r["pass"]) for r in model_rows}
+    assert len(passes) == len(model_rows) == len(rope.MODEL_CASES) * len(rope.DTYPES) * 2
+    heads_dims = {(r["heads"], r["head_dim"]) for r in model_rows}
+    assert {(16, 80), (16, 72), (16, 64), (32, 128)} <= heads_dims
+    tokens = {r["tokens"] for r in model_rows if r["mode"] == "Qwen-VL"}
+    assert {256, 1024, 4096, 8192} <= tokens
+    for r in model_rows:
+        if r["pass"] == "fwd":
+            assert r["copy_ms"] > 0 and r["max_diff"] < (1e-4 if r["dtype"] == "float32" else 0.07)

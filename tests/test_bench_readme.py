@@ -53,7 +53,7 @@ def test_no_number_in_the_benchmarks_section_outside_the_generated_blocks():
     assert not claims, f"figures outside the generated blocks: {claims}"
 
 
-@pytest.mark.parametrize("job", [resample, rope, model, checkpoint, sincos])
+@pytest.mark.parametrize("job", [resample, model, checkpoint, sincos])
 def test_the_readme_table_has_the_printed_column_names(job):
     name = job.__name__.rsplit(".", 1)[1]
     rows = readme.load(f"{name}_cpu_epyc2", RESULTS)[0]["rows"]
@@ -62,6 +62,45 @@ def test_the_readme_table_has_the_printed_column_names(job):
     header = next(line for line in readme.render(name, data, "r.json").split("\n") if line.startswith("| "))
     # The README leaves out only the device column, named once in its measurement line.
     assert [h.strip() for h in header.strip("| ").split(" | ")] == [h for h in printed if h != "device"]
+
+
+def test_the_rope_readme_table_pairs_the_passes_under_the_printed_column_names():
+    # One README row per case and dtype (forward / forward+backward in each timed cell), headed by the names
+    # of the printed table.
+    rows = readme.load("rope_cpu_xeon2", RESULTS)[0]["rows"]
+    printed = re.split(r"\s{2,}", common.format_table(rows, rope.COLUMNS).split("\n")[0].strip())
+    data = {"job": "rope", "machine": {"date": "d", "cpu": "c", "num_threads": 1, "torch": "t"}, "rows": rows}
+    lines = [line for line in readme.render("rope", data, "r.json").split("\n") if line.startswith("| ")]
+    header = [h.strip() for h in lines[0].strip("| ").split(" | ")]
+    assert [h.removesuffix(rope.PAIRED) for h in header] == [
+        h for h in printed if h not in ("device", "pass", "timm ms", "model ms", "table ms", "copy ms",
+                                        "max abs diff")]
+    assert len(lines) - 1 == len(rows) // 2
+    row = next(r for r in rows if r.get("x_model") and r["pass"] == "fwd")
+    bwd = next(r for r in rows if r["case"] == row["case"] and r["dtype"] == row["dtype"] and r is not row)
+    assert f"| {row['x_model']:.1f}x / {bwd['x_model']:.1f}x |" in "\n".join(lines)
+
+
+def test_the_rope_summary_states_what_the_rows_hold():
+    base = {"device": "cpu", "mode": "Qwen-VL", "dtype": "float32", "tokens": 256, "posext_ms": 1.0,
+            "rotate_ms": 0.75}
+    rows = [dict(base, case="Qwen2-VL 16x16", family="Qwen2-VL", **{"pass": "fwd"}, x_model=2.5, x_table=0.8,
+                 x_copy=1.5, max_diff=2e-6),
+            dict(base, case="Qwen2-VL 16x16", family="Qwen2-VL", **{"pass": "fwd+bwd"}, x_model=3.5,
+                 x_table=1.2),
+            dict(base, case="DINOv3 ViT-L 16x16", family="DINOv3 ViT-L", mode="DINOv3", **{"pass": "fwd"},
+                 x_model=7.0, x_table=2.0, x_copy=2.5, max_diff=1e-6)]
+    text = " ".join(rope.summary(copy.deepcopy(rows)))
+    assert "vs each model's eager RoPE path: Qwen2-VL 2.5x-3.5x; DINOv3 ViT-L 7.0x" in text
+    assert ">= 3x holds in 2 of 3 rows (lowest: Qwen2-VL 16x16, float32, fwd)" in text
+    assert "forward: 0.8x-2.0x (posext faster in 1 of 2 rows; lowest: Qwen2-VL 16x16, float32, fwd)" in text
+    assert "forward+backward: 1.2x (posext faster in 1 of 1 rows" in text
+    assert "float32 forward rotation takes 1.5x-2.5x the time of one torch.clone" in text
+    assert "within float32 2.0e-06" in text
+    # where the time goes in the one row below the model target: positions, then the rotation vs the floor
+    assert ("The rows below that target have 256 tokens: there building the positions takes 25% of posext's "
+            "time; its rotation alone 1.5x the copy floor (forward).") in text
+    assert "vs timm" not in text
 
 
 @pytest.fixture
@@ -88,7 +127,7 @@ def test_check_fails_on_an_edited_readme_and_rewrite_restores_it(repo_copy, caps
 
 
 def test_check_fails_when_the_results_change(repo_copy):
-    path = repo_copy / "benchmarks" / "results" / "rope_cpu_epyc2.json"
+    path = repo_copy / "benchmarks" / "results" / "rope_cpu_xeon2.json"
     data = json.loads(path.read_text())
     data["rows"][0]["timm_ms"] *= 0.5
     data["rows"][0]["x_timm"] *= 0.5
