@@ -174,3 +174,18 @@ def may_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
                    for c in range(lo, hi + 1))
 
     return reach(abs(b.storage_offset() - a.storage_offset()), 0)
+
+
+def table_result(what, shape, out, dtype, device):
+    """(dtype, device) of a table op's result of ``shape``: ``out``'s when given (checked: a tensor of that
+    shape), else ``dtype`` / ``device`` (None: the default device); refused if it would not fit in memory."""
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a tensor, got {type(out).__name__}")
+        result_size(what, shape, out.dtype, out.device)
+        out_tensor("out", out, shape, lambda: f" for {what()}")
+        dtype, device = out.dtype, out.device
+    float_dtype("dtype", dtype)
+    device = torch.device(device) if device is not None else torch.empty(0).device
+    result_size(what, shape, dtype, device)
+    return dtype, device

@@ -84,15 +84,7 @@ def sincos_2d(embed_dim: int, grid_size: Union[int, Tuple[int, int]], *, convent
     temperature = _checks.positive_float("temperature", temperature)
     shape = (num_prefix_tokens + height * width, embed_dim)
     what = lambda: f"grid_size={grid_size!r}, num_prefix_tokens={num_prefix_tokens}, embed_dim={embed_dim}"  # noqa: E731
-    if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a tensor, got {type(out).__name__}")
-        _checks.result_size(what, shape, out.dtype, out.device)
-        _checks.out_tensor("out", out, shape, lambda: f" for {what()}")
-        dtype, device = out.dtype, out.device
-    _checks.float_dtype("dtype", dtype)
-    device = torch.device(device) if device is not None else torch.empty(0).device
-    _checks.result_size(what, shape, dtype, device)
+    dtype, device = _checks.table_result(what, shape, out, dtype, device)
     args = (embed_dim, height, width, num_prefix_tokens, temperature, conv.band_codes,
             conv.freq_denominator_offset)
     if _backend.use_extension(device):

@@ -137,15 +137,7 @@ def sincos_3d(embed_dim: int, grid_size, *, convention: str = "vjepa", temperatu
     scales = [scales[0], scales[1], scales[1]]
     shape = (num_prefix_tokens + depth * height * width, embed_dim)
     what = lambda: f"grid_size={grid_size!r}, num_prefix_tokens={num_prefix_tokens}, embed_dim={embed_dim}"  # noqa: E731
-    if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be a tensor, got {type(out).__name__}")
-        _checks.result_size(what, shape, out.dtype, out.device)
-        _checks.out_tensor("out", out, shape, lambda: f" for {what()}")
-        dtype, device = out.dtype, out.device
-    _checks.float_dtype("dtype", dtype)
-    device = torch.device(device) if device is not None else torch.empty(0).device
-    _checks.result_size(what, shape, dtype, device)
+    dtype, device = _checks.table_result(what, shape, out, dtype, device)
     args = (embed_dim, depth, height, width, num_prefix_tokens, temperature, layout.band_ints, scales,
             layout.float32_positions)
     if _backend.use_extension(device):

@@ -50,12 +50,7 @@ def sincos_2d(embed_dim, height, width, num_prefix_tokens, temperature, bands, f
         value = op.Cos(angle) if is_cos else op.Sin(angle)
         parts.append(op.Expand(op.Unsqueeze(value, const(spread, INT64)), shape))
     grid = op.Reshape(op.Concat(*parts, axis=-1), const([-1, embed_dim], INT64))
-    grid = op.Cast(grid, to=_onnx_dtype(dtype))
-    if num_prefix_tokens == 0:
-        return grid
-    zeros = op.Cast(op.Constant(value=ir.tensor(np.zeros((num_prefix_tokens, embed_dim)))),
-                    to=_onnx_dtype(dtype))
-    return op.Concat(zeros, grid, axis=0)
+    return _prefixed(grid, num_prefix_tokens, embed_dim, dtype)
 
 
 def sincos_1d(positions, embed_dim, temperature, dtype):
