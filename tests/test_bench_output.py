@@ -168,7 +168,7 @@ def test_rope_job_paths_compute_one_rotation(family, grids, heads, head_dim):
     # What part 2 times are the same q and k (and gradients) by every path, at a small size (nothing timed).
     pytest.importorskip("transformers")
     paths = rope.model_paths(family, grids, heads, head_dim, torch.float32)
-    assert paths["model"] is not None and paths["model"].__module__ == "posext.bench.rope"
+    assert paths["model"] is not None and paths["model"].__module__ == "posext.bench.rope_models"
     q, k = paths["q"], paths["k"]
     assert not q.is_contiguous()  # views of a fused projection, as the models make them
     assert q.shape[-1] == head_dim and paths["tokens"] == (q.shape[0] if family in rope.QWEN else q.shape[2])
