@@ -8,7 +8,18 @@ import textwrap
 import pytest
 import torch
 
-from posext.bench import checkpoint, common, factorized, kernels, model, plots, resample, rope, sincos
+from posext.bench import (
+    checkpoint,
+    common,
+    factorized,
+    kernels,
+    model,
+    plots,
+    resample,
+    rope,
+    rope_models,
+    sincos,
+)
 from posext.cli import NO_MATPLOTLIB, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,7 +169,7 @@ def _rope_families():
     """One small case per model family of the rope job's part 2: (family, grids, heads, head_dim)."""
     seen = {}
     for family, _, _, heads, head_dim in rope.MODEL_CASES:
-        small = [(1, 4, 6), (1, 2, 2), (2, 2, 4)] if family in rope.QWEN else [(3, 5)]
+        small = [(1, 4, 6), (1, 2, 2), (2, 2, 4)] if family in rope_models.QWEN else [(3, 5)]
         seen.setdefault(family, (family, small, 2, head_dim))
     return list(seen.values())
 
@@ -167,11 +178,12 @@ def _rope_families():
 def test_rope_job_paths_compute_one_rotation(family, grids, heads, head_dim):
     # What part 2 times are the same q and k (and gradients) by every path, at a small size (nothing timed).
     pytest.importorskip("transformers")
-    paths = rope.model_paths(family, grids, heads, head_dim, torch.float32)
+    paths = rope_models.model_paths(family, grids, heads, head_dim, torch.float32)
     assert paths["model"] is not None and paths["model"].__module__ == "posext.bench.rope_models"
     q, k = paths["q"], paths["k"]
     assert not q.is_contiguous()  # views of a fused projection, as the models make them
-    assert q.shape[-1] == head_dim and paths["tokens"] == (q.shape[0] if family in rope.QWEN else q.shape[2])
+    packed = family in rope_models.QWEN
+    assert q.shape[-1] == head_dim and paths["tokens"] == (q.shape[0] if packed else q.shape[2])
     grads = (torch.randn_like(q), torch.randn_like(k))
 
     def run(name):
@@ -184,15 +196,15 @@ def test_rope_job_paths_compute_one_rotation(family, grids, heads, head_dim):
         got, got_grad = run(name)
         for a, b in zip(got + got_grad, want + want_grad):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
-    if family not in rope.QWEN:  # the class and register tokens pass unrotated
-        prefix = rope.DINOV3_PREFIX
+    if family not in rope_models.QWEN:  # the class and register tokens pass unrotated
+        prefix = rope_models.DINOV3_PREFIX
         assert torch.equal(want[0][:, :, :prefix], q[:, :, :prefix])
 
 
 def test_rope_job_bfloat16_paths_stay_close():
     pytest.importorskip("transformers")
     for family, grids, heads, head_dim in _rope_families():
-        paths = rope.model_paths(family, grids, heads, head_dim, torch.bfloat16)
+        paths = rope_models.model_paths(family, grids, heads, head_dim, torch.bfloat16)
         want = paths["posext"](paths["q"], paths["k"])
         assert want[0].dtype == torch.bfloat16
         for name in ("model", "table"):
