@@ -87,13 +87,7 @@ def sincos_2d(embed_dim: int, grid_size: Union[int, Tuple[int, int]], *, convent
     dtype, device = _checks.table_result(what, shape, out, dtype, device)
     args = (embed_dim, height, width, num_prefix_tokens, temperature, conv.band_codes,
             conv.freq_denominator_offset)
-    if _backend.use_extension(device):
-        if out is None:
-            return torch.ops.posext.sincos_2d(*args, dtype, device)
-        torch.ops.posext.sincos_2d_out(*args, out=out)
-        return out
-    table = _sincos_2d_torch(*args, dtype, device)
-    return table if out is None else out.copy_(table)
+    return run_table_op("sincos_2d", _sincos_2d_torch, args, (dtype, device), out, device)
 
 
 def sincos_1d(embed_dim: int, positions, *, temperature: float = 10000.0, dtype: Optional[torch.dtype] = None,
@@ -135,12 +129,19 @@ def sincos_1d(embed_dim: int, positions, *, temperature: float = 10000.0, dtype:
         dtype = positions.dtype if positions.is_floating_point() else torch.float32
     _checks.float_dtype("dtype", dtype)
     _checks.result_size(what, (positions.shape[0], embed_dim), dtype, positions.device)
-    if _backend.use_extension(positions.device):
+    return run_table_op("sincos_1d", _sincos_1d_torch, (positions, embed_dim, temperature), (dtype,), out,
+                        positions.device)
+
+
+def run_table_op(name, fallback, args, result_args, out, device):
+    """A table op on ``device``: the extension's ``posext::<name>(*args, *result_args)`` (given ``out``:
+    ``<name>_out(*args, out=out)``), else ``fallback(*args, *result_args)``, copied into ``out`` if given."""
+    if _backend.use_extension(device):
         if out is None:
-            return torch.ops.posext.sincos_1d(positions, embed_dim, temperature, dtype)
-        torch.ops.posext.sincos_1d_out(positions, embed_dim, temperature, out=out)
+            return getattr(torch.ops.posext, name)(*args, *result_args)
+        getattr(torch.ops.posext, f"{name}_out")(*args, out=out)
         return out
-    table = _sincos_1d_torch(positions, embed_dim, temperature, dtype)
+    table = fallback(*args, *result_args)
     return table if out is None else out.copy_(table)
 
 

@@ -37,7 +37,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import _backend, _checks
+from . import _checks
+from .sincos import run_table_op
 
 _T, _H, _W = 0, 1, 2
 _SIN, _COS = 0, 1
@@ -140,13 +141,7 @@ def sincos_3d(embed_dim: int, grid_size, *, convention: str = "vjepa", temperatu
     dtype, device = _checks.table_result(what, shape, out, dtype, device)
     args = (embed_dim, depth, height, width, num_prefix_tokens, temperature, layout.band_ints, scales,
             layout.float32_positions)
-    if _backend.use_extension(device):
-        if out is None:
-            return torch.ops.posext.sincos_3d(*args, dtype, device)
-        torch.ops.posext.sincos_3d_out(*args, out=out)
-        return out
-    table = _sincos_3d_torch(*args, dtype, device)
-    return table if out is None else out.copy_(table)
+    return run_table_op("sincos_3d", _sincos_3d_torch, args, (dtype, device), out, device)
 
 
 # ---------------------------------------------------------------- pure-PyTorch fallback (float64 math)

@@ -25,6 +25,7 @@ Part 2, models: apply_rope with each model family's recipe (as tests/test_rope_m
 Forward rows of part 2 also time ``torch.clone`` of q and k: one read of each and one write of a result,
 the memory floor of any rotation that returns new tensors."""
 import os
+import statistics
 
 import torch
 
@@ -191,14 +192,8 @@ def _rounds(impls, args, grad_outputs, min_time, rounds):
     return times
 
 
-def _median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def _ratio(times, baseline, reference):
-    return _median([b / r for b, r in zip(times[baseline], times[reference])])
+    return statistics.median([b / r for b, r in zip(times[baseline], times[reference])])
 
 
 def _max_diff(a, b):
@@ -233,7 +228,7 @@ def _model_rows(device, quick):
                     timed["copy"] = lambda q, k: (q.clone(), k.clone())
                 times = _rounds(timed, (q, k), grads if backward else None, min_time, rounds)
                 for impl, ms in times.items():
-                    row[f"{impl}_ms"] = _median(ms)
+                    row[f"{impl}_ms"] = statistics.median(ms)
                 if "model" in times:
                     row["x_model"] = _ratio(times, "model", "posext")
                 row["x_table"] = _ratio(times, "table", "rotate")
