@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from posext.checkpoint import commands
+from posext.checkpoint import file_job
 from posext.cli import main
 
 
@@ -207,7 +207,7 @@ def test_absurd_grids_are_refused_at_parsing(tmp_path, capsys):
 def test_tables_too_big_for_memory_fail_that_file_only(tmp_path, capsys, monkeypatch):
     torch.save(vit_state(0), tmp_path / "m.pth")
     before = snapshot(tmp_path)
-    monkeypatch.setattr(commands, "_physical_memory", lambda: 2 ** 16)  # a 64 KiB machine
+    monkeypatch.setattr(file_job, "_physical_memory", lambda: 2 ** 16)  # a 64 KiB machine
     assert main(["resize", str(tmp_path / "m.pth"), "--grid", "64"]) == 1  # 4097 x 8 fp32 rows = 128 KiB
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "pos_embed" in line and "GiB of memory" in line

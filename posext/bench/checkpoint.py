@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..checkpoint.commands import resize_file
+from ..checkpoint.file_job import resize_file
 from .common import installed, span
 
 WHAT = ("posext resize of ViT-S/16 checkpoint files (grid 14 -> 24) vs plain load + save of the same files, "

@@ -47,7 +47,7 @@ def run_on_cluster(jobs: List[Tuple[str, str]], address: str, target, options,
     client, cluster = _client(address)  # first: it explains a missing dask.distributed
     from distributed import as_completed
 
-    from .commands import resize_file
+    from .file_job import resize_file
 
     futures = {}
     try:

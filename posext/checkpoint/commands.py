@@ -6,33 +6,20 @@ on stderr); 2 a malformed command line (argparse); 130 / 143 stopped by SIGINT /
 import argparse
 import os
 import sys
-import time
-import warnings
 
 import torch
 
+from .file_job import empty_report, resize_file
 from .inputs import collect_inputs, output_path, target_conflicts
 from .inspection import run_inspect
-from .io import (
-    CheckpointError,
-    drop_grid_dependent_optimizer_state,
-    load_checkpoint,
-    replace_state_dicts,
-    save_checkpoint,
-)
 from .manifest import Manifest, settings_digest, split_done
-from .reporting import check_report_path, failure_reason, write_report
+from .reporting import check_report_path, write_report
 from .signals import Interrupted, raise_if_stopping, stop_on_signals
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
 
 # The largest grid accepted (H*W tokens): 4096 x 4096. One such table is already 48 GiB at C = 768 in fp32;
 # the bound keeps absurd sizes (2**32 x 2**32) from reaching the resampler and its int64 index arithmetic.
 MAX_GRID_TOKENS = 2 ** 24
-# The resized tables of one file may use at most this share of physical memory: the resampling holds the new
-# table and an intermediate about as large.
-MEMORY_SHARE = 0.5
-
-
 def size_pair(text: str):
     """'24' -> (24, 24); '24x32' -> (24, 32)."""
     parts = text.lower().split("x")
@@ -125,97 +112,6 @@ def add_parsers(sub) -> None:
                         help="skip files the --manifest records as written with these settings whose "
                              "target is unchanged since")
     resize.set_defaults(func=run_resize)
-
-
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def check_memory(state, plan) -> None:
-    """Refuse a file whose resized tables would not fit (MEMORY_SHARE of physical memory) before
-    resampling."""
-    memory = _physical_memory()
-    if not memory:
-        return
-    need, largest = 0, None
-    for key, change in plan.changes.items():
-        f, t = change.finding, state.get(key)
-        if f.action not in ("resample", "regenerate_sincos", "resample_video") or t is None:
-            continue
-        cells = 1
-        for n in change.new:
-            cells *= n
-        rows = cells + (0 if f.layout in ("nhwc", "nchw") else f.num_prefix_tokens + f.num_suffix_tokens)
-        channels = t.shape[1] if f.layout == "nchw" else t.shape[-1]
-        nbytes = rows * channels * t.element_size()
-        need += nbytes
-        largest = largest if largest and largest[1] >= nbytes else (key, nbytes, change.new)
-    if need > MEMORY_SHARE * memory:
-        size = "x".join(map(str, largest[2]))
-        raise CheckpointError(f"the resized tables need {need / 2 ** 30:.1f} GiB ({largest[0]}: "
-                              f"{largest[1] / 2 ** 30:.1f} GiB at grid {size}), more than half "
-                              f"of this machine's {memory / 2 ** 30:.1f} GiB of memory")
-
-
-def _empty_report(path, output, status="ok", reason=""):
-    return {"input": path, "output": output, "status": status, "reason": reason, "findings": [],
-            "removed": [], "bytes": 0, "seconds": 0.0}
-
-
-def resize_file(path, output, target, options):
-    """Resize one file (or Hugging Face folder); never raises for a bad input: returns its report (status
-    ok / skipped / failed)."""
-    if os.path.isdir(path):
-        from .folder_jobs import resize_hf_folder
-
-        return resize_hf_folder(path, output, target, options)
-    from .resize import plan_resize
-
-    start = time.perf_counter()
-    report = _empty_report(path, output)
-    try:
-        if not options["in_place"] and os.path.abspath(output) == os.path.abspath(path):
-            raise CheckpointError("the output would overwrite the input; pass --in-place to allow that")
-        ckpt = load_checkpoint(path, unsafe_pickle=options["unsafe_pickle"])
-        device = torch.device(options["device"])
-        new_states, old_shapes, found = {}, set(), 0
-        for wrapper, state in ckpt.state_dicts.items():
-            plan = plan_resize(state, **target, mode=options["mode"], antialias=options["antialias"],
-                               old_size=options["old_size"], num_prefix_tokens=options["num_prefix_tokens"],
-                               sincos=options["sincos"])
-            check_memory(state, plan)
-            found += sum(f.action != "skip" for f in plan.findings)
-            keys = set(plan.changes)
-            staged = {k: (v.to(device) if k in keys else v) for k, v in state.items()}
-            resized, applied = plan.apply(staged)
-            new_states[wrapper] = {k: (v.cpu() if k in keys and isinstance(v, torch.Tensor) else v)
-                                   for k, v in resized.items()}
-            for f in applied:
-                old_shapes.add(tuple(state[f.key].shape))
-                new_shape = list(resized[f.key].shape) if f.key in resized else None
-                report["findings"].append({"wrapper": wrapper, "old_shape": list(state[f.key].shape),
-                                           "new_shape": new_shape, **f.row()})
-        if not report["findings"]:
-            report.update(status="skipped", reason="no position embedding found" if not found else
-                          "nothing to change: every grid-dependent tensor already has its new size")
-            return report
-        new = replace_state_dicts(ckpt, new_states)
-        report["removed"] = drop_grid_dependent_optimizer_state(new.container, old_shapes,
-                                                                drop_all=options["drop_optimizer"])
-        if report["removed"] and not options["drop_optimizer"]:  # asked-for removal needs no warning
-            warnings.warn(f"{path}: dropped grid-shaped optimizer state {report['removed']}", RuntimeWarning)
-        if options["dry_run"]:
-            report["status"] = "dry-run"
-        else:
-            report["bytes"] = save_checkpoint(new, output)
-    except Exception as exc:  # one bad file never stops the batch
-        report.update(status="failed", reason=failure_reason(exc))
-    finally:
-        report["seconds"] = round(time.perf_counter() - start, 4)
-    return report
 
 
 def _target(args):
@@ -312,7 +208,7 @@ def run_resize(args) -> int:
     if args.skip_existing:
         jobs, done = split_done(jobs, args.manifest, settings)
         for f, out in done:
-            reports[f] = _empty_report(f, out, "skipped",
+            reports[f] = empty_report(f, out, "skipped",
                                        "complete in the --manifest (same settings, target unchanged)")
     folders = sorted({os.path.dirname(os.path.abspath(t)) for _, t in jobs} | found.folders)
     progress = _progress(len(jobs), sum(found.sizes.get(f, 0) for f, _ in jobs))
@@ -333,14 +229,14 @@ def run_resize(args) -> int:
                 from .cluster import run_on_cluster
 
                 run_on_cluster(jobs, args.cluster, target, options, take,
-                               lambda path, out, reason: _empty_report(path, out, "failed", reason))
+                               lambda path, out, reason: empty_report(path, out, "failed", reason))
                 for folder in folders:  # what a worker that died mid-file left
                     remove_leftovers(folder)
             elif args.workers > 1 and len(jobs) > 1:
                 from .workers import run_jobs
 
                 run_jobs(jobs, args.workers, target, options, take,
-                         lambda path, out, reason: _empty_report(path, out, "failed", reason))
+                         lambda path, out, reason: empty_report(path, out, "failed", reason))
                 for folder in folders:  # what a worker that died mid-file (OOM killer) left
                     remove_leftovers(folder)
             else:
@@ -359,7 +255,7 @@ def run_resize(args) -> int:
     if manifest:
         manifest.close()
     ordered = [reports[f] for f in found.files] + [
-        _empty_report(item, None, "failed", reason) for item, reason in found.problems]
+        empty_report(item, None, "failed", reason) for item, reason in found.problems]
     _print_summary(ordered, label, args.dry_run)
     report = {"target": {k: (list(v) if isinstance(v, tuple) else v) for k, v in target.items()},
               "grid": list(args.grid) if args.grid else None, "files": ordered}

@@ -105,6 +105,8 @@ def _resize_weight_set(src, tmp, index, shards, plan_fn, result: FolderResult) -
     for shard in shards:
         ckpt = load_checkpoint(os.path.join(src, shard))
         part = ckpt.state_dicts[""]
+        if isinstance(part, ShapeOnlyStateDict) and not getattr(plan, "reads_shape_only", False):
+            part = {key: part.read_tensor(key) for key in part}  # the protocol's full tensors
         new_part, shard_applied = plan.apply(part)
         for f in shard_applied:
             applied.setdefault(f.key, f)
@@ -176,7 +178,9 @@ def resize_folder(src: str, dst: str, plan_fn: Callable, *, image_size=None, pat
     mapping of ALL keys across the set's shards (``meta`` tensors; ``view.read_tensor(key)`` reads one
     tensor's values). ``plan.findings`` lists what it found; ``plan.apply(part) -> (new_part, applied)`` is
     then called for each shard's full tensors (a subset of the view's keys), returning the mapping to write
-    (keys left out are dropped) and the findings it acted on (objects with ``.key``).
+    (keys left out are dropped) and the findings it acted on (objects with ``.key``). A plan whose
+    ``reads_shape_only`` is true (posext's own) gets safetensors shards as shape-only mappings instead, reads
+    the tensors it changes and returns the others as they came: those are copied into the new shard as bytes.
 
     Each shard is written in its own format (safetensors header metadata kept); an index keeps its
     ``weight_map`` less the dropped keys (keys a plan adds go to their shard) and its ``metadata.total_size``

@@ -11,12 +11,13 @@ import os
 import stat
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from . import safetensors_io, storage
 from .signals import critical
 from .tempfiles import discard, fsync_folder, lock_folder, make_temp_folder
 
@@ -38,6 +39,7 @@ class Checkpoint:
     metadata: Optional[Dict[str, str]] = None     # safetensors header metadata
     npz_passthrough: Dict[str, np.ndarray] = field(default_factory=dict)  # npz arrays torch cannot hold
     npz_order: List[str] = field(default_factory=list)                    # npz keys in file order
+    source: Optional[safetensors_io.Source] = None  # safetensors: the file the meta tensors stand for
 
 
 def file_format(path: str) -> str:
@@ -65,7 +67,12 @@ def file_kind(mode: int) -> str:
 
 def require_regular_file(path: str) -> int:
     """The file's size; CheckpointError for anything that is not a regular file (a FIFO would block the read
-    forever, a device never ends)."""
+    forever, a device never ends). A URL is an object of its store."""
+    if storage.is_url(path):
+        try:
+            return storage.size(path)
+        except (storage.StorageError, OSError) as exc:
+            raise CheckpointError(f"cannot read: {exc}") from None
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -106,11 +113,14 @@ def torch_load(path: str, unsafe_pickle: bool, mmap: bool = False):
 
 
 def load_checkpoint(path: str, *, unsafe_pickle: bool = False) -> Checkpoint:
+    """The checkpoint at ``path`` (a local file; a URL for safetensors). safetensors tensors come as
+    ``meta`` tensors of a :class:`~posext.checkpoint.shapes.ShapeOnlyStateDict` (values read on demand) and
+    are written back by copying their bytes: see ``safetensors_io``."""
     fmt = file_format(path)
-    require_regular_file(path)
+    size = require_regular_file(path)
     try:
         if fmt == "safetensors":
-            return _load_safetensors(path)
+            return load_safetensors(path, size)
         if fmt == "npz":
             return _load_npz(path)
         return _load_torch(path, unsafe_pickle)
@@ -129,14 +139,15 @@ def _load_torch(path, unsafe_pickle):
     return state_dicts_of(torch_load(path, unsafe_pickle, mmap=mappable), path)
 
 
-def _load_safetensors(path):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def load_safetensors(path: str, size: int) -> Checkpoint:
+    from .shapes import ShapeOnlyStateDict
 
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata()
-    tensors = load_file(path, device="cpu")
-    return Checkpoint(path, "safetensors", tensors, {"": tensors}, metadata=metadata)
+    try:
+        source = safetensors_io.Source(storage.opener(path), size)
+    except safetensors_io.FormatError as exc:
+        raise CheckpointError(f"cannot read safetensors file: {exc}") from None
+    state = ShapeOnlyStateDict(source.tensors, source.read)
+    return Checkpoint(path, "safetensors", state, {"": state}, metadata=source.metadata, source=source)
 
 
 def _load_npz(path):
@@ -160,8 +171,7 @@ def replace_state_dicts(ckpt: Checkpoint, new_state_dicts: Dict[str, Dict[str, t
         container.update(new_state_dicts)
     else:
         container = new_state_dicts[""]
-    return Checkpoint(ckpt.path, ckpt.format, container, dict(new_state_dicts), ckpt.metadata,
-                      ckpt.npz_passthrough, ckpt.npz_order)
+    return replace(ckpt, container=container, state_dicts=dict(new_state_dicts))
 
 
 def drop_grid_dependent_optimizer_state(container, old_shapes, *, drop_all: bool) -> List[str]:
@@ -189,11 +199,9 @@ def drop_grid_dependent_optimizer_state(container, old_shapes, *, drop_all: bool
 
 def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
     """Write atomically in the checkpoint's format; returns the bytes written."""
-    if ckpt.format == "safetensors":
-        from safetensors.torch import save_file
-
-        tensors = {k: v.contiguous() for k, v in ckpt.container.items()}
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=ckpt.metadata))
+    if ckpt.format == "safetensors":  # streamed: untouched tensors are copied from the source as bytes
+        return atomic_write_stream(path, lambda f: safetensors_io.write(f, ckpt.container, ckpt.metadata,
+                                                                         ckpt.source))
     if ckpt.format == "npz":
         state = ckpt.state_dicts[""]
         to_numpy = lambda t: t.detach().cpu().contiguous().numpy()  # noqa: E731
@@ -213,12 +221,34 @@ def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
     return atomic_write(path, lambda tmp: torch.save(ckpt.container, tmp))
 
 
+def atomic_write_stream(path: str, write: Callable) -> int:
+    """:func:`atomic_write` for a writer of a binary file object; a URL's bytes stream into its store."""
+    if storage.is_url(path):
+        return _write_url(path, write, to_path=False)
+
+    def write_file(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+
+    return atomic_write(path, write_file)
+
+
+def _write_url(path, write, to_path):
+    try:
+        return storage.write_url(path, write, to_path=to_path)
+    except storage.StorageError as exc:
+        raise CheckpointError(f"cannot write: {exc}") from None
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> int:
     """Write `path` through a temp folder beside it, fsync, then rename into place: readers see the old file
     or the whole new one, never a part. The temp folder (``tempfiles``: owner PID in its name, locked while in
     use) is removed on any error and on a stop signal (``signals``); creating it and the rename are critical
     sections, so a signal either discards the write or lets the rename finish. The temp file keeps the final
-    base name, so formats that record it (torch.save's zip records) come out identical."""
+    base name, so formats that record it (torch.save's zip records) come out identical. A URL is written
+    locally the same way, then uploaded to a temp object and moved onto the target (``storage``)."""
+    if storage.is_url(path):
+        return _write_url(path, write, to_path=True)
     folder = os.path.dirname(os.path.abspath(path))
     tmp_dir = lock_fd = None
     try:

@@ -43,6 +43,8 @@ def _new_mapping(state_dict: Mapping):
 class Plan:
     """The findings of a state dict and the change each one gets under ``target``."""
 
+    reads_shape_only = True  # apply() reads the values it needs from a shape-only part itself
+
     def __init__(self, findings: List[Finding], target: Target, options: dict):
         self.findings = findings
         self.options = options
@@ -91,8 +93,9 @@ class Plan:
         raise AssertionError(f"no size rule for action {f.action}")
 
     def apply(self, part: Mapping) -> Tuple[dict, List[Finding]]:
-        """``part`` (any keys of the planned state dict, with values) resized: a new mapping in the same key
-        order, every key not acted on the very input object; and the findings applied."""
+        """``part`` (any keys of the planned state dict, with values, or ``meta`` tensors of a mapping with
+        ``read_tensor``) resized: a new mapping in the same key order, every key not acted on the very input
+        object; and the findings applied."""
         out = _new_mapping(part)
         applied: List[Finding] = []
         with torch.no_grad():
@@ -105,6 +108,8 @@ class Plan:
                 applied.append(f)
                 if f.action == "drop":
                     continue
+                if value.is_meta and hasattr(part, "read_tensor"):  # a shape-only part: read this one
+                    value = part.read_tensor(key)
                 out[key] = EXECUTORS[f.action](value, f, change.new, self.options)
         return out, applied
 

@@ -10,23 +10,19 @@ The ``meta`` state dicts come as :class:`ShapeOnlyStateDict`, whose ``read_tenso
 values on demand: the detector needs them only for a table that may be MAE's sin-cos table and for
 ``position_ids``.
 """
-import json
-import struct
 import zipfile
 from typing import Callable, Dict, Tuple
 
 import numpy as np
 import torch
 
-from .io import Checkpoint, CheckpointError, file_format, require_regular_file, state_dicts_of, torch_load
-
-# The safetensors format bounds its header; a larger length field means a corrupt or foreign file.
-_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-                       "BOOL": "bool", "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64",
-                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
-                       "F8_E5M2FNUZ": "float8_e5m2fnuz"}
+from .io import (
+    Checkpoint,
+    CheckpointError,
+    file_format,
+    load_checkpoint,
+    require_regular_file,
+)
 
 
 class ShapeOnlyStateDict(dict):
@@ -44,61 +40,19 @@ class ShapeOnlyStateDict(dict):
 def load_shapes(path: str, *, unsafe_pickle: bool = False) -> Checkpoint:
     """The checkpoint's state dicts with shapes (and lazily readable values), for inspection only."""
     fmt = file_format(path)
+    if fmt != "npz":  # torch pickles are memory-mapped and safetensors read by ranges anyway
+        return load_checkpoint(path, unsafe_pickle=unsafe_pickle)
     require_regular_file(path)
     try:
-        if fmt == "safetensors":
-            return _safetensors_shapes(path)
-        if fmt == "npz":
-            return _npz_shapes(path)
-        return _torch_mapped(path, unsafe_pickle)
+        return _npz_shapes(path)
     except CheckpointError:
         raise
     except Exception as exc:  # corrupt, truncated, not a checkpoint
         raise CheckpointError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}") from exc
 
 
-def _torch_mapped(path, unsafe_pickle):
-    with open(path, "rb") as f:
-        mappable = zipfile.is_zipfile(f)  # torch.save's format since 1.6; older pickles cannot be mapped
-    return state_dicts_of(torch_load(path, unsafe_pickle, mmap=mappable), path)
-
-
 def _meta(shape, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(tuple(int(s) for s in shape), dtype=dtype, device="meta")
-
-
-def _safetensors_header(path) -> Tuple[dict, dict]:
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise CheckpointError("cannot read safetensors file: shorter than its 8-byte header length")
-        (length,) = struct.unpack("<Q", raw)
-        if length > _SAFETENSORS_MAX_HEADER:
-            raise CheckpointError(f"cannot read safetensors file: header length {length} is over the "
-                                  f"format's {_SAFETENSORS_MAX_HEADER} bytes")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise CheckpointError("cannot read safetensors file: the header is not a JSON object")
-    metadata = header.pop("__metadata__", None)
-    return header, metadata
-
-
-def _safetensors_shapes(path):
-    header, metadata = _safetensors_header(path)
-    tensors = {}
-    for key, entry in header.items():
-        dtype = getattr(torch, _SAFETENSORS_DTYPES.get(entry.get("dtype"), ""), None)
-        if isinstance(dtype, torch.dtype):  # dtypes this torch lacks cannot be position tables
-            tensors[key] = _meta(entry["shape"], dtype)
-
-    def read(key):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return f.get_tensor(key)
-
-    state = ShapeOnlyStateDict(tensors, read)
-    return Checkpoint(path, "safetensors", state, {"": state}, metadata=metadata)
 
 
 def _npy_header(member) -> Tuple[tuple, np.dtype]:

@@ -45,7 +45,7 @@ def _worker_main(conn, parent_pid: int, target, options) -> None:
     die_with_parent(parent_pid)
     with stop_on_signals():
         try:
-            from .commands import resize_file
+            from .file_job import resize_file
 
             while True:
                 # Waiting in short steps: a signal that another thread (torch's) received only runs its
