@@ -6,11 +6,12 @@ import os
 import sys
 
 JOBS = ("resample", "sincos", "checkpoint", "rope", "factorized", "model", "kernels", "zoo", "varlen",
-        "export")
+        "export", "batch")
 # Asked for by name only: `model` (whole ViT-B/L forwards: minutes on a small CPU), `kernels` (per-op
 # device timing, bandwidth and launches: the GPU proof kit runs it), `zoo` (whole state dicts of several
 # model families resized, against timm's filters), `varlen` (mixed-aspect batches against the HF and timm
-# native-resolution paths) and `export` (the ONNX-exported resample in onnxruntime).
+# native-resolution paths), `export` (the ONNX-exported resample in onnxruntime) and `batch` (posext resize
+# commands over many files and one big file: gigabytes on disk).
 DEFAULT_JOBS = JOBS[:5]
 
 
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="benchmark posext against the usual PyTorch / timm / NumPy paths")
     bench.add_argument("--jobs", default="all",
                        help=f"comma-separated, from {list(JOBS)} "
-                            "(default 'all': all but 'model', 'kernels', 'zoo', 'varlen' and 'export')")
+                            "(default 'all': all but 'model', 'kernels', 'zoo', 'varlen', 'export' and "
+                            "'batch')")
     bench.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                        help="all = cpu, plus cuda when a GPU is visible")
     bench.add_argument("--out", default=os.path.join("benchmarks", "out"),

@@ -9,12 +9,14 @@ import sys
 
 import torch
 
+from . import storage
 from .file_job import empty_report, resize_file
 from .inputs import collect_inputs, output_path, target_conflicts
 from .inspection import run_inspect
 from .manifest import Manifest, settings_digest, split_done
 from .reporting import check_report_path, write_report
 from .signals import Interrupted, raise_if_stopping, stop_on_signals
+from .storage import is_url, local_path
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
 
 # The largest grid accepted (H*W tokens): 4096 x 4096. One such table is already 48 GiB at C = 768 in fp32;
@@ -59,7 +61,8 @@ def prefix_count(text: str) -> int:
 
 def add_parsers(sub) -> None:
     inspect = sub.add_parser("inspect", help="list the position embeddings found in checkpoint files")
-    inspect.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
+    inspect.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns; "
+                                                   "local or fsspec URLs")
     inspect.add_argument("--old-size", type=grid_size, help="stored grid HxW when it is not square")
     inspect.add_argument("--prefix-tokens", type=prefix_count,
                          help="prefix rows stored in the table (class, ...)")
@@ -69,7 +72,8 @@ def add_parsers(sub) -> None:
     inspect.set_defaults(func=run_inspect)
 
     resize = sub.add_parser("resize", help="resize the position embeddings of checkpoint files to a new grid")
-    resize.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns")
+    resize.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns; "
+                                                  "local or fsspec URLs (s3://, gs://, hf://, memory://)")
     target = resize.add_mutually_exclusive_group()
     target.add_argument("--grid", type=grid_size,
                         help="new patch grid, N or HxW (H*W at most 4096*4096), for every table")
@@ -90,7 +94,8 @@ def add_parsers(sub) -> None:
                         help="auto: regenerate fixed sin-cos tables (MAE) exactly; "
                              "interpolate: resample them")
     where = resize.add_mutually_exclusive_group()
-    where.add_argument("--out", metavar="DIR", help="write results into DIR (default: next to each input)")
+    where.add_argument("--out", metavar="DIR", help="write results into DIR, a folder or an fsspec URL "
+                                                    "(default: next to each input)")
     where.add_argument("--in-place", action="store_true", help="replace each input (atomically)")
     resize.add_argument("--suffix", help="file-name suffix when writing next to the input (default _HxW)")
     resize.add_argument("--workers", type=int, default=1, help="processes (default 1)")
@@ -138,6 +143,15 @@ def _target(args):
 
 
 def _check_out(out, dry_run):
+    if is_url(out):
+        try:
+            if storage.exists(out) and not storage.is_folder(out):
+                raise SystemExit(f"posext resize: --out {out} exists and is not a folder")
+            if not dry_run:
+                storage.make_folder(out)
+        except (storage.StorageError, OSError) as exc:
+            raise SystemExit(f"posext resize: --out {out}: {exc}") from None
+        return
     if os.path.isdir(out) and not os.access(out, os.W_OK | os.X_OK):
         raise SystemExit(f"posext resize: --out {out} is not writable")
     if not dry_run:
@@ -185,7 +199,9 @@ def run_resize(args) -> int:
                          "files)")
     if args.manifest:
         check_report_path("resize", args.manifest, "--manifest")
-    if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
+    args.inputs = [local_path(item) for item in args.inputs]
+    args.out = local_path(args.out) if args.out else args.out
+    if args.out and not is_url(args.out) and os.path.lexists(args.out) and not os.path.isdir(args.out):
         raise SystemExit(f"posext resize: --out {args.out} exists and is not a folder")
     if args.out and is_temp_path(args.out):
         raise SystemExit(f"posext resize: --out {args.out} is inside a temp folder of atomic writes "
@@ -210,7 +226,7 @@ def run_resize(args) -> int:
         for f, out in done:
             reports[f] = empty_report(f, out, "skipped",
                                        "complete in the --manifest (same settings, target unchanged)")
-    folders = sorted({os.path.dirname(os.path.abspath(t)) for _, t in jobs} | found.folders)
+    folders = sorted({os.path.dirname(os.path.abspath(t)) for _, t in jobs if not is_url(t)} | found.folders)
     progress = _progress(len(jobs), sum(found.sizes.get(f, 0) for f, _ in jobs))
     manifest = Manifest(args.manifest, settings) if args.manifest else None
 

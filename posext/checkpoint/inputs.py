@@ -6,6 +6,10 @@ resized together. Only regular files are read: a FIFO,
 socket or device would block or never end, a dangling symlink or a symlink loop has nothing to read; each is
 reported on its own line and the rest of the batch goes on. Temp folders of atomic writes are never searched.
 
+An fsspec URL (``s3://bucket/zoo/``, ``memory://ckpts/*.safetensors``; see ``storage``) names an object, a
+prefix searched recursively, or a glob over the store. Hugging Face folders in a store are reported, not
+resized: their shards and configs are resized together from a local copy.
+
 Two paths are the same directory entry when their folders resolve (realpath) to the same folder and their
 names are equal: ``os.replace`` onto a path replaces that entry (a symlink there, not the file it points
 to). Targets are compared with inputs that way, so an ``--out`` that is a symlink to an input's folder is
@@ -18,7 +22,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-from .hf_folder import is_hf_folder
+from . import storage
+from .hf_folder import CONFIG_FILE, is_hf_folder
 from .io import CHECKPOINT_SUFFIXES, file_kind
 from .tempfiles import TEMP_PREFIX, is_temp_path
 
@@ -33,9 +38,48 @@ class Inputs:
 
 
 def entry_id(path: str) -> Tuple[str, str]:
-    """The directory entry ``path`` names: (its folder, resolved; its name)."""
+    """The directory entry ``path`` names: (its folder, resolved; its name). A URL's folder is its prefix."""
+    if storage.is_url(path):
+        scheme, _, rest = path.partition("://")
+        return storage.split(f"{scheme}://{os.path.normpath('/' + rest).lstrip('/')}")
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.realpath(folder), name
+
+
+def _is_candidate(name: str) -> bool:
+    return name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith(".")
+
+
+def _collect_url(item: str, found: "Inputs", add_file) -> None:
+    """The objects ``item`` names in its store, each added with ``add_file(url, size)``; problems into
+    ``found``."""
+    try:
+        fs, inner = storage.filesystem(item)
+        matches = sorted(fs.glob(inner)) if glob.has_magic(inner) else [inner]
+        if not matches:
+            found.problems.append((item, "no such object, prefix or glob match"))
+        for match in matches:
+            try:
+                info = fs.info(match)
+            except FileNotFoundError:
+                found.problems.append((item, "no such object or prefix"))
+                continue
+            if info.get("type") != "directory":
+                add_file(storage.url_of(fs, match), int(info.get("size") or 0))
+                continue
+            listing = fs.find(match, detail=True)
+            hf = sorted({os.path.dirname(p) for p in listing if os.path.basename(p) == CONFIG_FILE})
+            for folder in hf:
+                found.problems.append((storage.url_of(fs, folder), "a Hugging Face folder in a store: not "
+                                       "resized here (copy it to a local folder, resize that, copy back)"))
+            for path in sorted(listing):
+                parts = path.split("/")
+                if any(p.startswith(TEMP_PREFIX) for p in parts) or not _is_candidate(parts[-1]) or \
+                        any(path.startswith(folder + "/") for folder in hf):
+                    continue
+                add_file(storage.url_of(fs, path), int(listing[path].get("size") or 0))
+    except (storage.StorageError, OSError) as exc:
+        found.problems.append((item, f"cannot list: {exc}"))
 
 
 def _unreadable(path: str, exc: OSError) -> str:
@@ -50,11 +94,11 @@ def collect_inputs(items) -> Inputs:
     found = Inputs()
     seen: Dict[Tuple[str, str], str] = {}
 
-    def add_file(path, st):
-        path = os.path.normpath(path)
+    def add_file(path, nbytes):
+        path = path if storage.is_url(path) else os.path.normpath(path)
         if entry_id(path) not in seen:
             seen[entry_id(path)] = path
-            found.sizes[path] = st.st_size
+            found.sizes[path] = nbytes
 
     def add(path, named):
         """``named``: given as an argument (a folder is then searched); else found while searching."""
@@ -71,7 +115,7 @@ def collect_inputs(items) -> Inputs:
         elif stat.S_ISDIR(st.st_mode) and named:
             add_folder(path)
         elif stat.S_ISREG(st.st_mode):
-            add_file(path, st)
+            add_file(path, st.st_size)
         elif not stat.S_ISDIR(st.st_mode):
             found.problems.append((os.path.normpath(path),
                                    f"{file_kind(st.st_mode)}, not a regular file: not read"))
@@ -95,10 +139,13 @@ def collect_inputs(items) -> Inputs:
                 dirs.remove(d)  # one input: its shards are not searched on their own
                 add_hf_folder(os.path.join(root, d))
             for name in sorted(names):
-                if name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith("."):
+                if _is_candidate(name):
                     add(os.path.join(root, name), named=False)
 
     for item in items:
+        if storage.is_url(item):
+            _collect_url(item, found, add_file)
+            continue
         if os.path.lexists(item):
             add(item, named=True)
             continue
@@ -117,8 +164,9 @@ def output_path(path, label, out_dir=None, in_place=False, suffix=None) -> str:
     if in_place:
         return path
     if out_dir:
-        return os.path.join(out_dir, os.path.basename(path))
-    stem, ext = (path.rstrip(os.sep), "") if os.path.isdir(path) else os.path.splitext(path)
+        return storage.join(out_dir, storage.split(path)[1])
+    stem, ext = (path.rstrip(os.sep), "") if not storage.is_url(path) and os.path.isdir(path) \
+        else os.path.splitext(path)
     return f"{stem}{suffix if suffix is not None else '_' + label}{ext}"
 
 
@@ -147,7 +195,7 @@ def target_conflicts(jobs: List[Tuple[str, str]], in_place: bool, out_dir: Optio
                             f"pass --in-place to replace inputs")
     for target_id, sources in writers.items():
         if len(sources) > 1:
-            target = os.path.join(*target_id)
+            target = storage.join(*target_id)
             others = f" (and {len(sources) - 2} more)" if len(sources) > 2 else ""
             problems.append(f"{sources[0]} and {sources[1]}{others} would {'all' if others else 'both'} be "
                             f"written to {target}; resize them to different --out folders "

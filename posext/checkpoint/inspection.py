@@ -1,11 +1,15 @@
 """`posext inspect`: the position embeddings of checkpoint files, read from their shapes (see
-``shapes.py``)."""
+``shapes.py``). Inputs may be fsspec URLs: safetensors are read by ranges, other formats downloaded into a
+local temp folder first."""
+import contextlib
 import sys
 
 from .inputs import collect_inputs, target_conflicts
+from .io import file_format
 from .reporting import check_report_path, failure_reason, write_report
 from .shapes import load_shapes
 from .signals import Interrupted, stop_on_signals
+from .storage import is_url, local_copy, local_path
 
 
 def findings_rows(ckpt, options):
@@ -22,7 +26,7 @@ def findings_rows(ckpt, options):
 def run_inspect(args) -> int:
     if args.json:
         check_report_path("inspect", args.json)
-    found = collect_inputs(args.inputs)
+    found = collect_inputs([local_path(item) for item in args.inputs])
     conflicts = target_conflicts([(f, f) for f in found.files], True, None, args.json)
     if conflicts:
         for line in conflicts:
@@ -43,8 +47,9 @@ def run_inspect(args) -> int:
                         ckpt, rows = None, inspect_hf_folder(path, options)
                         fmt = "hf-folder"
                     else:
-                        ckpt = load_shapes(path, unsafe_pickle=args.unsafe_pickle)
-                        rows, fmt = findings_rows(ckpt, options), ckpt.format
+                        with _readable(path) as local:
+                            ckpt = load_shapes(local, unsafe_pickle=args.unsafe_pickle)
+                            rows, fmt = findings_rows(ckpt, options), ckpt.format
                 except Exception as exc:
                     reason = failure_reason(exc)
                     errors.append((path, reason))
@@ -73,3 +78,10 @@ def run_inspect(args) -> int:
         print(f"posext inspect: {item}: {reason}", file=sys.stderr)
     written = not args.json or write_report("inspect", args.json, report)
     return 1 if errors or not written else 0
+
+
+def _readable(path):
+    """A context giving a path to read ``path`` from: a store's pickle or .npz is downloaded first."""
+    if is_url(path) and file_format(path) != "safetensors":
+        return local_copy(path)
+    return contextlib.nullcontext(path)

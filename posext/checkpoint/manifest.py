@@ -3,16 +3,19 @@ where it stopped.
 
 The manifest is JSON Lines: one line per finished file (ok, skipped or failed), appended and fsync'd as the
 file finishes, by the parent process only. Each line is that file's report plus ``settings`` (a digest of the
-resize settings) and, for a written target, its size and modification time right after the write. A run
-killed mid-line leaves at most one unterminated last line: readers ignore lines that do not parse, and the
-next writer starts a new line first. With ``--skip-existing`` a job is skipped when the latest line for its
-input says ``ok`` for the same target and settings and the target still has the recorded size and
-modification time (any later change to it, or a different setting, resizes it again).
+resize settings) and, for a written target, what identifies its contents right after the write: size and
+modification time (in a store: size and ETag or modification time). A run killed mid-line leaves at most
+one unterminated last line: readers ignore lines that do not parse, and the next writer starts a new line
+first. With ``--skip-existing`` a job is skipped when the latest line for its input says ``ok`` for the same
+target and settings and the target is unchanged since (any later change to it, or a different setting,
+resizes it again).
 """
 import hashlib
 import json
 import os
 from typing import Dict, List, Optional, Tuple
+
+from .storage import stat_token
 
 
 def settings_digest(target: dict, options: dict) -> str:
@@ -20,14 +23,6 @@ def settings_digest(target: dict, options: dict) -> str:
     keep = {k: v for k, v in options.items() if k != "dry_run"}
     text = json.dumps({"target": target, "options": keep}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _stat(path: str) -> Optional[Tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def read_complete(path: str) -> Dict[str, dict]:
@@ -53,8 +48,8 @@ def is_complete(entry: Optional[dict], output: str, settings: str) -> bool:
         return False
     if entry.get("settings") != settings:
         return False
-    stat = _stat(output)
-    return stat is not None and list(stat) == entry.get("target_stat")
+    stat = stat_token(output)
+    return stat is not None and stat == entry.get("target_stat")
 
 
 def split_done(jobs: List[Tuple[str, str]], manifest: str, settings: str):
@@ -81,8 +76,7 @@ class Manifest:
     def add(self, report: dict) -> None:
         entry = dict(report, settings=self.settings)
         if report.get("status") == "ok" and report.get("output"):
-            stat = _stat(report["output"])
-            entry["target_stat"] = list(stat) if stat else None
+            entry["target_stat"] = stat_token(report["output"])
         self._file.write(json.dumps(entry, default=str).encode() + b"\n")
         self._file.flush()
         os.fsync(self._file.fileno())

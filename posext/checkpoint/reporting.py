@@ -5,6 +5,7 @@ import sys
 
 from .grid import GridArgumentError
 from .io import CheckpointError, atomic_write
+from .storage import is_url
 
 
 def one_line(text) -> str:
@@ -21,6 +22,9 @@ def failure_reason(exc: Exception) -> str:
 
 def check_report_path(command, path, flag="--json"):
     """Refuse an unusable --json (or --manifest) before any work, so it cannot fail after a long run."""
+    if is_url(path):
+        raise SystemExit(f"posext {command}: {flag} {path}: give a local file (it is appended to as files "
+                         f"finish, which object stores cannot do)")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise SystemExit(f"posext {command}: {flag} {path} is a folder; give the report's file name")
