@@ -1,10 +1,12 @@
 """Checkpoint files: load (safely), find the state dicts inside, save atomically in the same format.
 
 Formats: torch pickles (.pth .pt .bin .ckpt and anything else), safetensors (.safetensors, header metadata
-kept), NumPy .npz (big_vision / vision_transformer, '/'-joined keys). Torch pickles are read with
-``weights_only=True``; ``argparse.Namespace`` (training ``args``) is allowed as timm does; anything else needs
+kept; read by ranges and written as a stream, see ``safetensors_io``), NumPy .npz (big_vision /
+vision_transformer, '/'-joined keys). Torch pickles are read with ``weights_only=True``;
+``argparse.Namespace`` (training ``args``) is allowed as timm does; anything else needs
 ``unsafe_pickle=True``. A pickle may wrap its state dicts: every one of ``model``, ``state_dict``,
 ``model_ema``, ``state_dict_ema``, ``module`` found is resized, or the top level when it is itself one.
+Paths may be fsspec URLs (``storage``).
 """
 import argparse
 import os
