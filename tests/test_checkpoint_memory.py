@@ -4,38 +4,16 @@ under 0.2x the file; the result equals a fully loaded resize."""
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 
+from posext.bench.batch import PROBE  # resizes argv[1] to a 24x24 grid into argv[2]
 from tests.test_checkpoint_safety import vit_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="RssAnon from /proc")
 
-PROBE = textwrap.dedent("""
-    import sys, threading, time
-    from posext.cli import main
-    import posext.checkpoint.commands, posext.checkpoint.resize  # imports outside the measurement
-
-    def anon():
-        for line in open("/proc/self/status"):
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    base, peak, done = anon(), [0], []
-    def sample():
-        while not done:
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.002)
-    thread = threading.Thread(target=sample)
-    thread.start()
-    code = main(["resize", sys.argv[1], "--grid", "6", "--out", sys.argv[2]])
-    done.append(1)
-    thread.join()
-    print("GROWTH", peak[0] - base)
-    sys.exit(code)
-""")
 
 
 @pytest.mark.parametrize("name", ["big.pth", "big.safetensors"])
@@ -61,4 +39,4 @@ def test_peak_anonymous_memory_is_a_small_fraction_of_the_file(tmp_path, name):
         from safetensors.torch import load_file
         got = load_file(out)
     assert torch.equal(got["blocks.0.mlp.fc1.weight"], state["blocks.0.mlp.fc1.weight"])
-    assert got["pos_embed"].shape == (1, 37, 8)
+    assert got["pos_embed"].shape == (1, 1 + 24 * 24, 8)
