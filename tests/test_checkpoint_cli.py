@@ -289,3 +289,34 @@ def test_bad_command_lines_exit_with_a_message(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             main(["resize", str(tmp_path / "a.pth"), "--grid", "6", "--device", "cuda"])
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_progress_bar_on_a_terminal_counts_finished_files(tmp_path):
+    """On a TTY stderr shows a bar fed by finished files (here: 3 of 3); in a pipe nothing of it."""
+    pytest.importorskip("rich")
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        torch.save(vit_state(i), tmp_path / "in" / f"m{i}.pth")
+    master, slave = os.openpty()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "posext.cli", "resize", str(tmp_path / "in"), "--grid", "6", "--out",
+           str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave, cwd=root,
+                            env={**os.environ, "PYTHONPATH": root, "COLUMNS": "120"})
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    assert b"resizing" in shown and b"3/3" in shown
+    piped = subprocess.run(cmd[:-1] + [str(tmp_path / "out2")], capture_output=True, cwd=root,
+                           env={**os.environ, "PYTHONPATH": root})
+    assert piped.returncode == 0 and b"resizing" not in piped.stderr
