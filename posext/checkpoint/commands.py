@@ -22,6 +22,8 @@ from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
 # The largest grid accepted (H*W tokens): 4096 x 4096. One such table is already 48 GiB at C = 768 in fp32;
 # the bound keeps absurd sizes (2**32 x 2**32) from reaching the resampler and its int64 index arithmetic.
 MAX_GRID_TOKENS = 2 ** 24
+
+
 def size_pair(text: str):
     """'24' -> (24, 24); '24x32' -> (24, 32)."""
     parts = text.lower().split("x")
