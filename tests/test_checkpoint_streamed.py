@@ -1,6 +1,7 @@
 """Streamed safetensors: the writer lays files out exactly as safetensors' own ``save`` does, a resize copies
 untouched tensors as bytes and equals load + resize_state_dict + save_file byte for byte, malformed headers
-fail with a clear reason, and the in-kernel copy and the chunked copy give the same bytes."""
+fail with a clear reason, and the in-kernel copy, the chunked copy and the early writeback (done or refused)
+give the same bytes."""
 import io
 import json
 import os
@@ -11,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posext.checkpoint import resize_state_dict, safetensors_io
+from posext.checkpoint import resize_state_dict, safetensors_io, writeback
 from posext.cli import main
 from tests.test_checkpoint_safety import snapshot, vit_state
 
@@ -119,6 +120,40 @@ def test_kernel_copy_and_chunked_copy_give_the_same_bytes(tmp_path, monkeypatch)
     assert kernel.read_bytes() == chunks.read_bytes()
     expected, _ = resize_state_dict(safetensors_torch.load_file(src), 5)
     assert kernel.read_bytes() == safetensors_torch.save(expected)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "chunks"])
+@pytest.mark.parametrize("refuse", [False, True], ids=["done", "refused"])
+def test_early_writeback_covers_the_file_in_order_and_never_changes_bytes(tmp_path, monkeypatch, kernel,
+                                                                           refuse):
+    state = {**vit_state(1), "blocks.0.w": torch.randn(300, 77), "blocks.1.w": torch.randn(5000)}
+    src = tmp_path / "m.safetensors"
+    safetensors_torch.save_file(state, src)
+    calls = []
+    real = writeback._CALL
+
+    def record(fd, start, length, flags):
+        calls.append((start, start + length, flags))
+        if refuse:
+            return -1
+        return real(fd, start, length, flags) if real is not None else 0
+
+    monkeypatch.setattr(writeback, "_CALL", record)
+    monkeypatch.setattr(writeback, "STRETCH", 4096)
+    if not kernel:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+        monkeypatch.setattr(safetensors_io, "COPY_CHUNK", 1000)
+    assert main(["resize", str(src), "--grid", "5", "--out", str(tmp_path / "out")]) == 0
+    expected, _ = resize_state_dict(safetensors_torch.load_file(src), 5)
+    assert (tmp_path / "out" / "m.safetensors").read_bytes() == safetensors_torch.save(expected)
+    if refuse:  # the first refusal turns the tracker off
+        assert len(calls) == 1
+        return
+    started = [(a, b) for a, b, f in calls if f == writeback._WRITE]
+    waited = [(a, b) for a, b, f in calls if f != writeback._WRITE]
+    assert len(started) >= 10 and all(b - a >= 4096 for a, b in started)
+    assert all(a1 == b0 for (_, b0), (a1, _) in zip(started, started[1:]))  # no gaps, no overlaps
+    assert waited == started[:len(waited)] and len(waited) == len(started) - 1
 
 
 def test_untouched_tensors_are_never_decoded(tmp_path, monkeypatch):

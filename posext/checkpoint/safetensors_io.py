@@ -8,7 +8,9 @@ the same code reads local files and fsspec objects (ranged GETs). Writing lays t
 ``safetensors.torch.save_file`` does (descending dtype rank, then name; JSON without spaces, padded with
 spaces to a multiple of 8 bytes), so a streamed result is byte for byte the file a load + resize + save
 would give. Tensors the resize did not touch are never decoded: their bytes are copied from the source
-(in-kernel ``copy_file_range`` between local files, fixed-size chunks otherwise).
+(in-kernel ``copy_file_range`` between local files, fixed-size chunks otherwise); a local target's
+write-out starts stretch by stretch during the copy (see ``writeback``), so the final fsync finds little
+left to do.
 """
 import json
 import os
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+
+from posext.checkpoint.writeback import Writeback
 
 # The format bounds its header; a larger length field means a corrupt or foreign file.
 MAX_HEADER = 100 * 1024 * 1024
@@ -177,7 +181,7 @@ def write(out, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, st
     items = _layout(tensors, source)
     out.write(header_bytes(items, metadata))
     pending: List[List[int]] = []  # [start, end] source ranges still to copy, in order
-    src = None
+    src, writeback = None, Writeback(_fileno(out))
     try:
         for _, _, _, _, what in items:
             if isinstance(what, Entry):
@@ -188,12 +192,12 @@ def write(out, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, st
                 continue
             if pending:
                 src = src or source.open()
-                _copy_ranges(src, out, pending)
+                _copy_ranges(src, out, pending, writeback)
                 pending = []
             _write_tensor(out, what)
         if pending:
             src = src or source.open()
-            _copy_ranges(src, out, pending)
+            _copy_ranges(src, out, pending, writeback)
     finally:
         if src is not None:
             src.close()
@@ -212,7 +216,7 @@ def _fileno(f) -> Optional[int]:
         return None
 
 
-def _copy_ranges(src, out, ranges) -> None:
+def _copy_ranges(src, out, ranges, writeback: Writeback) -> None:
     src_fd, out_fd = _fileno(src), _fileno(out)
     kernel = src_fd is not None and out_fd is not None and hasattr(os, "copy_file_range")
     if kernel:
@@ -220,20 +224,21 @@ def _copy_ranges(src, out, ranges) -> None:
     for start, end in ranges:
         if kernel:
             out_pos = os.lseek(out_fd, 0, os.SEEK_CUR)
-            kernel = _kernel_copy(src_fd, out_fd, start, end, out_pos)
+            kernel = _kernel_copy(src_fd, out_fd, start, end, out_pos, writeback)
             if kernel:
                 out.seek(os.lseek(out_fd, 0, os.SEEK_CUR))
                 continue
-        _chunk_copy(src, out, start, end)
+        _chunk_copy(src, out, start, end, writeback)
 
 
-def _kernel_copy(src_fd, out_fd, start, end, out_pos) -> bool:
-    """copy_file_range from ``src_fd`` [start, end) to ``out_fd`` at ``out_pos``; False (nothing written)
-    where the file systems do not support it."""
+def _kernel_copy(src_fd, out_fd, start, end, out_pos, writeback: Writeback) -> bool:
+    """copy_file_range from ``src_fd`` [start, end) to ``out_fd`` at ``out_pos``, a stretch at a time;
+    False (nothing written) where the file systems do not support it."""
     done = 0
     while start + done < end:
         try:
-            n = os.copy_file_range(src_fd, out_fd, end - start - done, start + done, out_pos + done)
+            n = os.copy_file_range(src_fd, out_fd, min(end - start - done, writeback.stretch), start + done,
+                                   out_pos + done)
         except OSError:
             if done:
                 raise
@@ -241,11 +246,12 @@ def _kernel_copy(src_fd, out_fd, start, end, out_pos) -> bool:
         if n == 0:
             raise FormatError("the source file ended inside a tensor")
         done += n
+        writeback.advance(out_pos + done)
     os.lseek(out_fd, out_pos + done, os.SEEK_SET)
     return True
 
 
-def _chunk_copy(src, out, start, end) -> None:
+def _chunk_copy(src, out, start, end, writeback: Writeback) -> None:
     src.seek(start)
     left = end - start
     while left:
@@ -254,3 +260,6 @@ def _chunk_copy(src, out, start, end) -> None:
             raise FormatError("the source file ended inside a tensor")
         out.write(chunk)
         left -= len(chunk)
+        if writeback.fd is not None:  # a remote source into a local file: the disk works meanwhile
+            out.flush()
+            writeback.advance(out.tell())
