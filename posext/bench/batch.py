@@ -253,8 +253,8 @@ def summary(rows):
                      f"{'met' if r['ratio'] <= r['target'] else 'not met'})" if r.get("target") is not None
                      else f"{r['ratio']:.2f}x cp + fsync (no time target)")
         if r.get("startup_s") is not None:
-            time_part += (f", {r['work_ratio']:.2f}x less its {r['startup_s']:.2f} s of interpreter and torch "
-                          f"start-up")
+            time_part += (f", {r['work_ratio']:.2f}x less its {r['startup_s']:.2f} s of interpreter and "
+                          f"torch start-up")
         mem = "met" if r["anon"] <= TARGET_ANON else "not met"
         out.append(f"big {r['format']} file ({r['mbytes']:.0f} MiB): posext resize takes {time_part}; peak "
                    f"anonymous memory {r['anon']:.4f}x the file ({r['anon'] * r['mbytes']:.1f} MiB; target "
