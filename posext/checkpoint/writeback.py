@@ -54,4 +54,3 @@ class Writeback:
             return True
         self.fd = None  # refused (e.g. a pipe or an odd file system): leave it all to the final fsync
         return False
-
