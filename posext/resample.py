@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend, _checks
+from ._modes import MODES
 
-MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2}
 Size = Union[int, Tuple[int, int]]
 
 

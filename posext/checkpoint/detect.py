@@ -19,11 +19,9 @@ that give each tensor's grid, and what is never touched) is written down in the 
   (``families.NEVER_RESIZED`` and the family rules); tensors whose size posext does not decide get
   ``"unsupported"`` and are refused when the image size changes.
 """
-from typing import Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional
 
-import torch
-
-from .. import _checks
+from .. import _sizes
 from .absolute import family_table_finding
 from .families import (
     POSITION_TABLE_NAMES,
@@ -52,8 +50,11 @@ from .patches import kernel_size, only_rule, sibling_rule
 from .relative import relative_findings
 from .video import video_finding
 
+if TYPE_CHECKING:
+    import torch
 
-def _classify(d: StateView, k: Key, t: torch.Tensor, old_size, num_prefix_tokens) -> Optional[Finding]:
+
+def _classify(d: StateView, k: Key, t: "torch.Tensor", old_size, num_prefix_tokens) -> Optional[Finding]:
     norm = k.norm
     last = norm[-1]
     name = norm[-2] if last == "weight" and len(norm) >= 2 else last
@@ -159,9 +160,9 @@ def find_position_embeddings(state_dict: Mapping, *, old_size=None, num_prefix_t
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of key -> tensor, got {type(state_dict).__name__}")
     if old_size is not None:
-        old_size = _checks.grid_pair("old_size", old_size)
+        old_size = _sizes.grid_pair("old_size", old_size)
     if num_prefix_tokens is not None:
-        num_prefix_tokens = _checks.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
+        num_prefix_tokens = _sizes.nonnegative_int("num_prefix_tokens", num_prefix_tokens)
     d = StateView(state_dict)
     parsed = {key: Key(key) for key in d.keys}
     found: Dict[str, Finding] = {}

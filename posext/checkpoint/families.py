@@ -1,8 +1,11 @@
 """Family rules: which model family a position table belongs to, the prefix rows P it may store, and the
 tables that are never resized. docs/checkpoints.md describes each family's layout."""
-from typing import Callable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple, Union
 
-import torch
+from .header_shapes import is_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 # Wrapper components inserted by DDP (`module.`) and torch.compile (`_orig_mod.`), ignored when matching
 # names.
@@ -52,13 +55,13 @@ class StateView:
 
     def __init__(self, state_dict: Mapping):
         self.sd = state_dict
-        self.keys = [k for k, v in state_dict.items() if isinstance(k, str) and isinstance(v, torch.Tensor)]
+        self.keys = [k for k, v in state_dict.items() if isinstance(k, str) and is_tensor(v)]
         self.key_set = set(self.keys)
 
-    def get(self, key: str) -> Optional[torch.Tensor]:
+    def get(self, key: str) -> Optional["torch.Tensor"]:
         return self.sd[key] if key in self.key_set else None
 
-    def values(self, key: str) -> Optional[torch.Tensor]:
+    def values(self, key: str) -> Optional["torch.Tensor"]:
         """The tensor with its values, or None when only its shape is known."""
         t = self.sd[key]
         if not t.is_meta:

@@ -1,9 +1,7 @@
 """Findings: what the detector says about one key (action, layout, grid, prefix rows, family and why)."""
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
-
-import torch
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 from .families import Key, StateView
 from .geometry import GridRule
@@ -17,6 +15,9 @@ from .grid import (
     prefix_arg,
     table_layout,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 ACTIONS = ("resample", "regenerate_sincos", "regenerate_position_ids", "resample_video", "resample_temporal",
            "resize_rel_pos_bias", "regenerate_rel_pos_index", "resize_rel_pos", "resize_attention_biases",
@@ -53,7 +54,7 @@ def skip(key, family, reason, grid=None, p=0) -> Finding:
     return Finding(key, "skip", "other", grid, p, family, reason)
 
 
-def grid_finding(d: StateView, k: Key, t: torch.Tensor, family: str, candidates, evidence: str, what: str,
+def grid_finding(d: StateView, k: Key, t: "torch.Tensor", family: str, candidates, evidence: str, what: str,
                  old_size, num_prefix_tokens, allow_nhwc: bool = False, mae_by_key: bool = False,
                  layout: Optional[str] = None, num_suffix_tokens: int = 0,
                  rule: Optional[GridRule] = None) -> Finding:
@@ -103,7 +104,14 @@ def grid_finding(d: StateView, k: Key, t: torch.Tensor, family: str, candidates,
                    num_suffix_tokens=num_suffix_tokens, rule=rule)
 
 
-def position_ids_finding(d: StateView, k: Key, t: torch.Tensor,
+def _is_arange(values: "torch.Tensor", rows: int) -> bool:
+    import torch  # only reached with values, which only torch reads
+
+    return torch.equal(values.reshape(-1, rows).long(),
+                       torch.arange(rows, device=values.device).expand(values.numel() // rows, rows))
+
+
+def position_ids_finding(d: StateView, k: Key, t: "torch.Tensor",
                          tables: Dict[str, Finding]) -> Optional[Finding]:
     """A persistent HF ``embeddings.position_ids`` buffer beside a vision table: rebuilt when it is an
     arange."""
@@ -116,9 +124,7 @@ def position_ids_finding(d: StateView, k: Key, t: torch.Tensor,
     rows = table.num_prefix_tokens + table.old_grid[0] * table.old_grid[1] + table.num_suffix_tokens
     values = d.values(k.raw) if not (t.is_floating_point() or t.is_complex()) and t.dim() in (1, 2) and \
         t.shape[-1] == rows else None
-    if values is None or not torch.equal(
-            values.reshape(-1, rows).long(),
-            torch.arange(rows, device=values.device).expand(values.numel() // rows, rows)):
+    if values is None or not _is_arange(values, rows):
         return skip(k.raw, table.family,
                     f"position_ids {tuple(t.shape)} is not an arange over the {rows} rows of {table.key}, "
                     f"so it is left alone", table.old_grid, table.num_prefix_tokens)
@@ -128,7 +134,7 @@ def position_ids_finding(d: StateView, k: Key, t: torch.Tensor,
                    num_suffix_tokens=table.num_suffix_tokens, params={"table": table.key})
 
 
-def rope_finding(k: Key, t: torch.Tensor, grids: Sequence[Tuple[int, int]], old_size) -> Optional[Finding]:
+def rope_finding(k: Key, t: "torch.Tensor", grids: Sequence[Tuple[int, int]], old_size) -> Optional[Finding]:
     """A persisted grid-dependent RoPE buffer ([H*W, rot_dim]): dropped, the model rebuilds it."""
     if "rope" not in k.raw.lower() or k.is_text or t.dim() < 2:
         return None

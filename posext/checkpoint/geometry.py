@@ -10,7 +10,7 @@ applied to the new image size: models with several branches or stages need no gr
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .. import _checks
+from .. import _sizes
 from .grid import ArgumentMention, GridArgumentError
 
 Pair = Tuple[int, int]
@@ -69,10 +69,10 @@ class Target:
 
     @staticmethod
     def of(new_grid=None, image_size=None, patch_size=None, num_frames=None) -> "Target":
-        grid = _checks.grid_pair("new_grid", new_grid) if new_grid is not None else None
-        image = _checks.grid_pair("image_size", image_size) if image_size is not None else None
-        patch = _checks.grid_pair("patch_size", patch_size) if patch_size is not None else None
-        frames = _checks.positive_int("num_frames", num_frames) if num_frames is not None else None
+        grid = _sizes.grid_pair("new_grid", new_grid) if new_grid is not None else None
+        image = _sizes.grid_pair("image_size", image_size) if image_size is not None else None
+        patch = _sizes.grid_pair("patch_size", patch_size) if patch_size is not None else None
+        frames = _sizes.positive_int("num_frames", num_frames) if num_frames is not None else None
         if grid is not None and image is not None:
             raise ValueError(f"pass new_grid or image_size, not both (got new_grid={grid}, "
                              f"image_size={image})")

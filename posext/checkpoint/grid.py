@@ -5,11 +5,10 @@ them as keyword arguments (``old_size=(H, W)``, ``num_prefix_tokens=P``) and the
 (``--old-size HxW``, ``--prefix-tokens P``): see :meth:`GridArgumentError.render`.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
-import torch
-
-from ..sincos import sincos_2d
+if TYPE_CHECKING:
+    import torch
 
 GENERIC_PREFIX_COUNTS = (0, 1, 2)
 SINCOS_TOLERANCE = 1e-6
@@ -88,7 +87,7 @@ def fmt_grid(hw) -> str:
     return f"{hw[0]}x{hw[1]}"
 
 
-def table_layout(t: torch.Tensor, allow_nhwc: bool) -> Optional[str]:
+def table_layout(t: "torch.Tensor", allow_nhwc: bool) -> Optional[str]:
     if t.dim() == 4 and t.shape[0] == 1 and allow_nhwc:
         return "nhwc"
     if t.dim() == 3 and t.shape[0] == 1:
@@ -110,7 +109,7 @@ def _ambiguous(key: str, shape, rows: int, why: str, candidates: Sequence[int]) 
         old_size_arg(), " and/or ", prefix_arg(), *example, key=key, num_tokens=rows)
 
 
-def decide_grid(key: str, t: torch.Tensor, rows: int, candidates: Optional[Sequence[int]], evidence: str,
+def decide_grid(key: str, t: "torch.Tensor", rows: int, candidates: Optional[Sequence[int]], evidence: str,
                 old_size, num_prefix_tokens) -> Tuple[int, Tuple[int, int], str]:
     """-> (P, (H, W), how they were chosen). ``candidates`` None means no family evidence."""
     cands = tuple(dict.fromkeys(candidates if candidates is not None else GENERIC_PREFIX_COUNTS))
@@ -167,7 +166,9 @@ def decide_grid(key: str, t: torch.Tensor, rows: int, candidates: Optional[Seque
     raise _ambiguous(key, shape, rows, f"{evidence}, and both {options} fit", fits)
 
 
-def _matches_sincos(x: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> Tuple[bool, float]:
+def _matches_sincos(x: "torch.Tensor", ref: "torch.Tensor", dtype: "torch.dtype") -> Tuple[bool, float]:
+    import torch
+
     diff = (x - ref).abs().max().item() if x.numel() else 0.0
     if diff <= SINCOS_TOLERANCE:
         return True, diff
@@ -176,13 +177,17 @@ def _matches_sincos(x: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> T
     return False, diff
 
 
-def mae_sincos_match(t: torch.Tensor, p: int, grid: Tuple[int, int]) -> Tuple[bool, float]:
+def mae_sincos_match(t: "torch.Tensor", p: int, grid: Tuple[int, int]) -> Tuple[bool, float]:
     """Whether ``t`` ([.., P+N, C]) equals MAE's sin-cos table (zero prefix rows) within 1e-6, or exactly its
     cast to ``t.dtype`` (half / bf16 tables). Its rows depend only on each token's (y, x), so the first grid
     line is checked first against a one-line table; only a table that passes is compared whole."""
     c = t.shape[-1]
     if c % 4 or not t.is_floating_point() or t.numel() == 0:
         return False, float("inf")
+    import torch  # values are torch tensors, and so is the reference
+
+    from ..sincos import sincos_2d
+
     rows = t.detach().reshape(-1, c)
     head = min(grid[1], _SINCOS_HEAD_COLUMNS)
     head_ref = sincos_2d(c, (1, head), convention="mae", num_prefix_tokens=p, dtype=torch.float64,

@@ -23,7 +23,7 @@ X-CLIP). SAM's prompt encoder also gets ``image_embedding_size`` = image // patc
 import copy
 from typing import Optional, Tuple
 
-from .. import _checks
+from .. import _sizes
 
 _SQUARE = frozenset({
     "clip_vision_model", "siglip_vision_model", "blip_vision_model", "blip_2_vision_model",
@@ -147,8 +147,8 @@ def updated_config(config: dict, *, image_size=None, patch_size=None, num_frames
     docstring) or when no node holds the field asked for.
     """
     out = copy.deepcopy(config)
-    image = None if image_size is None else _checks.grid_pair("image_size", image_size)
-    patch = None if patch_size is None else _checks.grid_pair("patch_size", patch_size)
+    image = None if image_size is None else _sizes.grid_pair("image_size", image_size)
+    patch = None if patch_size is None else _sizes.grid_pair("patch_size", patch_size)
     nodes = _vision_nodes(out)
     wrote = {"image_size": False, "patch_size": False, "num_frames": False}
     for path, node, parent_type in nodes:
@@ -253,7 +253,7 @@ def updated_preprocessor(pp: dict, image_size, *, num_frames=None) -> dict:
     ``crop_size`` is set to ``H x W`` even when the crop is off, so turning it on keeps the geometry.
     ``num_frames``, where given and stored, is set too. ValueError for a size form that cannot give ``H x W``.
     """
-    size = _checks.grid_pair("image_size", image_size)
+    size = _sizes.grid_pair("image_size", image_size)
     out = copy.deepcopy(pp)
     nested = [k for k in NESTED_PROCESSORS if isinstance(out.get(k), dict)]
     for key in nested:

@@ -8,10 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Tuple
 
-import torch
-
-from ..resample import MODES
-from .apply import EXECUTORS
+from .._modes import MODES
 from .detect import Finding, find_position_embeddings
 from .findings import GRID_ACTIONS
 from .geometry import GeometryError, Target, arg, image_of, new_grid
@@ -96,6 +93,10 @@ class Plan:
         """``part`` (any keys of the planned state dict, with values, or ``meta`` tensors of a mapping with
         ``read_tensor``) resized: a new mapping in the same key order, every key not acted on the very input
         object; and the findings applied."""
+        import torch  # planning needs no torch; resizing does
+
+        from .apply import EXECUTORS
+
         out = _new_mapping(part)
         applied: List[Finding] = []
         with torch.no_grad():
