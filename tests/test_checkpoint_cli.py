@@ -195,14 +195,14 @@ def test_atomic_write_leaves_nothing_on_interrupt(tmp_path):
 
 
 def test_ctrl_c_during_a_batch_exits_130(tmp_path, monkeypatch, capsys):
-    from posext.checkpoint import commands
+    from posext.checkpoint import file_job
 
     torch.save(vit_state(), tmp_path / "a.pth")
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "resize_file", interrupted)
+    monkeypatch.setattr(file_job, "resize_file", interrupted)
     assert main(["resize", str(tmp_path / "a.pth"), "--grid", "6"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["a.pth"]

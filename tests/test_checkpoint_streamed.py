@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posext.checkpoint import resize_state_dict, safetensors_io, writeback
+from posext.checkpoint import resize_state_dict, safetensors_format, safetensors_io, writeback
 from posext.cli import main
 from tests.test_checkpoint_safety import snapshot, vit_state
 
@@ -114,7 +114,7 @@ def test_kernel_copy_and_chunked_copy_give_the_same_bytes(tmp_path, monkeypatch)
     safetensors_torch.save_file(state, src)
     assert main(["resize", str(src), "--grid", "5", "--out", str(tmp_path / "kernel")]) == 0
     monkeypatch.delattr(os, "copy_file_range", raising=False)
-    monkeypatch.setattr(safetensors_io, "COPY_CHUNK", 1000)  # many short chunks
+    monkeypatch.setattr(safetensors_format, "COPY_CHUNK", 1000)  # many short chunks
     assert main(["resize", str(src), "--grid", "5", "--out", str(tmp_path / "chunks")]) == 0
     kernel, chunks = (tmp_path / d / "m.safetensors" for d in ("kernel", "chunks"))
     assert kernel.read_bytes() == chunks.read_bytes()
@@ -142,7 +142,7 @@ def test_early_writeback_covers_the_file_in_order_and_never_changes_bytes(tmp_pa
     monkeypatch.setattr(writeback, "STRETCH", 4096)
     if not kernel:
         monkeypatch.delattr(os, "copy_file_range", raising=False)
-        monkeypatch.setattr(safetensors_io, "COPY_CHUNK", 1000)
+        monkeypatch.setattr(safetensors_format, "COPY_CHUNK", 1000)
     assert main(["resize", str(src), "--grid", "5", "--out", str(tmp_path / "out")]) == 0
     expected, _ = resize_state_dict(safetensors_torch.load_file(src), 5)
     assert (tmp_path / "out" / "m.safetensors").read_bytes() == safetensors_torch.save(expected)

@@ -7,14 +7,10 @@ import argparse
 import os
 import sys
 
-import torch
-
-from . import storage
-from .file_job import empty_report, resize_file
+from . import head_start, storage
 from .inputs import collect_inputs, output_path, target_conflicts
-from .inspection import run_inspect
 from .manifest import Manifest, settings_digest, split_done
-from .reporting import check_report_path, write_report
+from .reporting import check_report_path, empty_report, write_report
 from .signals import Interrupted, raise_if_stopping, stop_on_signals
 from .storage import is_url, local_path
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
@@ -71,7 +67,7 @@ def add_parsers(sub) -> None:
     inspect.add_argument("--unsafe-pickle", action="store_true",
                          help="allow arbitrary pickles (trusted files!)")
     inspect.add_argument("--json", metavar="REPORT", help="also write the findings as JSON")
-    inspect.set_defaults(func=run_inspect)
+    inspect.set_defaults(func=_run_inspect)
 
     resize = sub.add_parser("resize", help="resize the position embeddings of checkpoint files to a new grid")
     resize.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or glob patterns; "
@@ -119,6 +115,12 @@ def add_parsers(sub) -> None:
                         help="skip files the --manifest records as written with these settings whose "
                              "target is unchanged since")
     resize.set_defaults(func=run_resize)
+
+
+def _run_inspect(args) -> int:
+    from .inspection import run_inspect
+
+    return run_inspect(args)
 
 
 def _target(args):
@@ -183,7 +185,7 @@ def _progress(total_files, total_bytes):
 
 def run_resize(args) -> int:
     target, label = _target(args)
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not _cuda_available():
         raise SystemExit("posext resize: --device cuda but no CUDA device is available")
     if args.workers < 1:
         raise SystemExit(f"posext resize: --workers must be >= 1, got {args.workers}")
@@ -258,9 +260,7 @@ def run_resize(args) -> int:
                 for folder in folders:  # what a worker that died mid-file (OOM killer) left
                     remove_leftovers(folder)
             else:
-                for f, out in jobs:
-                    raise_if_stopping()
-                    take(resize_file(f, out, target, options))
+                _run_in_process(jobs, target, options, take)
         except (Interrupted, KeyboardInterrupt) as exc:
             if progress:
                 progress.stop()
@@ -279,6 +279,28 @@ def run_resize(args) -> int:
               "grid": list(args.grid) if args.grid else None, "files": ordered}
     written = not args.json or write_report("resize", args.json, report)
     return 1 if not written or any(r["status"] == "failed" for r in ordered) else 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_in_process(jobs, target, options, take) -> None:
+    """The files one after the other in this process. When torch is still to be imported, the first file's
+    untouched tensors are copied meanwhile (``head_start``); with torch loaded there is nothing to overlap,
+    and no process with torch's threads is forked."""
+    head = head_start.begin(*jobs[0], target, options) if jobs and "torch" not in sys.modules else None
+    try:
+        from .file_job import resize_file  # imports torch
+
+        for i, (f, out) in enumerate(jobs):
+            raise_if_stopping()
+            take(resize_file(f, out, target, options, head=head if i == 0 else None))
+    finally:
+        if head is not None:
+            head.close()
 
 
 def _stopped(exc, folders, done, total) -> int:

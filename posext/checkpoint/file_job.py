@@ -20,7 +20,7 @@ from .io import (
     replace_state_dicts,
     save_checkpoint,
 )
-from .reporting import failure_reason
+from .reporting import empty_report, failure_reason
 from .storage import is_url, local_copy
 
 # The resized tables of one file may use at most this share of physical memory: the resampling holds the new
@@ -61,14 +61,9 @@ def check_memory(state, plan) -> None:
                               f"of this machine's {memory / 2 ** 30:.1f} GiB of memory")
 
 
-def empty_report(path, output, status="ok", reason=""):
-    return {"input": path, "output": output, "status": status, "reason": reason, "findings": [],
-            "removed": [], "bytes": 0, "seconds": 0.0}
-
-
-def resize_file(path, output, target, options):
+def resize_file(path, output, target, options, head=None):
     """Resize one file (or Hugging Face folder); never raises for a bad input: returns its report (status
-    ok / skipped / failed)."""
+    ok / skipped / failed). ``head``: the head start of this file's target (``head_start``), if any."""
     if os.path.isdir(path):
         from .folder_jobs import resize_hf_folder
 
@@ -115,7 +110,7 @@ def resize_file(path, output, target, options):
         if options["dry_run"]:
             report["status"] = "dry-run"
         else:
-            report["bytes"] = save_checkpoint(new, output)
+            report["bytes"] = save_checkpoint(new, output, head)
     except Exception as exc:  # one bad file never stops the batch
         report.update(status="failed", reason=failure_reason(exc))
     finally:

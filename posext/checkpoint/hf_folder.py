@@ -11,47 +11,18 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from .hf_config import NESTED_PROCESSORS, PROCESSOR_FILES, updated_config, updated_preprocessor
+from .hf_layout import CONFIG_FILE, is_hf_folder, weight_sets  # noqa: F401 (the folder API)
 from .io import load_checkpoint, replace_state_dicts, save_checkpoint
 from .shapes import ShapeOnlyStateDict, load_shapes
 from .signals import critical
 from .tempfiles import TEMP_PREFIX, discard, fsync_folder, lock_folder, make_temp_folder
 
-CONFIG_FILE = "config.json"
-# (index, single file) of each weight set HF writes; a folder may hold both kinds
-WEIGHT_SETS = (("model.safetensors.index.json", "model.safetensors"),
-               ("pytorch_model.bin.index.json", "pytorch_model.bin"))
 # weights no resize here rewrites: copied they would be stale tables of the old size, so they are left out
 _STALE_PREFIXES = ("model", "pytorch_model", "tf_model", "flax_model")
 _STALE_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".gguf")
-
-
-def weight_sets(folder: str) -> List[Tuple[Optional[str], List[str]]]:
-    """(index file or None, shard file names) of each complete weight set in ``folder``."""
-    sets = []
-    for index, single in WEIGHT_SETS:
-        index_path = os.path.join(folder, index)
-        if os.path.isfile(index_path):
-            with open(index_path) as f:
-                weight_map = json.load(f).get("weight_map", {})
-            shards = sorted(set(weight_map.values()))
-            if shards and all(os.path.isfile(os.path.join(folder, s)) for s in shards):
-                sets.append((index, shards))
-        elif os.path.isfile(os.path.join(folder, single)):
-            sets.append((None, [single]))
-    return sets
-
-
-def is_hf_folder(path: str) -> bool:
-    """Whether ``path`` is a folder with ``config.json`` and a complete weight set (single file or index plus
-    every shard it names)."""
-    try:
-        return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE)) and \
-            bool(weight_sets(path))
-    except (OSError, ValueError):  # an unreadable or corrupt index is no folder to resize
-        return False
 
 
 @dataclass

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 from . import storage
-from .hf_folder import CONFIG_FILE, is_hf_folder
-from .io import CHECKPOINT_SUFFIXES, file_kind
+from .files import CHECKPOINT_SUFFIXES, file_kind
+from .hf_layout import CONFIG_FILE, is_hf_folder
 from .tempfiles import TEMP_PREFIX, is_temp_path
 
 

@@ -9,26 +9,25 @@ vision_transformer, '/'-joined keys). Torch pickles are read with ``weights_only
 Paths may be fsspec URLs (``storage``).
 """
 import argparse
-import os
-import stat
-import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from . import safetensors_io, storage
-from .signals import critical
-from .tempfiles import discard, fsync_folder, lock_folder, make_temp_folder
+from .files import (  # noqa: F401 (the file-level API, used here and by callers of io)
+    CHECKPOINT_SUFFIXES,
+    CheckpointError,
+    atomic_write,
+    atomic_write_stream,
+    file_format,
+    file_kind,
+    require_regular_file,
+)
 
 WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
-
-
-class CheckpointError(Exception):
-    """A file that cannot be read or written as a checkpoint; the message says why."""
 
 
 @dataclass
@@ -44,44 +43,9 @@ class Checkpoint:
     source: Optional[safetensors_io.Source] = None  # safetensors: the file the meta tensors stand for
 
 
-def file_format(path: str) -> str:
-    lower = path.lower()
-    if lower.endswith(".safetensors"):
-        return "safetensors"
-    if lower.endswith(".npz"):
-        return "npz"
-    return "torch"
-
-
 def _is_tensor_dict(obj) -> bool:
     return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(k, str) for k in obj) and \
         sum(isinstance(v, torch.Tensor) for v in obj.values()) >= max(1, len(obj) // 2)
-
-
-def file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def require_regular_file(path: str) -> int:
-    """The file's size; CheckpointError for anything that is not a regular file (a FIFO would block the read
-    forever, a device never ends). A URL is an object of its store."""
-    if storage.is_url(path):
-        try:
-            return storage.size(path)
-        except (storage.StorageError, OSError) as exc:
-            raise CheckpointError(f"cannot read: {exc}") from None
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"{file_kind(st.st_mode)}, not a regular file: not read")
-    return st.st_size
 
 
 def state_dicts_of(obj, path: str) -> Checkpoint:
@@ -199,11 +163,12 @@ def drop_grid_dependent_optimizer_state(container, old_shapes, *, drop_all: bool
     return removed
 
 
-def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
-    """Write atomically in the checkpoint's format; returns the bytes written."""
+def save_checkpoint(ckpt: Checkpoint, path: str, staged=None) -> int:
+    """Write atomically in the checkpoint's format; returns the bytes written. ``staged``: a safetensors
+    target's temp file already begun by ``head_start`` (its copy is kept where the layout is the same)."""
     if ckpt.format == "safetensors":  # streamed: untouched tensors are copied from the source as bytes
         return atomic_write_stream(path, lambda f: safetensors_io.write(f, ckpt.container, ckpt.metadata,
-                                                                         ckpt.source))
+                                                                         ckpt.source, staged), staged)
     if ckpt.format == "npz":
         state = ckpt.state_dicts[""]
         to_numpy = lambda t: t.detach().cpu().contiguous().numpy()  # noqa: E731
@@ -221,55 +186,3 @@ def save_checkpoint(ckpt: Checkpoint, path: str) -> int:
 
         return atomic_write(path, write_npz)
     return atomic_write(path, lambda tmp: torch.save(ckpt.container, tmp))
-
-
-def atomic_write_stream(path: str, write: Callable) -> int:
-    """:func:`atomic_write` for a writer of a binary file object; a URL's bytes stream into its store."""
-    if storage.is_url(path):
-        return _write_url(path, write, to_path=False)
-
-    def write_file(tmp):
-        with open(tmp, "wb") as f:
-            write(f)
-
-    return atomic_write(path, write_file)
-
-
-def _write_url(path, write, to_path):
-    try:
-        return storage.write_url(path, write, to_path=to_path)
-    except storage.StorageError as exc:
-        raise CheckpointError(f"cannot write: {exc}") from None
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> int:
-    """Write `path` through a temp folder beside it, fsync, then rename into place: readers see the old file
-    or the whole new one, never a part. The temp folder (``tempfiles``: owner PID in its name, locked while in
-    use) is removed on any error and on a stop signal (``signals``); creating it and the rename are critical
-    sections, so a signal either discards the write or lets the rename finish. The temp file keeps the final
-    base name, so formats that record it (torch.save's zip records) come out identical. A URL is written
-    locally the same way, then uploaded to a temp object and moved onto the target (``storage``)."""
-    if storage.is_url(path):
-        return _write_url(path, write, to_path=True)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp_dir = lock_fd = None
-    try:
-        with critical():
-            try:
-                tmp_dir = make_temp_folder(folder)
-                lock_fd = lock_folder(tmp_dir)
-            except OSError as exc:
-                raise CheckpointError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-        tmp = os.path.join(tmp_dir, os.path.basename(path))
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        size = os.path.getsize(tmp)
-        with critical():
-            os.replace(tmp, path)
-    finally:
-        with critical():
-            discard(tmp_dir, lock_fd)
-    if not fsync_folder(folder):  # make the rename itself durable
-        warnings.warn(f"could not fsync folder {folder}", RuntimeWarning, stacklevel=2)
-    return size

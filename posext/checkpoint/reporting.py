@@ -3,9 +3,15 @@ import json
 import os
 import sys
 
+from .files import CheckpointError, atomic_write
 from .grid import GridArgumentError
-from .io import CheckpointError, atomic_write
 from .storage import is_url
+
+
+def empty_report(path, output, status="ok", reason=""):
+    """The report of one file before (or without) any work on it."""
+    return {"input": path, "output": output, "status": status, "reason": reason, "findings": [],
+            "removed": [], "bytes": 0, "seconds": 0.0}
 
 
 def one_line(text) -> str:

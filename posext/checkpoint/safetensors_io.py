@@ -1,53 +1,26 @@
 """safetensors files read by ranges and written as a stream: memory follows the tensors that change.
 
-The format: an 8-byte little-endian header length N, N bytes of JSON (``__metadata__`` and, per tensor,
-``dtype``, ``shape`` and ``data_offsets`` relative to the end of the header), then the tensor bytes.
-
 Reading parses the header and nothing else; a tensor's values are read on demand with one seek + read, so
-the same code reads local files and fsspec objects (ranged GETs). Writing lays the tensors out exactly as
-``safetensors.torch.save_file`` does (descending dtype rank, then name; JSON without spaces, padded with
-spaces to a multiple of 8 bytes), so a streamed result is byte for byte the file a load + resize + save
-would give. Tensors the resize did not touch are never decoded: their bytes are copied from the source
-(in-kernel ``copy_file_range`` between local files, fixed-size chunks otherwise); a local target's
-write-out starts stretch by stretch during the copy (see ``writeback``), so the final fsync finds little
-left to do.
+the same code reads local files and fsspec objects (ranged GETs). Writing follows save_file's layout
+(``safetensors_format``). Tensors the resize did not touch are never decoded: their bytes are copied from
+the source. A write may find its temp file begun (``head_start``: the untouched tensors copied while torch
+was loading); where that copy foresaw this very layout, only the rest is written.
 """
-import json
-import os
-import struct
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
 
-from posext.checkpoint.writeback import Writeback
-
-# The format bounds its header; a larger length field means a corrupt or foreign file.
-MAX_HEADER = 100 * 1024 * 1024
-# name -> (torch dtype name, bytes per element); dtypes this torch lacks are still copied as bytes
-DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
-          "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
-          "U8": ("uint8", 1), "BOOL": ("bool", 1), "U16": ("uint16", 2), "U32": ("uint32", 4),
-          "U64": ("uint64", 8), "C64": ("complex64", 8), "F8_E4M3": ("float8_e4m3fn", 1),
-          "F8_E5M2": ("float8_e5m2", 1), "F8_E8M0": ("float8_e8m0fnu", 1),
-          "F8_E4M3FNUZ": ("float8_e4m3fnuz", 1), "F8_E5M2FNUZ": ("float8_e5m2fnuz", 1)}
-# safetensors orders tensors by its Dtype enum, highest first: this is that enum's order.
-DTYPE_RANK = ["BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16",
-              "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64"]
-COPY_CHUNK = 16 * 2 ** 20
-
-
-class FormatError(ValueError):
-    """Not a well-formed safetensors file; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One stored tensor: its dtype name, shape and absolute byte range in the file."""
-    dtype: str
-    shape: Tuple[int, ...]
-    start: int
-    end: int
+from .safetensors_format import (  # noqa: F401 (FormatError and Entry are part of this module's API)
+    DTYPES,
+    Entry,
+    FormatError,
+    copy_ranges,
+    fileno,
+    header_bytes,
+    ordered,
+    read_header,
+)
+from .writeback import Writeback
 
 
 def _torch_dtype(name: str) -> Optional[torch.dtype]:
@@ -60,43 +33,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
         if getattr(torch, torch_name, None) == dtype:
             return name
     raise FormatError(f"dtype {dtype} has no safetensors name")
-
-
-def read_header(f, size: int) -> Tuple[Dict[str, Entry], Optional[Dict[str, str]], bytes]:
-    """(key -> Entry in header order, ``__metadata__``, the raw header bytes) of the file object ``f`` of
-    ``size`` bytes; FormatError for a malformed header or tensors out of bounds."""
-    f.seek(0)
-    raw = f.read(8)
-    if len(raw) != 8:
-        raise FormatError("shorter than its 8-byte header length")
-    (length,) = struct.unpack("<Q", raw)
-    if length > MAX_HEADER or 8 + length > size:
-        raise FormatError(f"header length {length} is over the format's {MAX_HEADER} bytes or past the end "
-                          f"of the {size}-byte file")
-    text = f.read(length)
-    try:
-        header = json.loads(text)
-    except ValueError as exc:
-        raise FormatError(f"the header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise FormatError("the header is not a JSON object")
-    metadata = header.pop("__metadata__", None)
-    entries, base = {}, 8 + length
-    for key, item in header.items():
-        try:
-            dtype, (begin, end) = item["dtype"], item["data_offsets"]
-            shape = tuple(int(s) for s in item["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{key}: not a tensor entry (dtype, shape, data_offsets)") from None
-        numel = 1
-        for s in shape:
-            numel *= s
-        width = DTYPES.get(dtype, (None, None))[1]
-        if not 0 <= begin <= end or base + end > size or (width is not None and end - begin != numel * width):
-            raise FormatError(f"{key}: data_offsets {[begin, end]} do not hold a {dtype} tensor of shape "
-                              f"{list(shape)} inside the file")
-        entries[key] = Entry(dtype, shape, base + begin, base + end)
-    return entries, metadata, raw + text
 
 
 class Source:
@@ -157,47 +93,48 @@ def _layout(tensors: Dict[str, torch.Tensor], source: Optional[Source]):
         items += [(k, source.entries[k].dtype, source.entries[k].shape,
                    source.entries[k].end - source.entries[k].start, source.entries[k])
                   for k in source.passthrough if k not in tensors]
-    rank = {name: i for i, name in enumerate(DTYPE_RANK)}
-    items.sort(key=lambda item: (-rank.get(item[1], len(rank)), item[0]))
-    return items
-
-
-def header_bytes(items, metadata: Optional[Dict[str, str]]) -> bytes:
-    header, offset = {}, 0
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    for key, dtype, shape, nbytes, _ in items:
-        header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
+    return ordered(items)
 
 
 def write(out, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]],
-          source: Optional[Source] = None) -> None:
+          source: Optional[Source] = None, staged=None) -> None:
     """Write ``tensors`` as a safetensors file to the binary file object ``out``: values from tensors, and
-    for the ``meta`` tensors of ``source`` their stored bytes, copied. Adjacent copies are merged."""
+    for the ``meta`` tensors of ``source`` their stored bytes, copied. Adjacent copies are merged.
+
+    ``staged`` (``head_start.HeadStart``): ``out`` is its temp file; the tensors it has copied to the very
+    offsets this layout gives them are kept (it is asked only when the header it foresaw is this one), the
+    rest is written over, and the file ends where this layout ends."""
     items = _layout(tensors, source)
-    out.write(header_bytes(items, metadata))
-    pending: List[List[int]] = []  # [start, end] source ranges still to copy, in order
-    src, writeback = None, Writeback(_fileno(out))
+    header = header_bytes(items, metadata)
+    kept = staged.keep(header) if staged is not None else frozenset()
+    out.write(header)
+    pos, pending = len(header), []  # pending: [start, end] source ranges to copy from ``out``'s position
+    src, writeback = None, Writeback(fileno(out))
+
+    def flush():
+        nonlocal src
+        if pending:
+            src = src or source.open()
+            copy_ranges(src, out, pending, writeback)
+            pending.clear()
+
     try:
-        for _, _, _, _, what in items:
-            if isinstance(what, Entry):
+        for _, _, _, nbytes, what in items:
+            if isinstance(what, Entry) and (pos, what.start, what.end) in kept:
+                flush()
+                out.seek(pos + nbytes)
+            elif isinstance(what, Entry):
                 if pending and pending[-1][1] == what.start:
                     pending[-1][1] = what.end
                 else:
                     pending.append([what.start, what.end])
-                continue
-            if pending:
-                src = src or source.open()
-                _copy_ranges(src, out, pending, writeback)
-                pending = []
-            _write_tensor(out, what)
-        if pending:
-            src = src or source.open()
-            _copy_ranges(src, out, pending, writeback)
+            else:
+                flush()
+                _write_tensor(out, what)
+            pos += nbytes
+        flush()
+        if staged is not None:  # a copy made for another layout may reach past this one's end
+            out.truncate(pos)
     finally:
         if src is not None:
             src.close()
@@ -207,59 +144,3 @@ def _write_tensor(out, tensor: torch.Tensor) -> None:
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     if flat.numel():
         out.write(memoryview(flat.view(torch.uint8).numpy()))
-
-
-def _fileno(f) -> Optional[int]:
-    try:
-        return f.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _copy_ranges(src, out, ranges, writeback: Writeback) -> None:
-    src_fd, out_fd = _fileno(src), _fileno(out)
-    kernel = src_fd is not None and out_fd is not None and hasattr(os, "copy_file_range")
-    if kernel:
-        out.flush()
-    for start, end in ranges:
-        if kernel:
-            out_pos = os.lseek(out_fd, 0, os.SEEK_CUR)
-            kernel = _kernel_copy(src_fd, out_fd, start, end, out_pos, writeback)
-            if kernel:
-                out.seek(os.lseek(out_fd, 0, os.SEEK_CUR))
-                continue
-        _chunk_copy(src, out, start, end, writeback)
-
-
-def _kernel_copy(src_fd, out_fd, start, end, out_pos, writeback: Writeback) -> bool:
-    """copy_file_range from ``src_fd`` [start, end) to ``out_fd`` at ``out_pos``, a stretch at a time;
-    False (nothing written) where the file systems do not support it."""
-    done = 0
-    while start + done < end:
-        try:
-            n = os.copy_file_range(src_fd, out_fd, min(end - start - done, writeback.stretch), start + done,
-                                   out_pos + done)
-        except OSError:
-            if done:
-                raise
-            return False
-        if n == 0:
-            raise FormatError("the source file ended inside a tensor")
-        done += n
-        writeback.advance(out_pos + done)
-    os.lseek(out_fd, out_pos + done, os.SEEK_SET)
-    return True
-
-
-def _chunk_copy(src, out, start, end, writeback: Writeback) -> None:
-    src.seek(start)
-    left = end - start
-    while left:
-        chunk = src.read(min(COPY_CHUNK, left))
-        if not chunk:
-            raise FormatError("the source file ended inside a tensor")
-        out.write(chunk)
-        left -= len(chunk)
-        if writeback.fd is not None:  # a remote source into a local file: the disk works meanwhile
-            out.flush()
-            writeback.advance(out.tell())
