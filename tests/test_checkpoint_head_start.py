@@ -81,9 +81,8 @@ def test_command_with_a_head_start_equals_load_resize_save(tmp_path):
                                     metadata={"format": "pt"})
     _run_command("resize", str(src / "a.safetensors"), str(src / "b.safetensors"), "--grid", "9x7",
                  "--out", str(tmp_path / "out"))
-    for name in ("a", "b"):
-        assert (tmp_path / "out" / f"{name}.safetensors").read_bytes() == _expected(src / f"{name}.safetensors",
-                                                                                   (9, 7))
+    for name in ("a.safetensors", "b.safetensors"):
+        assert (tmp_path / "out" / name).read_bytes() == _expected(src / name, (9, 7))
     assert sorted(os.listdir(tmp_path / "out")) == ["a.safetensors", "b.safetensors"]
 
 

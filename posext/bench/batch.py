@@ -253,7 +253,7 @@ def summary(rows):
                      else f"{r['ratio']:.2f}x cp + fsync (no time target)")
         if r.get("torch_s") is not None:
             overlap = "overlapped with the copy" if r["format"] == "safetensors" else "before the copy"
-            time_part += f" (the import of torch alone takes {r['torch_s']:.2f} s, {overlap})"
+            time_part += f"; the import of torch alone takes {r['torch_s']:.2f} s, {overlap}"
         mem = "met" if r["anon"] <= TARGET_ANON else "not met"
         out.append(f"big {r['format']} file ({r['mbytes']:.0f} MiB): posext resize takes {time_part}; peak "
                    f"anonymous memory {r['anon']:.4f}x the file ({r['anon'] * r['mbytes']:.1f} MiB; target "
