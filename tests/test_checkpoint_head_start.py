@@ -5,8 +5,10 @@ resize_state_dict + save gives, whether the foreseen layout was right or not.
 The oracle is safetensors' own ``save`` of ``resize_state_dict`` on the loaded file. The plan from the header
 is checked against the plan and the resized shapes of real state dicts built by timm and transformers."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -212,3 +214,47 @@ def test_the_command_imports_torch_only_when_a_name_needs_it():
             "posext.load()\n"
             "assert 'torch' in sys.modules and posext.resample.__name__ == 'resample'\n"
             "assert callable(posext.resample) and posext.sincos_2d(8, 2).shape == (4, 8)\nprint('ok')")
+
+
+def _processes_naming(text):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals and /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_while_torch_loads_leaves_nothing(tmp_path, signum):
+    """The head start has made its temp folder and forked its copier; the command is still importing torch
+    when the signal comes: exit 128 + signal, no temp folder, no target, no copier left running."""
+    src = tmp_path / "m.safetensors"
+    safetensors_torch.save_file(_state_with_filler(), src)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "posext.cli", "resize", str(src), "--grid", "9x7", "--out",
+                             str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not os.listdir(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert "torch" not in _loaded_modules(proc.pid) or proc.poll() is not None
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert os.listdir(out) == []
+    assert _processes_naming(str(out)) == []
+
+
+def _loaded_modules(pid):
+    """Shared objects mapped into ``pid``: torch's libraries appear once its import has begun."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "torch" if "libtorch" in f.read() else ""
+    except OSError:
+        return ""

@@ -11,7 +11,7 @@ from . import head_start, storage
 from .inputs import collect_inputs, output_path, target_conflicts
 from .manifest import Manifest, settings_digest, split_done
 from .reporting import check_report_path, empty_report, write_report
-from .signals import Interrupted, raise_if_stopping, stop_on_signals
+from .signals import Interrupted, critical, raise_if_stopping, stop_on_signals
 from .storage import is_url, local_path
 from .tempfiles import TEMP_PREFIX, is_temp_path, leftovers, remove_leftovers
 
@@ -291,8 +291,11 @@ def _run_in_process(jobs, target, options, take) -> None:
     """The files one after the other in this process. When torch is still to be imported, the first file's
     untouched tensors are copied meanwhile (``head_start``); with torch loaded there is nothing to overlap,
     and no process with torch's threads is forked."""
-    head = head_start.begin(*jobs[0], target, options) if jobs and "torch" not in sys.modules else None
+    head = None
     try:
+        if jobs and "torch" not in sys.modules:
+            with critical():  # a stop signal waits until ``head`` is known, so that it is closed below
+                head = head_start.begin(*jobs[0], target, options)
         from .file_job import resize_file  # imports torch
 
         for i, (f, out) in enumerate(jobs):

@@ -188,15 +188,14 @@ def begin(path: str, output: str, target: dict, options: dict) -> Optional[HeadS
         pos += nbytes
     folder = os.path.dirname(os.path.abspath(output))
     tmp_dir = lock_fd = None
-    try:
-        with critical():
+    with critical():  # the caller holds off stop signals too, until it has the result to close
+        try:
             tmp_dir = make_temp_folder(folder)
             lock_fd = lock_folder(tmp_dir)
-        head = HeadStart(path, output, header, copies, tmp_dir, lock_fd)
-        os.close(os.open(head.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError:
-        with critical():
+            head = HeadStart(path, output, header, copies, tmp_dir, lock_fd)
+            os.close(os.open(head.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            head.start()
+        except OSError:
             discard(tmp_dir, lock_fd)
-        return None
-    head.start()
+            return None
     return head
