@@ -104,12 +104,12 @@ def run() -> None:
     flushed, exit handlers run), tearing down torch's modules and libraries only costs time: most of a
     second on a small machine, which a one-file command would spend after its work."""
     code = main()
+    atexit._run_exitfuncs()  # what a normal exit would run (logging's flush, multiprocessing's joins)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can reach it anyway
             pass
-    atexit._run_exitfuncs()
     os._exit(int(code or 0))
 
 
