@@ -88,6 +88,16 @@ def test_command_with_a_head_start_equals_load_resize_save(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["a.safetensors", "b.safetensors"]
 
 
+def test_in_place_with_a_head_start_replaces_the_input_with_the_resized_file(tmp_path):
+    src = tmp_path / "m.safetensors"
+    safetensors_torch.save_file(_state_with_filler(), src, metadata={"format": "pt"})
+    expected = _expected(src, (9, 7))
+    result = _run_command("resize", str(src), "--grid", "9x7", "--in-place")
+    assert "summary: 1 ok" in result.stdout
+    assert src.read_bytes() == expected
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
 def test_a_layout_the_header_could_not_foresee_still_gives_the_right_bytes(tmp_path):
     """HF's position_ids are rebuilt only when their values are an arange: the header cannot tell, so the
     foreseen layout keeps their old shape, the write finds another header and copies everything itself."""
