@@ -253,18 +253,9 @@ def test_a_stop_signal_while_torch_loads_leaves_nothing(tmp_path, signum):
     deadline = time.monotonic() + 60
     while not os.listdir(out) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert "torch" not in _loaded_modules(proc.pid) or proc.poll() is not None
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err
     assert os.listdir(out) == []
     assert _processes_naming(str(out)) == []
 
-
-def _loaded_modules(pid):
-    """Shared objects mapped into ``pid``: torch's libraries appear once its import has begun."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return "torch" if "libtorch" in f.read() else ""
-    except OSError:
-        return ""
