@@ -211,7 +211,8 @@ def run_resize(args) -> int:
         raise SystemExit(f"posext resize: --out {args.out} is inside a temp folder of atomic writes "
                          f"({TEMP_PREFIX}*), which later runs may delete; choose another folder")
     found = collect_inputs(args.inputs)
-    jobs = [(f, output_path(f, label, args.out, args.in_place, args.suffix)) for f in found.files]
+    jobs = [(f, output_path(f, label, args.out, args.in_place, args.suffix, folder=f in found.hf_folders))
+            for f in found.files]
     conflicts = target_conflicts(jobs, args.in_place, args.out, args.json, args.manifest)
     if conflicts:
         for line in conflicts:

@@ -21,7 +21,7 @@ from .io import (
     save_checkpoint,
 )
 from .reporting import empty_report, failure_reason
-from .storage import is_url, local_copy
+from .storage import is_folder, is_url, local_copy
 
 # The resized tables of one file may use at most this share of physical memory: the resampling holds the new
 # table and an intermediate about as large.
@@ -64,7 +64,7 @@ def check_memory(state, plan) -> None:
 def resize_file(path, output, target, options, head=None):
     """Resize one file (or Hugging Face folder); never raises for a bad input: returns its report (status
     ok / skipped / failed). ``head``: the head start of this file's target (``head_start``), if any."""
-    if os.path.isdir(path):
+    if os.path.isdir(path) or is_url(path) and is_folder(path):
         from .folder_jobs import resize_hf_folder
 
         return resize_hf_folder(path, output, target, options)

@@ -14,15 +14,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
 
 from .hf_config import NESTED_PROCESSORS, PROCESSOR_FILES, updated_config, updated_preprocessor
-from .hf_layout import CONFIG_FILE, is_hf_folder, weight_sets  # noqa: F401 (the folder API)
+from .hf_layout import CONFIG_FILE, is_hf_folder, is_stale_weights, weight_sets  # noqa: F401 (the folder API)
 from .io import load_checkpoint, replace_state_dicts, save_checkpoint
 from .shapes import ShapeOnlyStateDict, load_shapes
 from .signals import critical
 from .tempfiles import TEMP_PREFIX, discard, fsync_folder, lock_folder, make_temp_folder
-
-# weights no resize here rewrites: copied they would be stale tables of the old size, so they are left out
-_STALE_PREFIXES = ("model", "pytorch_model", "tf_model", "flax_model")
-_STALE_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".gguf")
 
 
 @dataclass
@@ -120,12 +116,6 @@ def state_dict_plan(new_grid=None, **kwargs) -> Callable:
     return lambda view: plan_resize(view, new_grid, **kwargs)
 
 
-def _is_stale_weights(rel: str) -> bool:
-    name = os.path.basename(rel)
-    return name.startswith(_STALE_PREFIXES) and name.endswith(_STALE_SUFFIXES) or \
-        name.endswith((".onnx", ".gguf")) or name.endswith(".index.json") and name.startswith(_STALE_PREFIXES)
-
-
 def _check_paths(src: str, dst: str, overwrite: bool) -> None:
     rsrc, rdst = os.path.realpath(src), os.path.realpath(dst)
     if not is_hf_folder(src):
@@ -136,7 +126,8 @@ def _check_paths(src: str, dst: str, overwrite: bool) -> None:
     if any(part.startswith(TEMP_PREFIX) for part in rdst.split(os.sep)):
         raise ValueError(f"{dst}: inside a temp folder of atomic writes ({TEMP_PREFIX}*)")
     if os.path.lexists(dst) and not (overwrite and os.path.isdir(dst) and not os.path.islink(dst)):
-        raise FileExistsError(f"{dst} exists" + ("" if overwrite else " (pass overwrite=True to replace it)"))
+        raise FileExistsError(f"{dst} exists and is not a folder" if overwrite else
+                              f"{dst} exists (pass overwrite=True to replace it)")
     if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
         raise FileNotFoundError(f"{dst}: its parent folder does not exist")
 
@@ -227,7 +218,7 @@ def _copy_rest(src: str, tmp: str, written, result: FolderResult) -> None:
             rel = name if rel_root == "." else os.path.join(rel_root, name)
             if rel in written:
                 continue
-            if _is_stale_weights(rel):
+            if is_stale_weights(rel):
                 result.left_out.append(rel)
                 continue
             target = os.path.join(tmp, rel)

@@ -7,8 +7,8 @@ socket or device would block or never end, a dangling symlink or a symlink loop 
 reported on its own line and the rest of the batch goes on. Temp folders of atomic writes are never searched.
 
 An fsspec URL (``s3://bucket/zoo/``, ``memory://ckpts/*.safetensors``; see ``storage``) names an object, a
-prefix searched recursively, or a glob over the store. Hugging Face folders in a store are reported, not
-resized: their shards and configs are resized together from a local copy.
+prefix searched recursively, or a glob over the store; a Hugging Face folder in a store is one input, as on
+a local disk (``stored_folders``).
 
 Two paths are the same directory entry when their folders resolve (realpath) to the same folder and their
 names are equal: ``os.replace`` onto a path replaces that entry (a symlink there, not the file it points
@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from . import storage
 from .files import CHECKPOINT_SUFFIXES, file_kind
-from .hf_layout import CONFIG_FILE, is_hf_folder
+from .hf_layout import is_hf_folder
+from .stored_folders import hf_folders_in
 from .tempfiles import TEMP_PREFIX, is_temp_path
 
 
@@ -50,9 +51,9 @@ def _is_candidate(name: str) -> bool:
     return name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith(".")
 
 
-def _collect_url(item: str, found: "Inputs", add_file) -> None:
-    """The objects ``item`` names in its store, each added with ``add_file(url, size)``; problems into
-    ``found``."""
+def _collect_url(item: str, found: "Inputs", add_file, add_hf_folder) -> None:
+    """The objects ``item`` names in its store, each added with ``add_file(url, size)`` (a Hugging Face
+    folder with ``add_hf_folder(url, size)``); problems into ``found``."""
     try:
         fs, inner = storage.filesystem(item)
         matches = sorted(fs.glob(inner)) if glob.has_magic(inner) else [inner]
@@ -67,17 +68,16 @@ def _collect_url(item: str, found: "Inputs", add_file) -> None:
             if info.get("type") != "directory":
                 add_file(storage.url_of(fs, match), int(info.get("size") or 0))
                 continue
-            listing = fs.find(match, detail=True)
-            hf = sorted({os.path.dirname(p) for p in listing if os.path.basename(p) == CONFIG_FILE})
-            for folder in hf:
-                found.problems.append((storage.url_of(fs, folder), "a Hugging Face folder in a store: not "
-                                       "resized here (copy it to a local folder, resize that, copy back)"))
+            listing = {path: detail for path, detail in fs.find(match, detail=True).items()
+                       if not any(p.startswith(TEMP_PREFIX) for p in path.split("/"))}
+            for folder in hf_folders_in(fs, listing):
+                add_hf_folder(storage.url_of(fs, folder), sum(
+                    int(detail.get("size") or 0) for path, detail in listing.items()
+                    if path.startswith(folder + "/")))
+                listing = {path: d for path, d in listing.items() if not path.startswith(folder + "/")}
             for path in sorted(listing):
-                parts = path.split("/")
-                if any(p.startswith(TEMP_PREFIX) for p in parts) or not _is_candidate(parts[-1]) or \
-                        any(path.startswith(folder + "/") for folder in hf):
-                    continue
-                add_file(storage.url_of(fs, path), int(listing[path].get("size") or 0))
+                if _is_candidate(path.split("/")[-1]):
+                    add_file(storage.url_of(fs, path), int(listing[path].get("size") or 0))
     except (storage.StorageError, OSError) as exc:
         found.problems.append((item, f"cannot list: {exc}"))
 
@@ -120,13 +120,13 @@ def collect_inputs(items) -> Inputs:
             found.problems.append((os.path.normpath(path),
                                    f"{file_kind(st.st_mode)}, not a regular file: not read"))
 
-    def add_hf_folder(path):
-        path = os.path.normpath(path)
+    def add_hf_folder(path, nbytes=None):
+        path = path if storage.is_url(path) else os.path.normpath(path)
         if entry_id(path) not in seen:
             seen[entry_id(path)] = path
             found.hf_folders.add(path)
-            found.sizes[path] = sum(os.path.getsize(os.path.join(root, name))
-                                    for root, _, names in os.walk(path) for name in names)
+            found.sizes[path] = nbytes if nbytes is not None else sum(
+                os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names)
 
     def add_folder(folder):
         def unlistable(exc):
@@ -144,7 +144,7 @@ def collect_inputs(items) -> Inputs:
 
     for item in items:
         if storage.is_url(item):
-            _collect_url(item, found, add_file)
+            _collect_url(item, found, add_file, add_hf_folder)
             continue
         if os.path.lexists(item):
             add(item, named=True)
@@ -158,14 +158,15 @@ def collect_inputs(items) -> Inputs:
     return found
 
 
-def output_path(path, label, out_dir=None, in_place=False, suffix=None) -> str:
+def output_path(path, label, out_dir=None, in_place=False, suffix=None, folder=False) -> str:
     """Where the resized ``path`` goes: in place, into ``out_dir``, or next to it as ``<stem>_<label>``
-    (``label``: the target, e.g. ``24x32`` or ``384x512_p8``)."""
+    (``label``: the target, e.g. ``24x32`` or ``384x512_p8``; ``folder``: ``path`` is a folder, whose name
+    keeps any dots)."""
     if in_place:
         return path
     if out_dir:
         return storage.join(out_dir, storage.split(path)[1])
-    stem, ext = (path.rstrip(os.sep), "") if not storage.is_url(path) and os.path.isdir(path) \
+    stem, ext = (path.rstrip("/" if storage.is_url(path) else os.sep), "") if folder \
         else os.path.splitext(path)
     return f"{stem}{suffix if suffix is not None else '_' + label}{ext}"
 

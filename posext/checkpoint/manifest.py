@@ -4,7 +4,8 @@ where it stopped.
 The manifest is JSON Lines: one line per finished file (ok, skipped or failed), appended and fsync'd as the
 file finishes, by the parent process only. Each line is that file's report plus ``settings`` (a digest of the
 resize settings) and, for a written target, what identifies its contents right after the write: size and
-modification time (in a store: size and ETag or modification time). A run killed mid-line leaves at most
+modification time (in a store: size and ETag or modification time; of a folder: its total size and a digest
+of every file's name, size and time or ETag). A run killed mid-line leaves at most
 one unterminated last line: readers ignore lines that do not parse, and the next writer starts a new line
 first. With ``--skip-existing`` a job is skipped when the latest line for its input says ``ok`` for the same
 target and settings and the target is unchanged since (any later change to it, or a different setting,
@@ -15,7 +16,8 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .storage import stat_token
+from . import storage
+from .stored_folders import folder_token
 
 
 def settings_digest(target: dict, options: dict) -> str:
@@ -43,12 +45,22 @@ def read_complete(path: str) -> Dict[str, dict]:
     return latest
 
 
+def target_token(path: str) -> Optional[List]:
+    """What identifies the current contents of a target (file or folder, local or in a store); None when
+    it does not exist."""
+    try:
+        folder = storage.is_folder(path) if storage.is_url(path) else os.path.isdir(path)
+    except OSError:
+        return None
+    return folder_token(path) if folder else storage.stat_token(path)
+
+
 def is_complete(entry: Optional[dict], output: str, settings: str) -> bool:
     if not entry or entry.get("status") != "ok" or entry.get("output") != output:
         return False
     if entry.get("settings") != settings:
         return False
-    stat = stat_token(output)
+    stat = target_token(output)
     return stat is not None and stat == entry.get("target_stat")
 
 
@@ -76,7 +88,7 @@ class Manifest:
     def add(self, report: dict) -> None:
         entry = dict(report, settings=self.settings)
         if report.get("status") == "ok" and report.get("output"):
-            entry["target_stat"] = stat_token(report["output"])
+            entry["target_stat"] = target_token(report["output"])
         self._file.write(json.dumps(entry, default=str).encode() + b"\n")
         self._file.flush()
         os.fsync(self._file.fileno())

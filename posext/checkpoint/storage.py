@@ -96,9 +96,13 @@ def stat_token(path: str) -> Optional[List]:
         info = fs.info(inner)
     except (FileNotFoundError, OSError):
         return None
-    stamp = next((info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified",
-                                    "created") if info.get(k) is not None), None)
-    return [int(info.get("size") or 0), str(stamp)]
+    return [int(info.get("size") or 0), info_stamp(info)]
+
+
+def info_stamp(info: dict) -> str:
+    """What changes with an object's contents in its fsspec ``info``: the ETag or a modification time."""
+    return str(next((info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified",
+                                       "created") if info.get(k) is not None), None))
 
 
 def make_folder(url: str) -> None:
