@@ -183,3 +183,6 @@ def test_unusable_urls_are_refused_with_one_line(tmp_path, store, capsys, monkey
     monkeypatch.setattr(builtins, "__import__", real_import)
     assert main(["resize", f"file://{tmp_path}/m.pth", "--grid", "6", "--out", f"file://{tmp_path}/o"]) == 0
     assert os.listdir(tmp_path / "o") == ["m.pth"]
+    # and so are the objects fsspec's local file system (local://) finds
+    assert main(["resize", f"local://{tmp_path}/m.pth", "--grid", "6", "--out", str(tmp_path / "o2")]) == 0
+    assert (tmp_path / "o2" / "m.pth").read_bytes() == (tmp_path / "o" / "m.pth").read_bytes()

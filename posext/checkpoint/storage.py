@@ -51,7 +51,8 @@ def filesystem(url: str):
 
 
 def url_of(fs, path: str) -> str:
-    return fs.unstrip_protocol(path)
+    """The URL of ``path`` inside ``fs``; a local path when ``fs`` is the local file system (``local://``)."""
+    return local_path(fs.unstrip_protocol(path))
 
 
 def split(path: str) -> Tuple[str, str]:
