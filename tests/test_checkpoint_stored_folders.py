@@ -233,3 +233,19 @@ def test_which_prefixes_are_model_folders(store):
     assert stored_folders.is_stored_hf_folder(f"memory://{root}/a")
     assert not stored_folders.is_stored_hf_folder(f"memory://{root}/b")
     assert not stored_folders.is_stored_hf_folder(f"memory://{root}/a/model.safetensors")
+
+
+def test_the_local_staging_copy_of_a_store_target_is_not_forced_to_disk(tmp_path, store, monkeypatch):
+    """The store's object is the copy that lasts: the local result uploaded to it is written without fsync
+    (the same bytes as a local run, which fsyncs every file)."""
+    fs, root = store
+    _zoo(tmp_path, fs, root)
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    src = f"memory://{root}/zoo/vit-b.16"
+    assert main(["resize", src, "--grid", "6", "--out", f"memory://{root}/out"]) == 0
+    assert calls == []
+    assert main(["resize", src, "--grid", "6", "--out", str(tmp_path / "local")]) == 0
+    assert len(calls) >= 7  # every file of the folder, and the folder the rename lands in
+    assert _objects(fs, f"{root}/out/vit-b.16") == _snapshot(str(tmp_path / "local" / "vit-b.16"))

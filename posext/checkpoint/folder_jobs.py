@@ -18,6 +18,7 @@ from .hf_folder import CONFIG_FILE, full_view, resize_folder, state_dict_plan, w
 from .inputs import entry_id
 from .io import CheckpointError
 from .reporting import failure_reason
+from .tempfiles import staging_writes
 
 
 def _geometry(path):
@@ -102,7 +103,8 @@ def resize_hf_folder(path, output, target, options):
                     stored_folders.fetch_folder(path, src)
                 if storage.is_url(output):
                     dst = os.path.join(scratch, "out")
-            _resize_local_folder(src, dst, target, options, report)
+            with staging_writes() if dst != output else contextlib.nullcontext():
+                _resize_local_folder(src, dst, target, options, report)
             if report["status"] == "ok" and dst != output:
                 report["bytes"] = stored_folders.upload_folder(dst, output)
         except Exception as exc:  # one bad folder never stops the batch

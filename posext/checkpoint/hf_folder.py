@@ -18,7 +18,7 @@ from .hf_layout import CONFIG_FILE, is_hf_folder, is_stale_weights, weight_sets 
 from .io import load_checkpoint, replace_state_dicts, save_checkpoint
 from .shapes import ShapeOnlyStateDict, load_shapes
 from .signals import critical
-from .tempfiles import TEMP_PREFIX, discard, fsync_folder, lock_folder, make_temp_folder
+from .tempfiles import TEMP_PREFIX, discard, durable, fsync_folder, lock_folder, make_temp_folder
 
 
 @dataclass
@@ -59,6 +59,8 @@ def _write_json(path: str, obj) -> None:
 
 
 def _fsync(path: str) -> None:
+    if not durable():
+        return
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 

@@ -7,6 +7,8 @@ that folder behind. Such leftovers are never read as checkpoints (:func:`is_temp
 lock (the lock also covers PID namespaces that cannot see each other's processes). Nothing else is ever
 removed.
 """
+import contextlib
+import contextvars
 import os
 import re
 import shutil
@@ -54,8 +56,30 @@ def discard(path: Optional[str], lock_fd: Optional[int]) -> None:
         os.close(lock_fd)
 
 
+_staging = contextvars.ContextVar("posext_staging", default=False)
+
+
+@contextlib.contextmanager
+def staging_writes():
+    """Writes made in this context are staging copies (a store target's result, uploaded and then removed):
+    atomic as ever, but not forced to disk (no fsync, no early writeback); the store's copy is the one that
+    lasts."""
+    token = _staging.set(True)
+    try:
+        yield
+    finally:
+        _staging.reset(token)
+
+
+def durable() -> bool:
+    """Whether writes are to reach the disk before they count as done (everywhere but staging copies)."""
+    return not _staging.get()
+
+
 def fsync_folder(folder: str) -> bool:
     """fsync the folder itself, so that a rename into it is durable; False where the file system refuses."""
+    if not durable():
+        return True
     try:
         fd = os.open(folder, os.O_RDONLY)
         try:

@@ -11,6 +11,8 @@ import ctypes.util
 import sys
 from typing import Optional
 
+from .tempfiles import durable
+
 STRETCH = 64 * 2 ** 20  # bytes written between two write-out requests
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* flags
 
@@ -36,7 +38,7 @@ class Writeback:
     :data:`STRETCH` bytes it starts the write-out of the new stretch and waits for the one before it."""
 
     def __init__(self, fd: Optional[int]):
-        self.fd = fd if _CALL is not None else None
+        self.fd = fd if _CALL is not None and durable() else None
         self.stretch = STRETCH
         self.started = self.waited = 0  # [waited, started) is being written out; [started, ...) is not yet
 
