@@ -10,8 +10,7 @@ import uuid
 
 import pytest
 
-from posext.checkpoint import stored_folders
-from posext.checkpoint.stored_folders import hf_folders_in
+from posext.checkpoint.stored_folders import hf_folders_in, owner
 from posext.cli import main
 from tests.test_checkpoint_hf_folder import _load_clean, _processor_shape, _snapshot, _vit_folder
 from tests.test_checkpoint_safety import vit_state
@@ -229,10 +228,10 @@ def test_which_prefixes_are_model_folders(store):
     fs.pipe(f"{root}/e/config.json", b"{}")              # a complete sharded set of .bin files
     fs.pipe(f"{root}/e/pytorch_model.bin.index.json", b'{"weight_map": {"k": "s1.bin"}}')
     fs.pipe(f"{root}/e/s1.bin", b"x")
+    fs.pipe(f"{root}/loose.safetensors", b"x")
     assert hf_folders_in(fs, fs.find(root)) == [f"{root}/a", f"{root}/e"]
-    assert stored_folders.is_stored_hf_folder(f"memory://{root}/a")
-    assert not stored_folders.is_stored_hf_folder(f"memory://{root}/b")
-    assert not stored_folders.is_stored_hf_folder(f"memory://{root}/a/model.safetensors")
+    assert owner(f"{root}/a/sub/model.safetensors", {f"{root}/a", f"{root}/e"}) == f"{root}/a"
+    assert owner(f"{root}/loose.safetensors", {f"{root}/a"}) is None
 
 
 def test_the_local_staging_copy_of_a_store_target_is_not_forced_to_disk(tmp_path, store, monkeypatch):

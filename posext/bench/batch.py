@@ -1,7 +1,10 @@
 """Batch job: `posext resize` as whole commands (start-up included) over many small checkpoints, through
 `--workers 2` and `--cluster local:2` (dask LocalCluster), and over one big file (safetensors, then a torch
 zip pickle) against `cp` + fsync of the same file, with posext's peak anonymous memory (RssAnon, sampled
-every 2 ms) as a fraction of the file. Big-file size: POSEXT_BENCH_BIG_GB (default 3; --quick: 0.25)."""
+every 2 ms) as a fraction of the file. Big-file size: POSEXT_BENCH_BIG_GB (default 3; --quick: 0.25).
+Last, a sharded Hugging Face ViT-B/16 folder resized from a store to a store (fsspec memory://, in one
+process: the store adds no network time, so the difference is posext's own) against the same folder on
+local disk."""
 import filecmp
 import os
 import shutil
@@ -48,12 +51,37 @@ PROBE = textwrap.dedent("""
 """)
 
 
+STORE_PROBE = textwrap.dedent("""
+    import os, sys, time
+    import fsspec
+    from posext.cli import main
+    import posext.checkpoint.folder_jobs, posext.checkpoint.resize  # imports outside the measurement
+    src, tmp, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    fs = fsspec.filesystem("memory")
+    fs.put(src, "/bench/zoo/vit", recursive=True)
+    sides = (("store", "memory://bench/zoo/vit", "memory://bench/out"),
+             ("local", src, os.path.join(tmp, "out")))
+    for rep in range(repeats + 1):  # the first round warms the page cache and is not counted
+        for side, inp, out in sides:
+            start = time.perf_counter()
+            if main(["resize", inp, "--grid", "24", "--out", out]) != 0:
+                sys.exit(1)
+            if rep:
+                print("TIME", side, time.perf_counter() - start)
+    local = os.path.join(tmp, "out", "vit")
+    for name in sorted(os.listdir(local)):
+        if fs.cat(f"/bench/out/vit/{name}") != open(os.path.join(local, name), "rb").read():
+            sys.exit(f"the store's {name} differs from the local result")
+""")
+
+
 def big_formats():
     return ("safetensors", "torch") if installed("safetensors") else ("torch",)
 
 
 def plan(devices, quick=False):
-    return 1 + len(big_formats()), None  # disk-bound: no estimate worth printing before the files exist
+    folder = installed("transformers") and installed("fsspec")
+    return 1 + len(big_formats()) + folder, None  # disk-bound: no estimate before the files exist
 
 
 def _big_gb(quick):
@@ -207,15 +235,47 @@ def _big_rows(tmp, quick):
     return rows
 
 
+def _store_folder_row(tmp, quick):
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    src = os.path.join(tmp, "vit")
+    width = dict(hidden_size=192, num_attention_heads=3, intermediate_size=768) if quick else {}
+    torch.manual_seed(0)
+    model = transformers.ViTModel(transformers.ViTConfig(image_size=224, patch_size=16, **width))
+    model.save_pretrained(src, max_shard_size="10MB" if quick else "100MB")
+    transformers.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(src)
+    nbytes = sum(os.path.getsize(os.path.join(src, n)) for n in os.listdir(src))
+    result = subprocess.run([sys.executable, "-c", STORE_PROBE, src, tmp, str(1 if quick else REPEATS)],
+                            capture_output=True, text=True, env=_env())
+    if result.returncode != 0:
+        raise RuntimeError(f"store probe failed: {result.stdout}{result.stderr}")
+    times = {"store": [], "local": []}
+    for line in result.stdout.splitlines():
+        if line.startswith("TIME "):
+            _, side, seconds = line.split()
+            times[side].append(float(seconds))
+    _clear(src)
+    _clear(os.path.join(tmp, "out"))
+    row = {"device": "cpu", "kind": "hf folder", "format": "safetensors shards", "files": 1,
+           "mbytes": nbytes / 2**20, "posext_s": _median(times["store"]), "local_s": _median(times["local"])}
+    row["ratio"] = row["posext_s"] / row["local_s"]
+    return row
+
+
 def run(devices, quick=False):
     with tempfile.TemporaryDirectory(prefix="posext-bench-batch-") as tmp:  # under /tmp: its disk
-        return [_files_row(tmp, quick)] + _big_rows(tmp, quick)
+        rows = [_files_row(tmp, quick)] + _big_rows(tmp, quick)
+        if installed("transformers") and installed("fsspec"):
+            rows.append(_store_folder_row(tmp, quick))
+        return rows
 
 
 COLUMNS = [("kind", "kind", "{}"), ("format", "format", "{}"), ("files", "files", "{}"),
            ("mbytes", "MiB", "{:.0f}"), ("workers_s", "--workers 2 s", "{:.2f}"),
            ("cluster_s", "--cluster local:2 s", "{:.2f}"), ("cp_s", "cp+fsync s", "{:.2f}"),
-           ("posext_s", "posext resize s", "{:.2f}"), ("ratio", "ratio", "{:.2f}x"),
+           ("posext_s", "posext resize s", "{:.2f}"), ("local_s", "local folder s", "{:.2f}"),
+           ("ratio", "ratio", "{:.2f}x"),
            ("target", "ratio target", "<= {:g}x"), ("torch_s", "import torch s", "{:.2f}"),
            ("anon", "peak anon / file", "{:.4f}x")]
 LEGEND = [
@@ -231,6 +291,10 @@ LEGEND = [
                  "header and copied while torch loads, a torch pickle needs torch to be read")),
     ("anon", (f"peak anon / file = peak RssAnon growth of the resize (sampled every 2 ms) / file size; "
               f"target <= {TARGET_ANON:g}x")),
+    ("local_s", ("hf folder row: a sharded HF ViT-B/16 folder (ViT-Ti width with --quick), timed inside one "
+                 "process (start-up excluded): posext resize s = memory:// store to memory:// store, local "
+                 "folder s = the same folder from and to local disk; ratio = store / local; results checked "
+                 "byte-identical")),
     (None, f"s = median of {REPEATS} repeats (1 with --quick); outputs deleted and synced between repeats"),
 ]
 
@@ -239,6 +303,11 @@ def summary(rows):
     """Per row: the ratio (and memory fraction) vs its target."""
     out = []
     for r in rows:
+        if r["kind"] == "hf folder":
+            out.append(f"HF folder ({r['mbytes']:.0f} MiB) from a memory:// store to one: {r['ratio']:.2f}x "
+                       f"the same folder on local disk ({r['posext_s']:.2f} s vs {r['local_s']:.2f} s; no "
+                       f"target), byte-identical.")
+            continue
         if r["kind"] == "files":
             if r.get("ratio") is None:
                 out.append(f"{r['files']} files: --workers 2 takes {r['workers_s']:.2f} s; no "

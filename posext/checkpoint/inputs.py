@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from . import storage
 from .files import CHECKPOINT_SUFFIXES, file_kind
 from .hf_layout import is_hf_folder
-from .stored_folders import hf_folders_in
+from .stored_folders import hf_folders_in, owner
 from .tempfiles import TEMP_PREFIX, is_temp_path
 
 
@@ -70,14 +70,18 @@ def _collect_url(item: str, found: "Inputs", add_file, add_hf_folder) -> None:
                 continue
             listing = {path: detail for path, detail in fs.find(match, detail=True).items()
                        if not any(p.startswith(TEMP_PREFIX) for p in path.split("/"))}
-            for folder in hf_folders_in(fs, listing):
-                add_hf_folder(storage.url_of(fs, folder), sum(
-                    int(detail.get("size") or 0) for path, detail in listing.items()
-                    if path.startswith(folder + "/")))
-                listing = {path: d for path, d in listing.items() if not path.startswith(folder + "/")}
-            for path in sorted(listing):
-                if _is_candidate(path.split("/")[-1]):
-                    add_file(storage.url_of(fs, path), int(listing[path].get("size") or 0))
+            folders = hf_folders_in(fs, listing)
+            folder_bytes, loose, taken = dict.fromkeys(folders, 0), [], set(folders)
+            for path, detail in listing.items():
+                folder = owner(path, taken)
+                if folder is not None:  # a folder's files are that one input
+                    folder_bytes[folder] += int(detail.get("size") or 0)
+                elif _is_candidate(path.split("/")[-1]):
+                    loose.append(path)
+            for folder in folders:
+                add_hf_folder(storage.url_of(fs, folder), folder_bytes[folder])
+            for path in sorted(loose):
+                add_file(storage.url_of(fs, path), int(listing[path].get("size") or 0))
     except (storage.StorageError, OSError) as exc:
         found.problems.append((item, f"cannot list: {exc}"))
 

@@ -19,7 +19,7 @@ import json
 import os
 import posixpath
 import uuid
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional, Set
 
 from . import storage
 from .hf_layout import CONFIG_FILE, is_stale_weights, weight_sets_of
@@ -40,35 +40,32 @@ def _weight_sets(fs, folder: str, has_file) -> list:
     return weight_sets_of(has_file, lambda name: json.loads(fs.cat_file(f"{folder}/{name}")))
 
 
+def owner(path: str, folders: Set[str]) -> Optional[str]:
+    """The folder of ``folders`` that ``path`` lies in, if any."""
+    parent = posixpath.dirname(path)
+    while parent and parent != path:
+        if parent in folders:
+            return parent
+        path, parent = parent, posixpath.dirname(parent)
+    return None
+
+
 def hf_folders_in(fs, paths: Iterable[str]) -> List[str]:
     """The Hugging Face folders among the prefixes of the object ``paths`` (inner paths of ``fs``), outermost
     only: a folder inside another is part of it."""
     present = set(paths)
     folders: List[str] = []
+    taken: Set[str] = set()
     for folder in sorted({posixpath.dirname(p) for p in present if posixpath.basename(p) == CONFIG_FILE}):
-        if any(folder.startswith(f + "/") for f in folders):
+        if owner(folder, taken):
             continue
         try:
             if _weight_sets(fs, folder, lambda name: f"{folder}/{name}" in present):
                 folders.append(folder)
+                taken.add(folder)
         except (OSError, ValueError):  # an unreadable or corrupt index is no folder to resize
             continue
     return folders
-
-
-def is_stored_hf_folder(url: str) -> bool:
-    """Whether the prefix ``url`` is a Hugging Face folder (``config.json`` and a complete weight set)."""
-    fs, inner = storage.filesystem(url)
-    objects = _listing(fs, inner) if fs.isdir(inner) else {}
-    try:
-        return CONFIG_FILE in objects and bool(_weight_sets(fs, inner.rstrip("/"), objects.__contains__))
-    except (OSError, ValueError):
-        return False
-
-
-def folder_bytes(url: str) -> int:
-    fs, inner = storage.filesystem(url)
-    return sum(int(info.get("size") or 0) for info in _listing(fs, inner).values())
 
 
 def fetch_folder(url: str, local: str) -> None:
