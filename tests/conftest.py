@@ -1,4 +1,5 @@
 import os
+import uuid
 
 # Tests run in torch's deterministic mode (poison_outputs); on CUDA its matmuls then need a fixed cuBLAS
 # workspace, set before the first cuBLAS handle exists.
@@ -39,6 +40,18 @@ def poison_outputs():
     torch.use_deterministic_algorithms(True)
     yield
     torch.use_deterministic_algorithms(before)
+
+
+@pytest.fixture
+def store():
+    """A fresh memory:// prefix and its fsspec file system (the memory file system is shared by the whole
+    process, so each test gets its own prefix, removed after it)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    root = f"/posext-test-{uuid.uuid4().hex[:8]}"
+    yield fs, root
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
 
 
 def assert_error_names(call, exc, words):

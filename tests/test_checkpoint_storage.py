@@ -3,7 +3,6 @@ safetensors are read by ranges, a failed write leaves neither a target nor a tem
 resumes over a store, and unusable URLs are refused with one clear line."""
 import builtins
 import os
-import uuid
 
 import numpy as np
 import pytest
@@ -16,15 +15,6 @@ from tests.test_checkpoint_safety import snapshot, vit_state
 fsspec = pytest.importorskip("fsspec")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-
-@pytest.fixture
-def store():
-    """A fresh memory:// prefix (the memory file system is shared by the whole process) and its fs."""
-    fs = fsspec.filesystem("memory")
-    root = f"/posext-test-{uuid.uuid4().hex[:8]}"
-    yield fs, root
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
 
 
 def _objects(fs, root):

@@ -6,7 +6,6 @@ changed one; weights of other frameworks are never downloaded."""
 import hashlib
 import json
 import os
-import uuid
 
 import pytest
 
@@ -19,14 +18,6 @@ fsspec = pytest.importorskip("fsspec")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-
-@pytest.fixture
-def store():
-    fs = fsspec.filesystem("memory")
-    root = f"/posext-folders-{uuid.uuid4().hex[:8]}"
-    yield fs, root
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
 
 
 def _objects(fs, prefix):
