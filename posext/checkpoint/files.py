@@ -10,7 +10,7 @@ from typing import Callable
 
 from . import storage
 from .signals import critical
-from .tempfiles import discard, durable, fsync_folder, lock_folder, make_temp_folder
+from .tempfiles import discard, fsync_file, fsync_folder, lock_folder, make_temp_folder
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
 
@@ -100,9 +100,7 @@ def atomic_write(path: str, write: Callable[[str], None], staged=None) -> int:
                 raise CheckpointError(f"cannot write to {folder}: {exc.strerror or exc}") from None
         tmp = os.path.join(tmp_dir, os.path.basename(path))
         write(tmp)
-        if durable():
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+        fsync_file(tmp)
         size = os.path.getsize(tmp)
         with critical():
             os.replace(tmp, path)

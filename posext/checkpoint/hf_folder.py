@@ -18,7 +18,7 @@ from .hf_layout import CONFIG_FILE, is_hf_folder, is_stale_weights, weight_sets 
 from .io import load_checkpoint, replace_state_dicts, save_checkpoint
 from .shapes import ShapeOnlyStateDict, load_shapes
 from .signals import critical
-from .tempfiles import TEMP_PREFIX, discard, durable, fsync_folder, lock_folder, make_temp_folder
+from .tempfiles import TEMP_PREFIX, discard, fsync_file, fsync_folder, lock_folder, make_temp_folder
 
 
 @dataclass
@@ -56,13 +56,6 @@ def _nbytes(t) -> int:
 def _write_json(path: str, obj) -> None:
     with open(path, "w") as f:
         f.write(json.dumps(obj, indent=2) + "\n")
-
-
-def _fsync(path: str) -> None:
-    if not durable():
-        return
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _resize_weight_set(src, tmp, index, shards, plan_fn, result: FolderResult) -> None:
@@ -203,7 +196,7 @@ def resize_folder(src: str, dst: str, plan_fn: Callable, *, image_size=None, pat
         _copy_rest(src, tmp, written, result)
         for root, _, files in os.walk(tmp):
             for name in files:
-                _fsync(os.path.join(root, name))
+                fsync_file(os.path.join(root, name))
         _rename_into_place(tmp, dst, parent, overwrite)
         tmp = None
     finally:

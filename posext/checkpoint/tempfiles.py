@@ -76,6 +76,14 @@ def durable() -> bool:
     return not _staging.get()
 
 
+def fsync_file(path: str) -> None:
+    """fsync the file at ``path`` (nothing for staging copies, see :func:`staging_writes`)."""
+    if not durable():
+        return
+    with open(path, "rb") as f:  # POSIX fsync needs no write access: copies of read-only files too
+        os.fsync(f.fileno())
+
+
 def fsync_folder(folder: str) -> bool:
     """fsync the folder itself, so that a rename into it is durable; False where the file system refuses."""
     if not durable():
