@@ -79,9 +79,13 @@ def big_formats():
     return ("safetensors", "torch") if installed("safetensors") else ("torch",)
 
 
+def store_folder_runs():
+    """Whether the HF-folder-through-a-store row can run (it builds the folder with transformers)."""
+    return installed("transformers") and installed("fsspec")
+
+
 def plan(devices, quick=False):
-    folder = installed("transformers") and installed("fsspec")
-    return 1 + len(big_formats()) + folder, None  # disk-bound: no estimate before the files exist
+    return 1 + len(big_formats()) + store_folder_runs(), None  # disk-bound: no estimate beforehand
 
 
 def _big_gb(quick):
@@ -266,7 +270,7 @@ def _store_folder_row(tmp, quick):
 def run(devices, quick=False):
     with tempfile.TemporaryDirectory(prefix="posext-bench-batch-") as tmp:  # under /tmp: its disk
         rows = [_files_row(tmp, quick)] + _big_rows(tmp, quick)
-        if installed("transformers") and installed("fsspec"):
+        if store_folder_runs():
             rows.append(_store_folder_row(tmp, quick))
         return rows
 
